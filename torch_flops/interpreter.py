@@ -1,0 +1,232 @@
+"""The FX ``Interpreter`` that runs real tensors node by node and emits one :class:`NodeRecord` each.
+
+Rules are resolved once per node when the plan is built (:func:`plan_graph`); running a node only
+executes it, reads the clock (and CUDA memory) around it, and prices it with its planned rule. Values
+are returned untouched, so the model's output is exactly what ``model(*inputs)`` returns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from torch_flops.measure import Probe, tensors_in
+from torch_flops.records import ZERO_COST, Cost, NodeRecord, Shape, Status
+from torch_flops.registry import CostRegistry, OpCall, Rule
+
+IgnoreSpec = type | Callable[..., Any] | str
+
+
+class NodeExecutionError(RuntimeError):
+    """A node raised while running; the message names the node, its target and the shapes it saw."""
+
+    def __init__(self, message: str, node_name: str) -> None:
+        super().__init__(message)
+        self.node_name = node_name
+
+
+class CostRuleError(RuntimeError):
+    """A cost rule raised or returned something that is not a cost; the message names rule and node."""
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """What is known about a node before it runs."""
+
+    target: str
+    module_path: str
+    module_class: str
+    rule: Rule | None
+    ignored: bool
+    module: nn.Module | None
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_MODULE_ALIASES = {
+    "_operator": "operator",
+    "torch._C._nn": "torch.nn.functional",
+    "torch._C._VariableFunctions": "torch",
+    "torch._C._linalg": "torch.linalg",
+    "torch._C._special": "torch.special",
+    "builtins": "",
+}
+
+
+def function_label(fn: Callable[..., Any]) -> str:
+    """A readable, address-free name: ``operator.add``, ``torch.matmul``, ``torch.nn.functional.linear``."""
+    name = getattr(fn, "__name__", None)
+    module = getattr(fn, "__module__", None)
+    if name is None or module is None:
+        return _ADDRESS.sub("", repr(fn))
+    module = _MODULE_ALIASES.get(module, module)
+    return f"{module}.{name}" if module else name
+
+
+def target_label(node: fx.Node) -> str:
+    if node.op == "call_function":
+        return function_label(node.target)
+    return str(node.target)
+
+
+def owning_module(node: fx.Node) -> tuple[str, str]:
+    """(qualified path, class name) of the innermost module whose ``forward`` created ``node``."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return "", ""
+    entry = next(reversed(stack.values()))
+    if isinstance(entry, tuple):  # torch >= 2.0: (qualified name, type)
+        path, cls = entry
+    else:  # older: the type only
+        path, cls = next(reversed(stack.keys())), entry
+    return str(path), getattr(cls, "__name__", str(cls))
+
+
+def _is_ignored(node: fx.Node, module: nn.Module | None, ignore: Collection[IgnoreSpec]) -> bool:
+    if node.op == "call_module":
+        return any(isinstance(spec, type) and isinstance(module, spec) for spec in ignore)
+    if node.op == "call_method":
+        return node.target in ignore
+    if node.op == "call_function":
+        return any(spec is node.target for spec in ignore)
+    return False
+
+
+def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[IgnoreSpec]) -> dict[fx.Node, NodePlan]:
+    """Resolve every node's rule once, before any tensor runs."""
+    plans: dict[fx.Node, NodePlan] = {}
+    for node in gm.graph.nodes:
+        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if node.op == "call_module":
+            rule = registry.module_rule(module)
+        elif node.op == "call_function":
+            rule = registry.function_rule(node.target)
+        elif node.op == "call_method":
+            rule = registry.method_rule(node.target)
+        else:
+            rule = None
+        path, cls = owning_module(node)
+        plans[node] = NodePlan(target_label(node), path, cls, rule, _is_ignored(node, module, ignore), module)
+    return plans
+
+
+def _shapes(value: Any) -> tuple[Shape, ...]:
+    return tuple(tuple(t.shape) for t in tensors_in(value))
+
+
+def _describe_inputs(args: Iterable[Any], kwargs: dict[str, Any]) -> str:
+    shapes = [str(list(t.shape)) for t in tensors_in((tuple(args), kwargs))]
+    return ", ".join(shapes) if shapes else "no tensors"
+
+
+class CountingInterpreter(fx.Interpreter):
+    """Runs the graph under ``probe`` and appends one :class:`NodeRecord` per node to ``records``."""
+
+    def __init__(self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], probe: Probe) -> None:
+        super().__init__(gm, garbage_collect_values=True)
+        self.extra_traceback = False  # our errors already name the node
+        self.plans = plans
+        self.probe = probe
+        self.records: list[NodeRecord] = []
+
+    def run_node(self, n: fx.Node) -> Any:
+        plan = self.plans[n]
+        probe = self.probe
+        with self._set_current_node(n):
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            mem_before = probe.memory()
+            start = probe.now()
+            try:
+                result = getattr(self, n.op)(n.target, args, kwargs)
+            except Exception as error:
+                where = f"node '{n.name}' ({n.op} {plan.target}"
+                where += f" in module '{plan.module_path}' ({plan.module_class}))" if plan.module_path else ")"
+                raise NodeExecutionError(
+                    f"{where} failed on inputs with shapes [{_describe_inputs(args, kwargs)}]: "
+                    f"{type(error).__name__}: {error}",
+                    n.name,
+                ) from error
+            time_ms = (probe.now() - start) * 1000.0
+            mem_after = probe.memory()
+        status, cost = self._price(n, plan, args, kwargs, result)
+        self.records.append(
+            NodeRecord(
+                name=n.name,
+                op=n.op,
+                target=plan.target,
+                module_path=plan.module_path,
+                module_class=plan.module_class,
+                status=status,
+                flops=None if cost is None else cost.flops,
+                macs=None if cost is None else cost.macs,
+                input_shapes=_shapes((args, kwargs)),
+                output_shapes=_shapes(result),
+                time_ms=time_ms,
+                mem_before_bytes=mem_before,
+                mem_after_bytes=mem_after,
+            )
+        )
+        return result
+
+    @staticmethod
+    def _price(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, result: Any) -> tuple[Status, Cost | None]:
+        if n.op in ("placeholder", "output", "get_attr"):
+            return Status.ZERO, ZERO_COST
+        if plan.ignored:
+            return Status.IGNORED, ZERO_COST
+        if plan.rule is None:
+            return Status.UNSUPPORTED, None
+        if plan.rule.known_zero:
+            return Status.ZERO, ZERO_COST
+        try:
+            cost = plan.rule.fn(OpCall(args, kwargs, result, plan.module))
+        except Exception as error:
+            raise CostRuleError(
+                f"cost rule {plan.rule.name} failed on node '{n.name}' ({n.op} {plan.target}) with input "
+                f"shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
+            ) from error
+        if not isinstance(cost, Cost) or not isinstance(cost.flops, int) or not isinstance(cost.macs, int):
+            raise CostRuleError(
+                f"cost rule {plan.rule.name} returned {cost!r} for node '{n.name}' ({plan.target}); "
+                f"expected a Cost of two ints"
+            )
+        return Status.COUNTED, cost
+
+
+def bind_inputs(gm: fx.GraphModule, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """Order positional and keyword inputs as the graph's placeholders, filling defaults."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(args) > len(placeholders):
+        raise TypeError(f"the model takes {len(placeholders)} inputs, got {len(args)} positional ones")
+    names = {str(n.target).lstrip("*") for n in placeholders}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise TypeError(f"unknown keyword inputs {unknown}; the model's inputs are {sorted(names)}")
+    bound: list[Any] = []
+    for i, node in enumerate(placeholders):
+        name = str(node.target).lstrip("*")
+        if i < len(args):
+            if name in kwargs:
+                raise TypeError(f"input {name!r} given both positionally and as a keyword")
+            bound.append(args[i])
+        elif name in kwargs:
+            bound.append(kwargs[name])
+        elif node.args:
+            bound.append(node.args[0])
+        else:
+            raise TypeError(f"missing input {name!r}")
+    return bound
+
+
+def run(gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], probe: Probe, inputs: list[Any]) -> tuple[Any, list[NodeRecord]]:
+    """Run ``gm`` on ``inputs`` under ``torch.no_grad``; return the output and the records."""
+    interpreter = CountingInterpreter(gm, plans, probe)
+    probe.start()
+    with torch.no_grad():
+        output = interpreter.run(*inputs)
+    return output, interpreter.records

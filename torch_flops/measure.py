@@ -1,0 +1,68 @@
+"""Wall-clock timing and the CUDA memory probe.
+
+Time comes from ``time.perf_counter``; the device is synchronised only when the run is on CUDA, so a
+CPU run never touches CUDA. Memory is read from ``torch.cuda.memory_allocated`` or
+``torch.cuda.max_memory_allocated`` on CUDA and is ``None`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+MEMORY_FUNCTIONS = ("max_memory_allocated", "memory_allocated")
+
+
+def run_device(tensors: Iterable[torch.Tensor]) -> torch.device:
+    """The device of the first CUDA tensor among ``tensors``, else CPU."""
+    for tensor in tensors:
+        if tensor.device.type == "cuda":
+            return tensor.device
+    return torch.device("cpu")
+
+
+class Probe:
+    """Clock and memory readings for one run on ``device``."""
+
+    def __init__(self, device: torch.device, mem_func_name: str) -> None:
+        if mem_func_name not in MEMORY_FUNCTIONS:
+            raise ValueError(f"mem_func_name must be one of {MEMORY_FUNCTIONS}, got {mem_func_name!r}")
+        self.on_cuda = device.type == "cuda"
+        self.device = device
+        self._memory: Callable[..., int] | None = getattr(torch.cuda, mem_func_name) if self.on_cuda else None
+
+    def start(self) -> None:
+        """Reset the CUDA peak counter so that ``max_memory_allocated`` readings belong to this run."""
+        if self.on_cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def now(self) -> float:
+        """Seconds from ``perf_counter``, after the device has finished queued work."""
+        if self.on_cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def memory(self) -> int | None:
+        return self._memory(self.device) if self._memory is not None else None
+
+
+def tensors_in(values: Any) -> list[torch.Tensor]:
+    """Every tensor inside nested tuples, lists and dicts."""
+    found: list[torch.Tensor] = []
+
+    def visit(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                visit(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+
+    visit(values)
+    return found

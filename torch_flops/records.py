@@ -1,0 +1,73 @@
+"""Typed records: what the interpreter emits for each FX node.
+
+Records hold raw values only (``int`` FLOPs, ``float`` milliseconds, ``int`` bytes). Units, thousands
+separators and percentages are added by :mod:`torch_flops.render`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+Shape = tuple[int, ...]
+
+
+class Status(str, enum.Enum):
+    """How a node's FLOPs were obtained.
+
+    - ``COUNTED``: a cost rule computed the value (which may legitimately be 0, e.g. an empty tensor).
+    - ``ZERO``: the op is known to do no arithmetic (views, concatenation, placeholders, ...).
+    - ``IGNORED``: the user asked to ignore it (``ignore_ops``); its FLOPs are 0.
+    - ``UNSUPPORTED``: no rule knows the op; its FLOPs are ``None`` and it is excluded from totals and
+      listed in the summary.
+    """
+
+    COUNTED = "counted"
+    ZERO = "zero"
+    IGNORED = "ignored"
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The cost of one op: FLOPs (every multiply, add, compare, exp ... once) and MACs."""
+
+    flops: int
+    macs: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.flops + other.flops, self.macs + other.macs)
+
+
+ZERO_COST = Cost(0, 0)
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One executed FX node.
+
+    ``flops`` and ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``. ``module_path`` is the
+    qualified name of the innermost module whose ``forward`` created the node ('' at the root), and
+    ``module_class`` that module's class name. Memory fields are ``None`` unless the node ran on CUDA.
+    """
+
+    name: str
+    op: str
+    target: str
+    module_path: str
+    module_class: str
+    status: Status
+    flops: int | None
+    macs: int | None
+    input_shapes: tuple[Shape, ...]
+    output_shapes: tuple[Shape, ...]
+    time_ms: float | None = None
+    mem_before_bytes: int | None = None
+    mem_after_bytes: int | None = None
+
+    @property
+    def mem_delta_bytes(self) -> int | None:
+        """``mem_after_bytes - mem_before_bytes``, or ``None`` when memory was not probed."""
+        if self.mem_before_bytes is None or self.mem_after_bytes is None:
+            return None
+        return self.mem_after_bytes - self.mem_before_bytes

@@ -1,0 +1,191 @@
+"""The cost registry: which rule prices which FX node.
+
+FX nodes carry three kinds of target, so rules are keyed three ways:
+
+- ``call_module``: by module class, resolved along the MRO (a subclass of ``nn.Conv2d`` is a conv);
+- ``call_function``: by the callable object itself (``torch.add`` and ``operator.add`` are registered
+  together as aliases);
+- ``call_method``: by method name, since that is all the node carries.
+
+Every rule has one signature, ``rule(call: OpCall) -> Cost``. ``OpCall.arg`` binds an argument by
+position *or* keyword, so ``F.linear(x, w, b)`` and ``F.linear(x, w, bias=b)`` are priced the same.
+A rule registered with ``known_zero=True`` marks ops that do no arithmetic; a node with no rule at all is
+``UNSUPPORTED`` (never a silent zero).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from torch_flops.records import ZERO_COST, Cost
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """What a rule sees of one executed op: its arguments, its output and, for modules, the module.
+
+    For ``call_method`` nodes ``args[0]`` is the tensor the method is called on, exactly as FX stores it.
+    """
+
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    output: Any
+    module: nn.Module | None = None
+
+    def arg(self, index: int, name: str, default: Any = _MISSING) -> Any:
+        """The argument passed as ``name=`` or at position ``index``, else ``default``."""
+        if name in self.kwargs:
+            return self.kwargs[name]
+        if index < len(self.args):
+            return self.args[index]
+        if default is _MISSING:
+            raise TypeError(f"missing argument {name!r} (position {index})")
+        return default
+
+
+RuleFn = Callable[[OpCall], Cost]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A registered cost rule. ``known_zero`` rules price ops that do no arithmetic."""
+
+    fn: RuleFn
+    known_zero: bool = False
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__qualname__", repr(self.fn))
+
+
+def _zero(call: OpCall) -> Cost:
+    return ZERO_COST
+
+
+ZERO_RULE = Rule(_zero, known_zero=True)
+
+
+class DuplicateRuleError(ValueError):
+    """A key already has a rule and ``replace=True`` was not given."""
+
+
+@dataclass
+class CostRegistry:
+    """Rules for module classes, functions and method names."""
+
+    modules: dict[type, Rule] = field(default_factory=dict)
+    functions: dict[Callable[..., Any], Rule] = field(default_factory=dict)
+    methods: dict[str, Rule] = field(default_factory=dict)
+
+    # -- registration -------------------------------------------------------------------------------
+    def add_module_rule(self, classes: Iterable[type], rule: Rule, replace: bool = False) -> None:
+        for cls in classes:
+            if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+                raise TypeError(f"module rules are keyed by nn.Module subclasses, got {cls!r}")
+            self._put(self.modules, cls, rule, replace, cls.__qualname__)
+
+    def add_function_rule(self, functions: Iterable[Callable[..., Any]], rule: Rule, replace: bool = False) -> None:
+        for fn in functions:
+            if not callable(fn):
+                raise TypeError(f"function rules are keyed by callables, got {fn!r}")
+            self._put(self.functions, fn, rule, replace, getattr(fn, "__name__", repr(fn)))
+
+    def add_method_rule(self, names: Iterable[str], rule: Rule, replace: bool = False) -> None:
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f"method rules are keyed by method names (str), got {name!r}")
+            self._put(self.methods, name, rule, replace, name)
+
+    @staticmethod
+    def _put(table: dict[Any, Rule], key: Any, rule: Rule, replace: bool, label: str) -> None:
+        if key in table and table[key] != rule and not replace:
+            raise DuplicateRuleError(f"{label} already has the rule {table[key].name}; pass replace=True to override it")
+        table[key] = rule
+
+    # -- lookup -------------------------------------------------------------------------------------
+    def module_rule(self, module: nn.Module) -> Rule | None:
+        """The rule of ``type(module)`` or of its nearest registered base class."""
+        for cls in type(module).__mro__:
+            rule = self.modules.get(cls)
+            if rule is not None:
+                return rule
+        return None
+
+    def function_rule(self, fn: Callable[..., Any]) -> Rule | None:
+        try:
+            return self.functions.get(fn)
+        except TypeError:  # unhashable callable
+            return None
+
+    def method_rule(self, name: str) -> Rule | None:
+        return self.methods.get(name)
+
+    def copy(self) -> CostRegistry:
+        """An independent copy, for per-run overlays that must not touch the global table."""
+        return CostRegistry(dict(self.modules), dict(self.functions), dict(self.methods))
+
+
+DEFAULT_REGISTRY = CostRegistry()
+
+
+# -- decorators used by torch_flops.rules --------------------------------------------------------------
+def module_rule(*classes: type, known_zero: bool = False, registry: CostRegistry | None = None):
+    """Register the decorated ``fn(call) -> Cost`` for module classes."""
+
+    def decorate(fn: RuleFn) -> RuleFn:
+        (registry or DEFAULT_REGISTRY).add_module_rule(classes, Rule(fn, known_zero))
+        return fn
+
+    return decorate
+
+
+def function_rule(*functions: Callable[..., Any], known_zero: bool = False, registry: CostRegistry | None = None):
+    """Register the decorated ``fn(call) -> Cost`` for functions (all aliases at once)."""
+
+    def decorate(fn: RuleFn) -> RuleFn:
+        (registry or DEFAULT_REGISTRY).add_function_rule(functions, Rule(fn, known_zero))
+        return fn
+
+    return decorate
+
+
+def method_rule(*names: str, known_zero: bool = False, registry: CostRegistry | None = None):
+    """Register the decorated ``fn(call) -> Cost`` for ``Tensor`` method names."""
+
+    def decorate(fn: RuleFn) -> RuleFn:
+        (registry or DEFAULT_REGISTRY).add_method_rule(names, Rule(fn, known_zero))
+        return fn
+
+    return decorate
+
+
+# -- shape helpers shared by the rules -----------------------------------------------------------------
+def numel(value: Any) -> int:
+    """Elements of a tensor result; a Python scalar result (e.g. ``H == 224`` on a shape) counts 1."""
+    if isinstance(value, torch.Tensor):
+        return value.numel()
+    if isinstance(value, (int, float, bool, complex)):
+        return 1
+    raise TypeError(f"expected a tensor or a number, got {type(value).__name__}")
+
+
+def shape_of(value: Any) -> tuple[int, ...]:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (int, float, bool, complex)):
+        return ()
+    raise TypeError(f"expected a tensor or a number, got {type(value).__name__}")
+
+
+def prod(values: Iterable[int]) -> int:
+    result = 1
+    for v in values:
+        result *= int(v)
+    return result

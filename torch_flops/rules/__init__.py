@@ -1,0 +1,19 @@
+"""Cost rules by op family. Importing this package registers every built-in rule.
+
+Each family module holds pure shape-only formulas (``<op>_cost(...)`` on ints, testable without
+running anything) and thin adapters that read shapes from an :class:`~torch_flops.registry.OpCall` for
+the module, function and method forms of the op. The convention is written once, in
+``docs/conventions.md``.
+"""
+
+from torch_flops.rules import (  # noqa: F401  (imported for their registrations)
+    activation,
+    attention,
+    conv,
+    elementwise,
+    linear,
+    norm,
+    pool,
+    reduction,
+    shape,
+)

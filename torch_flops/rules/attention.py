@@ -1,0 +1,43 @@
+"""``F.scaled_dot_product_attention``, priced as its parts with the matmul and softmax formulas.
+
+For query ``[..., L, E]``, key ``[..., S, E]``, value ``[..., S, Ev]`` and ``B = prod(...)`` (batch x
+query heads; grouped-query keys are broadcast to the query heads):
+
+- scores ``Q K^T``: ``B L S (2E - 1)`` FLOPs, ``B L S E`` MACs;
+- scaling the score matrix: ``B L S``;
+- the mask add, when ``attn_mask`` is given: ``B L S``;
+- softmax over ``S``: ``B L (3S - 1)``;
+- ``attention x V``: ``B L Ev (2S - 1)`` FLOPs, ``B L Ev S`` MACs.
+
+Worked example: ``q, k, v`` of ``(1, 2, 4, 8)`` (B = 2, L = S = 4, E = Ev = 8), no mask: scores
+32 * 15 = 480, scaling 32, softmax 8 rows * 11 = 88, attention x V 64 * 7 = 448; total 1,048 FLOPs.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from torch_flops.records import Cost
+from torch_flops.registry import OpCall, function_rule, prod
+from torch_flops.rules.linear import matmul_cost
+from torch_flops.rules.reduction import softmax_cost
+
+
+def sdpa_cost(batch: int, q_len: int, kv_len: int, head_dim: int, value_dim: int, masked: bool) -> Cost:
+    """Scores + scaling + optional mask add + softmax + attention x V (see the module docstring)."""
+    scores = batch * q_len * kv_len
+    cost = matmul_cost(scores, head_dim)
+    cost = cost + Cost(scores * (2 if masked else 1), 0)
+    cost = cost + softmax_cost(scores, kv_len)
+    return cost + matmul_cost(batch * q_len * value_dim, kv_len)
+
+
+# [..., L, Ev] = sdpa(q [..., L, E], k [..., S, E], v [..., S, Ev], attn_mask=None, dropout_p=0, is_causal=False, scale=None)
+@function_rule(F.scaled_dot_product_attention)
+def scaled_dot_product_attention(call: OpCall) -> Cost:
+    query = call.arg(0, "query")
+    key = call.arg(1, "key")
+    value = call.arg(2, "value")
+    mask = call.arg(3, "attn_mask", None)
+    *batch, q_len, head_dim = query.shape
+    return sdpa_cost(prod(batch), q_len, key.shape[-2], head_dim, value.shape[-1], mask is not None)

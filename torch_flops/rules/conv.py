@@ -1,0 +1,43 @@
+"""Convolutions (``Conv1d/2d/3d`` and ``F.conv1d/2d/3d``, any groups).
+
+Each output element is a dot product over ``Cin/groups * prod(kernel)`` inputs:
+FLOPs ``out_numel * (2 * Cin/groups * prod(kernel) - 1)``, plus ``out_numel`` for a bias;
+MACs ``out_numel * Cin/groups * prod(kernel)``, plus ``out_numel`` for a bias.
+
+Worked example: ``Conv2d(3, 8, 3, padding=1)`` on ``(1, 3, 8, 8)``: out_numel = 8*8*8 = 512;
+512 * (2*3*9 - 1) = 27,136, + 512 bias = 27,648 FLOPs.
+
+Transposed convolutions are not priced here (they are unsupported until a rule lands).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torch_flops.records import Cost
+from torch_flops.registry import OpCall, function_rule, module_rule, numel, prod
+from torch_flops.rules.linear import linear_cost
+
+
+def conv_cost(out_numel: int, in_channels_per_group: int, kernel_numel: int, bias: bool) -> Cost:
+    """``out_numel * (2 * Cin/groups * prod(kernel) - 1)`` FLOPs, ``+ out_numel`` for a bias."""
+    return linear_cost(out_numel, in_channels_per_group * kernel_numel, bias)
+
+
+def _cost_from_weight(weight: torch.Tensor, bias: object, output: torch.Tensor) -> Cost:
+    # weight: [Cout, Cin/groups, *kernel]
+    return conv_cost(numel(output), weight.shape[1], prod(weight.shape[2:]), bias is not None)
+
+
+# [N, Cout, *out] = ConvNd([N, Cin, *in])
+@module_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d)
+def conv_module(call: OpCall) -> Cost:
+    return _cost_from_weight(call.module.weight, call.module.bias, call.output)
+
+
+# [N, Cout, *out] = F.convNd(input, weight [Cout, Cin/groups, *kernel], bias=None, stride, padding, dilation, groups)
+@function_rule(F.conv1d, F.conv2d, F.conv3d)
+def conv_function(call: OpCall) -> Cost:
+    return _cost_from_weight(call.arg(1, "weight"), call.arg(2, "bias", None), call.output)

@@ -1,0 +1,85 @@
+"""Linear layers and the matmul family.
+
+A dot product of length ``k`` costs ``k`` multiplies and ``k - 1`` adds, so a product with ``out_numel``
+outputs costs ``out_numel * (2k - 1)`` FLOPs and ``out_numel * k`` MACs. A bias adds ``out_numel`` of
+each.
+
+Worked example: ``Linear(5, 4)`` on ``(1, 5)``: 4 outputs * (2*5 - 1) = 36, + 4 bias adds = 40 FLOPs;
+MACs 4 * 5 + 4 = 24.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torch_flops.records import Cost
+from torch_flops.registry import OpCall, function_rule, method_rule, module_rule, numel
+
+
+def matmul_cost(out_numel: int, k: int) -> Cost:
+    """``out_numel`` dot products of length ``k``: FLOPs ``out_numel * (2k - 1)``, MACs ``out_numel * k``."""
+    if out_numel == 0 or k == 0:
+        return Cost(0, 0)
+    return Cost(out_numel * (2 * k - 1), out_numel * k)
+
+
+def linear_cost(out_numel: int, in_features: int, bias: bool) -> Cost:
+    """``y = x W^T (+ b)``: ``out_numel * (2 * in_features - 1)`` FLOPs, plus ``out_numel`` for a bias.
+
+    MACs: ``out_numel * in_features`` (+ ``out_numel`` for a bias).
+    """
+    cost = matmul_cost(out_numel, in_features)
+    if bias and out_numel:
+        cost = cost + Cost(out_numel, out_numel)
+    return cost
+
+
+# [*, out] = Linear(in, out)([*, in])
+@module_rule(nn.Linear)
+def linear_module(call: OpCall) -> Cost:
+    module = call.module
+    return linear_cost(numel(call.output), module.in_features, module.bias is not None)
+
+
+# [*, out] = F.linear([*, in], weight [out, in], bias [out] | None)
+@function_rule(F.linear)
+def linear_function(call: OpCall) -> Cost:
+    weight = call.arg(1, "weight")
+    bias = call.arg(2, "bias", None)
+    return linear_cost(numel(call.output), weight.shape[-1], bias is not None)
+
+
+def _contracted_size(a: torch.Tensor) -> int:
+    """The summed dimension of ``a @ b``: the last dimension of ``a`` (its only one when 1-D)."""
+    return a.shape[-1] if a.dim() > 0 else 1
+
+
+# [..., n, p] = matmul([..., n, k], [..., k, p]); 1-D operands are promoted as torch.matmul does
+@function_rule(torch.matmul, operator.matmul, torch.mm, torch.bmm)
+@method_rule("matmul", "mm", "bmm", "__matmul__")
+def matmul(call: OpCall) -> Cost:
+    a = call.arg(0, "input")
+    return matmul_cost(numel(call.output), _contracted_size(a))
+
+
+def _scaling_flops(out_numel: int, beta: float, alpha: float) -> int:
+    """``beta * input + alpha * (a @ b)``: one add per output, one multiply per factor that is not 1."""
+    return out_numel * (1 + (beta != 1) + (alpha != 1))
+
+
+# [n, p] = addmm(input [n, p] (broadcast), mat1 [n, k], mat2 [k, p], beta=1, alpha=1)
+# [b, n, p] = baddbmm(input, batch1 [b, n, k], batch2 [b, k, p], beta=1, alpha=1)
+@function_rule(torch.addmm, torch.baddbmm)
+@method_rule("addmm", "baddbmm")
+def addmm(call: OpCall) -> Cost:
+    """The product as :func:`matmul_cost`, plus ``out_numel`` adds of ``input`` and a multiply per
+    ``beta``/``alpha`` that is not 1. The adds of ``input`` are not MACs."""
+    mat1 = call.arg(1, "mat1" if "mat1" in call.kwargs else "batch1")
+    out = numel(call.output)
+    beta = call.kwargs.get("beta", 1)
+    alpha = call.kwargs.get("alpha", 1)
+    return matmul_cost(out, _contracted_size(mat1)) + Cost(_scaling_flops(out, beta, alpha), 0)
