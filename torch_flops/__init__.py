@@ -3,9 +3,10 @@
 from torch_flops import rules as _rules  # noqa: F401  (registers the built-in cost rules)
 from torch_flops.engine import TorchFLOPsByFX
 from torch_flops.interpreter import CostRuleError, NodeExecutionError
-from torch_flops.records import Cost, NodeRecord, Status
+from torch_flops.profile import LayerInfo, profile
+from torch_flops.records import Cost, LayerRecord, NodeRecord, Status
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, DuplicateRuleError, OpCall, Rule
-from torch_flops.render import Column
+from torch_flops.render import Column, clever_format
 from torch_flops.tracing import TraceError
 
 __version__ = "0.1.0"
@@ -17,6 +18,8 @@ __all__ = [
     "CostRuleError",
     "DEFAULT_REGISTRY",
     "DuplicateRuleError",
+    "LayerInfo",
+    "LayerRecord",
     "NodeExecutionError",
     "NodeRecord",
     "OpCall",
@@ -25,4 +28,6 @@ __all__ = [
     "TorchFLOPsByFX",
     "TraceError",
     "__version__",
+    "clever_format",
+    "profile",
 ]

@@ -11,7 +11,7 @@ import torch.fx as fx
 from torch import nn
 
 from torch_flops import aggregate, render
-from torch_flops.interpreter import IgnoreSpec, bind_inputs, plan_graph, run
+from torch_flops.interpreter import IgnoreSpec, NodeObserver, bind_inputs, plan_graph, run
 from torch_flops.measure import MEMORY_FUNCTIONS, Probe, run_device, tensors_in
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry
@@ -60,6 +60,9 @@ class TorchFLOPsByFX:
         Returns the model's output. Afterwards the model's and every submodule's training flag is
         restored.
         """
+        return self._propagate(args, kwargs)
+
+    def _propagate(self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None = None) -> Any:
         inputs = bind_inputs(self.graph_model, args, kwargs)
         device = run_device([*tensors_in(inputs), *self.graph_model.parameters(), *self.graph_model.buffers()])
         probe = Probe(device, self.mem_func_name)
@@ -68,7 +71,7 @@ class TorchFLOPsByFX:
         try:
             self.graph_model.eval()
             self.model.eval()
-            output, records = run(self.graph_model, self._plans, probe, inputs)
+            output, records = run(self.graph_model, self._plans, probe, inputs, observer)
         finally:
             for module, flag in training:
                 module.training = flag

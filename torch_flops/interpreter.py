@@ -21,6 +21,7 @@ from torch_flops.records import ZERO_COST, Cost, NodeRecord, Shape, Status
 from torch_flops.registry import CostRegistry, OpCall, Rule
 
 IgnoreSpec = type | Callable[..., Any] | str
+NodeObserver = Callable[[fx.Node, "NodePlan", tuple, dict, Any], None]
 
 
 class NodeExecutionError(RuntimeError):
@@ -125,13 +126,20 @@ def _describe_inputs(args: Iterable[Any], kwargs: dict[str, Any]) -> str:
 
 
 class CountingInterpreter(fx.Interpreter):
-    """Runs the graph under ``probe`` and appends one :class:`NodeRecord` per node to ``records``."""
+    """Runs the graph under ``probe`` and appends one :class:`NodeRecord` per node to ``records``.
 
-    def __init__(self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], probe: Probe) -> None:
+    ``observer``, when given, is called after each node with ``(node, plan, args, kwargs, result)``
+    (the layer-wise view uses it for user-supplied per-module counters).
+    """
+
+    def __init__(
+        self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], probe: Probe, observer: NodeObserver | None = None
+    ) -> None:
         super().__init__(gm, garbage_collect_values=True)
         self.extra_traceback = False  # our errors already name the node
         self.plans = plans
         self.probe = probe
+        self.observer = observer
         self.records: list[NodeRecord] = []
 
     def run_node(self, n: fx.Node) -> Any:
@@ -154,6 +162,8 @@ class CountingInterpreter(fx.Interpreter):
             time_ms = (probe.now() - start) * 1000.0
             mem_after = probe.memory()
         status, cost = self._price(n, plan, args, kwargs, result)
+        if self.observer is not None:
+            self.observer(n, plan, args, kwargs, result)
         self.records.append(
             NodeRecord(
                 name=n.name,
@@ -223,9 +233,15 @@ def bind_inputs(gm: fx.GraphModule, args: tuple[Any, ...], kwargs: dict[str, Any
     return bound
 
 
-def run(gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], probe: Probe, inputs: list[Any]) -> tuple[Any, list[NodeRecord]]:
+def run(
+    gm: fx.GraphModule,
+    plans: dict[fx.Node, NodePlan],
+    probe: Probe,
+    inputs: list[Any],
+    observer: NodeObserver | None = None,
+) -> tuple[Any, list[NodeRecord]]:
     """Run ``gm`` on ``inputs`` under ``torch.no_grad``; return the output and the records."""
-    interpreter = CountingInterpreter(gm, plans, probe)
+    interpreter = CountingInterpreter(gm, plans, probe, observer)
     probe.start()
     with torch.no_grad():
         output = interpreter.run(*inputs)

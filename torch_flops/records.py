@@ -71,3 +71,21 @@ class NodeRecord:
         if self.mem_before_bytes is None or self.mem_after_bytes is None:
             return None
         return self.mem_after_bytes - self.mem_before_bytes
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One row of the layer-wise view: a module and the cost of everything its own ``forward`` ran.
+
+    ``path`` is the module's qualified name ('' for the root). ``input_shape`` / ``output_shape`` are
+    those of its first call; ``macs`` is summed over all its calls, ``params`` counted once.
+    """
+
+    path: str
+    module_class: str
+    input_shape: Shape | None
+    output_shape: Shape | None
+    macs: int
+    flops: int
+    params: int
+    unsupported: tuple[str, ...] = ()

@@ -7,11 +7,12 @@ import enum
 import io
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tabulate import tabulate
 
-from torch_flops.records import NodeRecord, Status
+from torch_flops.records import LayerRecord, NodeRecord, Shape, Status
 
 
 class Column(enum.Enum):
@@ -86,3 +87,93 @@ def total_flops_line(total: int, not_counted: Counter[str]) -> str:
         targets = ", ".join(t if c == 1 else f"{t} x{c}" for t, c in not_counted.items())
         line += f" ({n} node{'s' if n != 1 else ''} not counted: {targets})"
     return line
+
+
+# -- the layer-wise view -------------------------------------------------------------------------------
+LAYER_KINDS = ("text", "csv", "md")
+LAYER_FORMATS = ("raw", "clever", "ratio")
+_UNITS = ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K"))
+
+
+def clever_format(values: int | float | Sequence[int | float], fmt: str = "%6.2f") -> str | tuple[str, ...]:
+    """Numbers as readable strings with K / M / G / T units (powers of 1000), like thop's.
+
+    ``clever_format(1_824_034_280, "%.3f") == "1.824G"``; a list gives a tuple of strings.
+    """
+    if isinstance(values, (int, float)):
+        return _clever(values, fmt)
+    return tuple(_clever(v, fmt) for v in values)
+
+
+def _clever(value: int | float, fmt: str) -> str:
+    for scale, unit in _UNITS:
+        if abs(value) >= scale:
+            return (fmt % (value / scale)) + unit
+    return fmt % value
+
+
+def format_shape(shape: Sequence[int] | None) -> str:
+    """A shape without its batch dimension: ``(1, 64, 112, 112)`` -> ``64 x 112 x 112``."""
+    if shape is None:
+        return ""
+    per_sample = tuple(shape[1:])
+    return " x ".join(str(d) for d in per_sample) if per_sample else "1"
+
+
+@dataclass(frozen=True)
+class LayerTotal:
+    """The closing row of a layer table."""
+
+    module_class: str
+    input_shape: Shape | None
+    output_shape: Shape | None
+    macs: int
+    params: int
+
+
+def _layer_numbers(value: int, total: int, fmt: str, kind: str) -> str | int:
+    if fmt == "clever":
+        return clever_format(value, "%.2f")
+    if fmt == "ratio":
+        return f"{100.0 * value / total:.2f}" if total else "0.00"
+    return value if kind == "csv" else f"{value:,}"
+
+
+def to_layer_table(layers: Sequence[LayerRecord], total: LayerTotal, kind: str = "text", fmt: str = "raw") -> str:
+    """Name | Class | Input shape | Output shape | MACs | Params, one row per layer and a Total row."""
+    if kind not in LAYER_KINDS:
+        raise ValueError(f"kind must be one of {LAYER_KINDS}, got {kind!r}")
+    if fmt not in LAYER_FORMATS:
+        raise ValueError(f"fmt must be one of {LAYER_FORMATS}, got {fmt!r}")
+    unit = " [%]" if fmt == "ratio" else ""
+    headers = ["Name", "Class", "Input shape", "Output shape", f"MACs{unit}", f"Params{unit}"]
+    rows = [
+        [
+            layer.path or "(root)",
+            layer.module_class,
+            format_shape(layer.input_shape),
+            format_shape(layer.output_shape),
+            _layer_numbers(layer.macs, total.macs, fmt, kind),
+            _layer_numbers(layer.params, total.params, fmt, kind),
+        ]
+        for layer in layers
+    ]
+    rows.append(
+        [
+            "Total",
+            total.module_class,
+            format_shape(total.input_shape),
+            format_shape(total.output_shape),
+            _layer_numbers(total.macs, total.macs, fmt, kind),
+            _layer_numbers(total.params, total.params, fmt, kind),
+        ]
+    )
+    if kind == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows(rows)
+        return buffer.getvalue()
+    align = ["left"] * 4 + ["right"] * 2
+    tablefmt = "github" if kind == "md" else "simple"
+    return tabulate(rows, headers, tablefmt=tablefmt, colalign=align, disable_numparse=True)

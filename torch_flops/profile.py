@@ -1,0 +1,171 @@
+"""The layer-wise view: ``profile(model, tensor) -> (macs, params, LayerInfo)``.
+
+Computed by the same FX engine as the node view, so functional ops inside a layer's ``forward``
+(``@``, ``torch.matmul``, ``F.linear``, ``F.conv*``, ``F.scaled_dot_product_attention``, ...) are
+counted on the row of the innermost module that runs them. MACs follow ``docs/conventions.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from torch_flops import aggregate, render
+from torch_flops.engine import TorchFLOPsByFX
+from torch_flops.interpreter import NodePlan
+from torch_flops.records import LayerRecord, NodeRecord
+from torch_flops.render import LayerTotal
+
+CustomCounter = Callable[[nn.Module, tuple[Any, ...], Any], int | None]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Per-layer rows and totals of one profile run; ``summary()`` renders them."""
+
+    layers: tuple[LayerRecord, ...]
+    total: LayerTotal
+    records: tuple[NodeRecord, ...]
+
+    @property
+    def total_macs(self) -> int:
+        return self.total.macs
+
+    @property
+    def total_params(self) -> int:
+        return self.total.params
+
+    def summary(self, kind: str = "text", fmt: str = "raw") -> str:
+        """The layer table as ``kind`` "text" | "csv" | "md", numbers as ``fmt`` "raw" | "clever" | "ratio"
+        (percent of the total)."""
+        return render.to_layer_table(self.layers, self.total, kind, fmt)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _params_by_owner(model: nn.Module) -> dict[str, int]:
+    """Learnable parameter count by the qualified name of the module that owns it; a parameter shared
+    by several modules is counted once, at its first name."""
+    owners: dict[str, int] = {}
+    for name, parameter in model.named_parameters():  # deduplicates shared / tied parameters
+        owner = name.rpartition(".")[0]
+        owners[owner] = owners.get(owner, 0) + parameter.numel()
+    return owners
+
+
+def _custom_macs(module: nn.Module, counter: CustomCounter, args: tuple[Any, ...], output: Any) -> int:
+    """Call a user counter ``(module, inputs, output) -> MACs``; a thop-style counter that returns
+    ``None`` and adds to ``module.total_ops`` is read from there (and the attribute is removed again)."""
+    had_total_ops = "total_ops" in vars(module) or "total_ops" in getattr(module, "_buffers", {})
+    saved = getattr(module, "total_ops", None) if had_total_ops else None
+    if had_total_ops:
+        delattr(module, "total_ops")
+    object.__setattr__(module, "total_ops", torch.zeros(1, dtype=torch.float64))
+    try:
+        result = counter(module, args, output)
+        macs = module.total_ops if result is None else result
+    finally:
+        object.__delattr__(module, "total_ops")
+        if had_total_ops:
+            setattr(module, "total_ops", saved)
+    if isinstance(macs, torch.Tensor):
+        macs = macs.item()
+    if isinstance(macs, float) and macs.is_integer():
+        macs = int(macs)
+    if not isinstance(macs, int) or isinstance(macs, bool):
+        raise TypeError(f"custom counter {getattr(counter, '__name__', counter)!r} for {type(module).__name__} "
+                        f"returned {macs!r}; expected an int number of MACs")
+    return macs
+
+
+def _custom_counter_for(module: nn.Module | None, custom_ops: Mapping[type, CustomCounter]) -> CustomCounter | None:
+    if module is None:
+        return None
+    for cls in type(module).__mro__:
+        if cls in custom_ops:
+            return custom_ops[cls]
+    return None
+
+
+def profile(
+    model: nn.Module,
+    tensor: torch.Tensor | tuple[Any, ...] | list[Any] | None = None,
+    custom_ops: Mapping[type, CustomCounter] | None = None,
+    verbose: bool = True,
+    **kwargs: Any,
+) -> tuple[int, int, LayerInfo]:
+    """Profile ``model`` on ``tensor`` (one tensor or a tuple of positional inputs; keyword inputs as
+    ``**kwargs``) and return ``(macs, params, layers_info)``.
+
+    One row per leaf module in order of first call (MACs summed over calls, parameters once), plus a
+    row for any other module whose own ``forward`` runs ops that cost MACs or that owns parameters
+    directly. Rows sum to the totals.
+
+    ``custom_ops`` maps a module class to ``fn(module, inputs, output) -> MACs`` and beats the built-in
+    rule for that class (and its subclasses). ``verbose=True`` prints the layers that ran ops no rule
+    knows; ``verbose=False`` prints nothing. ``params`` counts learnable parameters once, even when
+    shared.
+    """
+    custom_ops = dict(custom_ops or {})
+    args = tuple(tensor) if isinstance(tensor, (tuple, list)) else (() if tensor is None else (tensor,))
+    counter = TorchFLOPsByFX(model)
+    custom_macs: dict[str, int] = {}
+
+    def observe(node: fx.Node, plan: NodePlan, node_args: tuple, node_kwargs: dict, result: Any) -> None:
+        custom = _custom_counter_for(plan.module, custom_ops)
+        if custom is not None:
+            custom_macs[node.name] = custom_macs.get(node.name, 0) + _custom_macs(plan.module, custom, node_args, result)
+
+    if custom_ops:
+        counter._propagate(args, kwargs, observe)
+    else:
+        counter.propagate(*args, **kwargs)
+    records = counter.records
+    called = {r.module_path for r in records if r.op == "call_module"}
+    layers = [
+        layer
+        for layer in aggregate.by_layer(records, type(model).__name__, _params_by_owner(model), custom_macs)
+        if layer.macs or layer.params or layer.path in called or _is_leaf(model, layer.path)
+    ]
+    model_input = next((r.output_shapes[0] for r in records if r.op == "placeholder" and r.output_shapes), None)
+    model_output = next((r.input_shapes[0] for r in records if r.op == "output" and r.input_shapes), None)
+    total = LayerTotal(
+        module_class=type(model).__name__,
+        input_shape=model_input,
+        output_shape=model_output,
+        macs=sum(layer.macs for layer in layers),
+        params=sum(layer.params for layer in layers),
+    )
+    if verbose:
+        _report_unsupported(layers)
+    return total.macs, total.params, LayerInfo(tuple(layers), total, tuple(records))
+
+
+def _report_unsupported(layers: list[LayerRecord]) -> None:
+    """One line per op that no rule knows, with the layers that ran it."""
+    where: dict[str, list[str]] = {}
+    for layer in layers:
+        for target in layer.unsupported:
+            where.setdefault(target, []).append(layer.path or "(root)")
+    for target, paths in where.items():
+        shown = ", ".join(paths[:3]) + (f", ... ({len(paths)} layers)" if len(paths) > 3 else "")
+        print(f"[torch_flops] no rule for {target}: not counted in {shown}")
+
+
+def _is_leaf(model: nn.Module, path: str) -> bool:
+    """A module without children (a container that only routes data gets no row of its own)."""
+    module = _submodule(model, path)
+    return path != "" and module is not None and next(module.children(), None) is None
+
+
+def _submodule(model: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return None
