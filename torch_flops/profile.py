@@ -104,8 +104,8 @@ def profile(
     ``**kwargs``) and return ``(macs, params, layers_info)``.
 
     One row per leaf module in order of first call (MACs summed over calls, parameters once), plus a
-    row for any other module whose own ``forward`` runs ops that cost MACs or that owns parameters
-    directly. Rows sum to the totals.
+    row for any other module whose own ``forward`` runs ops that cost MACs, runs ops no rule knows, or
+    that owns parameters directly. Rows sum to the totals.
 
     ``custom_ops`` maps a module class to ``fn(module, inputs, output) -> MACs`` and beats the built-in
     rule for that class (and its subclasses). ``verbose=True`` prints the layers that ran ops no rule
@@ -131,7 +131,7 @@ def profile(
     layers = [
         layer
         for layer in aggregate.by_layer(records, type(model).__name__, _params_by_owner(model), custom_macs)
-        if layer.macs or layer.params or layer.path in called or _is_leaf(model, layer.path)
+        if layer.macs or layer.params or layer.unsupported or layer.path in called or _is_leaf(model, layer.path)
     ]
     model_input = next((r.output_shapes[0] for r in records if r.op == "placeholder" and r.output_shapes), None)
     model_output = next((r.input_shapes[0] for r in records if r.op == "output" and r.input_shapes), None)
