@@ -89,10 +89,6 @@ def cost(model_or_callable: Any, inputs: Sequence[torch.Tensor]) -> tuple[tuple[
     return (counter.total_flops, counter.total_macs), output
 
 
-def xfail_bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 # -- shared weights ----------------------------------------------------------------------------------
 LIN_W, LIN_B = torch.randn(4, 5), torch.randn(4)
 CONV_W, CONV_B = torch.randn(8, 3, 3, 3), torch.randn(8)
@@ -115,10 +111,6 @@ class Group:
     macs: int
     variants: tuple[tuple, ...]  # (id, model_or_callable[, marks])
 
-
-WITH_INDICES_BUG = (
-    "F.max_pool2d(..., return_indices=True) traces to F.max_pool2d_with_indices, which has no rule (UNSUPPORTED)"
-)
 
 GROUPS = [
     Group(
@@ -329,8 +321,7 @@ GROUPS = [
             ("F_max_pool2d_keywords", lambda x: F.max_pool2d(x, kernel_size=3, stride=2, padding=1)),
             ("F_max_pool2d_tuples", lambda x: F.max_pool2d(x, (3, 3), (2, 2), (1, 1))),
             ("F_max_pool2d_all_positional", lambda x: F.max_pool2d(x, 3, 2, 1, 1, False)),
-            ("F_max_pool2d_return_indices", lambda x: F.max_pool2d(x, 3, 2, 1, return_indices=True)[0],
-             xfail_bug(WITH_INDICES_BUG)),
+            ("F_max_pool2d_return_indices", lambda x: F.max_pool2d(x, 3, 2, 1, return_indices=True)[0]),
         ),
     ),
     Group(

@@ -109,10 +109,6 @@ def params(cases: list[tuple]) -> list:
 SIGNATURE = "case_id, model, inputs, flops, macs"
 
 
-def xfail_bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 # -- linear ------------------------------------------------------------------------------------------
 LINEAR_CASES = [
     ("linear", nn.Linear(5, 4), (randn(1, 5),),
@@ -272,7 +268,8 @@ NORM_CASES = [
     ("f_layer_norm_weight_only", Op(lambda x, w: F.layer_norm(x, (8,), weight=w), w=rand(8)),
      (randn(2, 4, 8),), 192, 192),  # 64 * 3
     ("f_layer_norm_plain", lambda x: F.layer_norm(x, (8,)), (randn(2, 4, 8),), 128, 128),  # 64 * 2
-    ("f_batch_norm", Op(lambda x, rm, rv, w, b: F.batch_norm(x, rm, rv, w, b), rm=rand(3), rv=rand(3), w=rand(3), b=rand(3)),
+    ("f_batch_norm", Op(lambda x, rm, rv, w, b: F.batch_norm(x, rm, rv, w, b),
+                        rm=rand(3), rv=rand(3), w=rand(3), b=rand(3)),
      (randn(2, 3, 4, 4),), 384, 384),  # 96 * 4
     ("f_batch_norm_plain", Op(lambda x, rm, rv: F.batch_norm(x, rm, rv), rm=rand(3), rv=rand(3)),
      (randn(2, 3, 4, 4),), 192, 192),  # 96 * 2
@@ -387,12 +384,6 @@ def test_f_prelu() -> None:
 
 
 # -- pooling -----------------------------------------------------------------------------------------
-WITH_INDICES_BUG = (
-    "rules/pool.py registers F.max_poolNd and F.adaptive_max_poolNd but not their return_indices=True forms "
-    "(F.max_poolNd_with_indices, F.adaptive_max_poolNd_with_indices): the node is UNSUPPORTED instead of "
-    "out_numel * (window - 1)"
-)
-
 POOL_CASES = [
     ("maxpool2d_3_2_1", nn.MaxPool2d(3, 2, 1), (randn(1, 64, 112, 112),),
      1_605_632, 0),  # (1, 64, 56, 56) = 200,704 outputs * (3*3 - 1) = 1,605,632
@@ -432,26 +423,19 @@ POOL_CASES = [
     ("f_adaptive_avg_pool2d_uneven", lambda x: F.adaptive_avg_pool2d(x, 3), (randn(1, 2, 7, 5),), 126, 126),
     ("f_adaptive_max_pool2d_1", lambda x: F.adaptive_max_pool2d(x, 1), (randn(1, 8, 3, 3),), 64, 0),  # 72 - 8
     ("f_adaptive_avg_pool1d_up", lambda x: F.adaptive_avg_pool1d(x, 5), (randn(1, 1, 3),), 7, 7),  # as above
-    # F.max_poolNd / F.adaptive_max_poolNd with return_indices=True dispatch (torch's boolean_dispatch) to
-    # F.*_with_indices, which FX records as the node target; no rule is registered for those.
+    # return_indices=True: symbolic_trace records F.*_with_indices as the node target
     ("f_max_pool1d_return_indices", lambda x: F.max_pool1d(x, 2, return_indices=True)[0], (randn(1, 2, 4),),
-     4, 0,  # 2*2 = 4 outputs * (2 - 1) = 4
-     xfail_bug(WITH_INDICES_BUG)),
+     4, 0),  # 2*2 = 4 outputs * (2 - 1) = 4
     ("f_max_pool2d_return_indices", lambda x: F.max_pool2d(x, 2, return_indices=True)[0], (randn(1, 3, 4, 4),),
-     36, 0,  # 12 outputs * 3
-     xfail_bug(WITH_INDICES_BUG)),
+     36, 0),  # 12 outputs * 3
     ("f_max_pool3d_return_indices", lambda x: F.max_pool3d(x, 2, return_indices=True)[0], (randn(1, 1, 4, 4, 4),),
-     56, 0,  # 8 outputs * 7
-     xfail_bug(WITH_INDICES_BUG)),
+     56, 0),  # 8 outputs * 7
     ("f_adaptive_max_pool1d_return_indices", lambda x: F.adaptive_max_pool1d(x, 1, return_indices=True)[0],
-     (randn(1, 2, 4),), 6, 0,  # 2 planes * 4 - 2 outputs = 6
-     xfail_bug(WITH_INDICES_BUG)),
+     (randn(1, 2, 4),), 6, 0),  # 2 planes * 4 - 2 outputs = 6
     ("f_adaptive_max_pool2d_return_indices", lambda x: F.adaptive_max_pool2d(x, 1, return_indices=True)[0],
-     (randn(1, 8, 3, 3),), 64, 0,  # 8 planes * 9 - 8 outputs = 64
-     xfail_bug(WITH_INDICES_BUG)),
+     (randn(1, 8, 3, 3),), 64, 0),  # 8 planes * 9 - 8 outputs = 64
     ("f_adaptive_max_pool3d_return_indices", lambda x: F.adaptive_max_pool3d(x, 1, return_indices=True)[0],
-     (randn(1, 1, 2, 2, 2),), 7, 0,  # 8 - 1 output = 7
-     xfail_bug(WITH_INDICES_BUG)),
+     (randn(1, 1, 2, 2, 2),), 7, 0),  # 8 - 1 output = 7
 ]
 
 

@@ -111,9 +111,17 @@ def adaptive_avg_pool_module(call: OpCall) -> Cost:
     return Cost(windows, windows)
 
 
-_MAX_FUNCTIONS = {F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3}
+# symbolic_trace resolves ``return_indices=True`` to the ``*_with_indices`` variants: both are priced
+_MAX_FUNCTIONS = {
+    F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3,
+    F.max_pool1d_with_indices: 1, F.max_pool2d_with_indices: 2, F.max_pool3d_with_indices: 3,
+}
 _AVG_FUNCTIONS = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3}
-_ADAPTIVE_MAX_FUNCTIONS = {F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 3}
+_ADAPTIVE_MAX_FUNCTIONS = {
+    F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 3,
+    F.adaptive_max_pool1d_with_indices: 1, F.adaptive_max_pool2d_with_indices: 2,
+    F.adaptive_max_pool3d_with_indices: 3,
+}
 _ADAPTIVE_AVG_FUNCTIONS = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3}
 
 
