@@ -589,3 +589,24 @@ def test_unsupported_is_listed_and_excluded(model: nn.Module, target_suffix: str
     # only the Linear is counted: 4 * (2*5 - 1) + 4 = 40; MACs 4*5 + 4 = 24
     assert counter.total_flops == 40
     assert counter.total_macs == 24
+
+
+# -- transposed convolution -------------------------------------------------------------------------
+CONV_TRANSPOSE_CASES = [
+    # (1, 4, 5, 5) -> (1, 2, 11, 11): products 100 inputs * 2 * 9 = 1,800; bias 2*11*11 = 242
+    ("conv_transpose2d", nn.ConvTranspose2d(4, 2, 3, stride=2), (randn(1, 4, 5, 5),), 3_842, 2_042),
+    ("conv_transpose2d_no_bias", nn.ConvTranspose2d(4, 2, 3, stride=2, bias=False), (randn(1, 4, 5, 5),),
+     3_600, 1_800),  # 2 * 1,800
+    # groups=2: Cout/groups = 2; (2, 4, 3) -> (2, 4, 5): products 24 inputs * 2 * 3 = 144; bias 40
+    ("conv_transpose1d_groups", nn.ConvTranspose1d(4, 4, 3, groups=2), (randn(2, 4, 3),), 328, 184),
+    # (1, 1, 2, 2, 2) -> (1, 3, 3, 3, 3): products 8 * 3 * 8 = 192; bias 81
+    ("conv_transpose3d", nn.ConvTranspose3d(1, 3, 2), (randn(1, 1, 2, 2, 2),), 465, 273),
+    ("f_conv_transpose2d_bias_keyword", lambda x: F.conv_transpose2d(x, CT_W, bias=CT_B, stride=2),
+     (randn(1, 4, 5, 5),), 3_842, 2_042),  # as conv_transpose2d
+]
+CT_W, CT_B = torch.randn(4, 2, 3, 3), torch.randn(2)
+
+
+@pytest.mark.parametrize(SIGNATURE, params(CONV_TRANSPOSE_CASES))
+def test_conv_transpose(case_id: str, model: Any, inputs: tuple, flops: int, macs: int) -> None:
+    check(case_id, model, inputs, flops, macs)

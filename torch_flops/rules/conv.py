@@ -7,7 +7,13 @@ MACs ``out_numel * Cin/groups * prod(kernel)``, plus ``out_numel`` for a bias.
 Worked example: ``Conv2d(3, 8, 3, padding=1)`` on ``(1, 3, 8, 8)``: out_numel = 8*8*8 = 512;
 512 * (2*3*9 - 1) = 27,136, + 512 bias = 27,648 FLOPs.
 
-Transposed convolutions are not priced here (they are unsupported until a rule lands).
+Transposed convolutions (``ConvTransposeNd``, ``F.conv_transposeNd``) are priced from the input side:
+every input element is multiplied by ``Cout/groups * prod(kernel)`` weights and each product is
+accumulated into an output, so FLOPs ``2 * in_numel * Cout/groups * prod(kernel)`` and MACs
+``in_numel * Cout/groups * prod(kernel)``, each ``+ out_numel`` for a bias.
+
+Worked example: ``ConvTranspose2d(4, 2, 3, stride=2)`` on ``(1, 4, 5, 5)`` -> ``(1, 2, 11, 11)``:
+100 inputs * 2 * 9 = 1,800 MACs, + 242 bias = 2,042 MACs; FLOPs 2 * 1,800 + 242 = 3,842.
 """
 
 from __future__ import annotations
@@ -41,3 +47,28 @@ def conv_module(call: OpCall) -> Cost:
 @function_rule(F.conv1d, F.conv2d, F.conv3d)
 def conv_function(call: OpCall) -> Cost:
     return _cost_from_weight(call.arg(1, "weight"), call.arg(2, "bias", None), call.output)
+
+
+def conv_transpose_cost(in_numel: int, out_channels_per_group: int, kernel_numel: int, out_numel: int, bias: bool) -> Cost:
+    """``2 * in_numel * Cout/groups * prod(kernel)`` FLOPs (multiply and accumulate each product),
+    ``in_numel * Cout/groups * prod(kernel)`` MACs; ``+ out_numel`` of each for a bias."""
+    products = in_numel * out_channels_per_group * kernel_numel
+    bias_adds = out_numel if bias else 0
+    return Cost(2 * products + bias_adds, products + bias_adds)
+
+
+def _transpose_cost_from_weight(input_: torch.Tensor, weight: torch.Tensor, bias: object, output: torch.Tensor) -> Cost:
+    # weight: [Cin, Cout/groups, *kernel]
+    return conv_transpose_cost(input_.numel(), weight.shape[1], prod(weight.shape[2:]), numel(output), bias is not None)
+
+
+# [N, Cout, *out] = ConvTransposeNd([N, Cin, *in])
+@module_rule(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def conv_transpose_module(call: OpCall) -> Cost:
+    return _transpose_cost_from_weight(call.args[0], call.module.weight, call.module.bias, call.output)
+
+
+# F.conv_transposeNd(input, weight [Cin, Cout/groups, *kernel], bias=None, stride, padding, output_padding, groups, dilation)
+@function_rule(F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
+def conv_transpose_function(call: OpCall) -> Cost:
+    return _transpose_cost_from_weight(call.arg(0, "input"), call.arg(1, "weight"), call.arg(2, "bias", None), call.output)
