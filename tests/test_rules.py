@@ -610,3 +610,83 @@ CT_W, CT_B = torch.randn(4, 2, 3, 3), torch.randn(2)
 @pytest.mark.parametrize(SIGNATURE, params(CONV_TRANSPOSE_CASES))
 def test_conv_transpose(case_id: str, model: Any, inputs: tuple, flops: int, macs: int) -> None:
     check(case_id, model, inputs, flops, macs)
+
+
+# -- binding edge cases found in review --------------------------------------------------------------
+import warnings  # noqa: E402
+
+
+def deprecated_addmm_beta_alpha(a: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.addmm(2.0, a, 3.0, m1, m2)
+
+
+def deprecated_addmm_beta(a: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.addmm(2.0, a, m1, m2)
+
+
+def deprecated_add_alpha(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.add(a, 2, b)
+
+
+EDGE_CASES = [
+    # a (3, 5) + m1 (3, 7) @ m2 (7, 5): product 15 * (2*7 - 1) = 195 (MACs 15 * 7 = 105);
+    # + 15 adds of a + 15 multiplies by beta + 15 by alpha = 240
+    ("addmm_positional_beta_alpha", deprecated_addmm_beta_alpha, (randn(3, 5), randn(3, 7), randn(7, 5)), 240, 105),
+    ("addmm_positional_beta", deprecated_addmm_beta, (randn(3, 5), randn(3, 7), randn(7, 5)), 225, 105),  # 195 + 15 + 15
+    ("add_positional_alpha", deprecated_add_alpha, (randn(3, 5), randn(3, 5)), 30, 0),  # 15 adds + 15 multiplies
+    ("clamp_min", lambda x: x.clamp(min=0), (randn(3, 4),), 12, 0),  # 12 elements * 1 bound
+    ("clamp_both", lambda x: torch.clamp(x, -1, 1), (randn(3, 4),), 24, 0),  # 12 * 2 bounds
+    ("clamp_min_function", lambda x: torch.clamp_min(x, 0.5), (randn(3, 4),), 12, 0),
+]
+
+
+@pytest.mark.parametrize(SIGNATURE, params(EDGE_CASES))
+def test_binding_edge_cases(case_id: str, model: Any, inputs: tuple, flops: int, macs: int) -> None:
+    check(case_id, model, inputs, flops, macs)
+
+
+def test_shape_tuple_arithmetic_is_not_arithmetic() -> None:
+    class Heads(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.view(x.size()[:-1] + (2, 2)) * 2
+
+    counter = run(Heads(), (randn(2, 3, 4),))
+    add = next(r for r in counter.records if r.target == "operator.add")
+    assert add.status is Status.COUNTED and add.flops == 0
+    assert counter.total_flops == 24  # only the multiply: 2*3*2*2
+
+
+@pytest.mark.parametrize(
+    "module, x, flops",
+    [
+        (nn.Softmax(dim=-1), randn(2, 5), 2 * (3 * 5 - 1)),  # 2 rows * 14 = 28
+        (nn.AdaptiveAvgPool1d(1), randn(1, 2, 6), 12),  # 2 planes * 6
+        (nn.ConvTranspose1d(2, 1, 2, bias=False), randn(1, 2, 3), 2 * 6 * 2),  # 6 inputs * 1 * 2 products, x2
+    ],
+    ids=["softmax", "adaptive_avg_pool", "conv_transpose"],
+)
+def test_module_called_with_keyword_input(module: nn.Module, x: torch.Tensor, flops: int) -> None:
+    class Keyword(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = module
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.m(input=x)
+
+    assert run(Keyword(), (x,)).total_flops == flops
+
+
+def test_inplace_views_and_indexing_are_known_zero() -> None:
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        y = x.clone().unsqueeze_(0).transpose_(1, 2)
+        return torch.index_select(y.select(0, 0), 0, torch.tensor([0])).gather(1, torch.zeros(1, 2, dtype=torch.long))
+
+    counter = run(fn, (randn(3, 4),))
+    assert not counter.unsupported and counter.total_flops == 0

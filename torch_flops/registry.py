@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torch_flops.records import ZERO_COST, Cost
+from torch_flops.records import Cost
 
 _MISSING = object()
 
@@ -63,13 +63,6 @@ class Rule:
     @property
     def name(self) -> str:
         return getattr(self.fn, "__qualname__", repr(self.fn))
-
-
-def _zero(call: OpCall) -> Cost:
-    return ZERO_COST
-
-
-ZERO_RULE = Rule(_zero, known_zero=True)
 
 
 class DuplicateRuleError(ValueError):
@@ -126,10 +119,6 @@ class CostRegistry:
 
     def method_rule(self, name: str) -> Rule | None:
         return self.methods.get(name)
-
-    def copy(self) -> CostRegistry:
-        """An independent copy, for per-run overlays that must not touch the global table."""
-        return CostRegistry(dict(self.modules), dict(self.functions), dict(self.methods))
 
 
 DEFAULT_REGISTRY = CostRegistry()

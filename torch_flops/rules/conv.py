@@ -65,7 +65,7 @@ def _transpose_cost_from_weight(input_: torch.Tensor, weight: torch.Tensor, bias
 # [N, Cout, *out] = ConvTransposeNd([N, Cin, *in])
 @module_rule(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 def conv_transpose_module(call: OpCall) -> Cost:
-    return _transpose_cost_from_weight(call.args[0], call.module.weight, call.module.bias, call.output)
+    return _transpose_cost_from_weight(call.arg(0, "input"), call.module.weight, call.module.bias, call.output)
 
 
 # F.conv_transposeNd(input, weight [Cin, Cout/groups, *kernel], bias=None, stride, padding, output_padding, groups, dilation)

@@ -67,12 +67,14 @@ _UNARY = [
 
 
 def _method_names(stems: tuple[str, ...], dunder: bool) -> list[str]:
+    """The ``Tensor`` methods among ``stem``, ``stem_`` and (binary ops) ``__stem__``, ``__rstem__``,
+    ``__istem__``."""
     names = []
     for stem in stems:
         names += [stem, f"{stem}_"]
         if dunder:
             names += [f"__{stem}__", f"__r{stem}__", f"__i{stem}__"]
-    return names
+    return [name for name in names if hasattr(torch.Tensor, name)]
 
 
 def _binary_names() -> tuple[list[object], list[str]]:
@@ -97,13 +99,24 @@ _BINARY_FUNCTIONS, _BINARY_METHODS = _binary_names()
 _UNARY_FUNCTIONS, _UNARY_METHODS = _unary_names()
 
 
+def _alpha(call: OpCall) -> float:
+    """``alpha`` of ``add``/``sub``: a keyword, or the deprecated positional ``add(input, alpha, other)``."""
+    if "alpha" in call.kwargs:
+        return call.kwargs["alpha"]
+    if len(call.args) == 3 and isinstance(call.args[1], (int, float)) and isinstance(call.args[2], torch.Tensor):
+        return call.args[1]
+    return 1
+
+
 # [broadcast(a, b)] = a <op> b
 @function_rule(*_BINARY_FUNCTIONS)
 @method_rule(*_BINARY_METHODS)
 def binary(call: OpCall) -> Cost:
-    """``out_numel``; ``2 * out_numel`` when ``alpha != 1`` scales the second operand."""
-    alpha = call.kwargs.get("alpha", 1)
-    return elementwise_cost(numel(call.output), 1 if alpha == 1 else 2)
+    """``out_numel``; ``2 * out_numel`` when ``alpha != 1`` scales the second operand. ``+`` / ``*`` on
+    shapes and tuples (``x.size()[:-1] + (h, d)``) is sequence concatenation: 0."""
+    if isinstance(call.output, (tuple, list)):
+        return elementwise_cost(0)
+    return elementwise_cost(numel(call.output), 1 if _alpha(call) == 1 else 2)
 
 
 # [*] = f([*])
@@ -112,3 +125,22 @@ def binary(call: OpCall) -> Cost:
 def unary(call: OpCall) -> Cost:
     """``out_numel``."""
     return elementwise_cost(numel(call.output))
+
+
+def clamp_cost(out_numel: int, bounds: int) -> Cost:
+    """One comparison per element and given bound: ``out_numel * bounds``."""
+    return elementwise_cost(out_numel, bounds)
+
+
+# [*] = clamp([*], min=None, max=None); clamp_min / clamp_max have one bound
+@function_rule(torch.clamp, torch.clip)
+@method_rule("clamp", "clamp_", "clip", "clip_")
+def clamp(call: OpCall) -> Cost:
+    bounds = (call.arg(1, "min", None) is not None) + (call.arg(2, "max", None) is not None)
+    return clamp_cost(numel(call.output), bounds)
+
+
+@function_rule(torch.clamp_min, torch.clamp_max)
+@method_rule("clamp_min", "clamp_min_", "clamp_max", "clamp_max_")
+def clamp_one_bound(call: OpCall) -> Cost:
+    return clamp_cost(numel(call.output), 1)

@@ -78,8 +78,12 @@ def _scaling_flops(out_numel: int, beta: float, alpha: float) -> int:
 def addmm(call: OpCall) -> Cost:
     """The product as :func:`matmul_cost`, plus ``out_numel`` adds of ``input`` and a multiply per
     ``beta``/``alpha`` that is not 1. The adds of ``input`` are not MACs."""
-    mat1 = call.arg(1, "mat1" if "mat1" in call.kwargs else "batch1")
+    # the two matrices are the last two tensors; numbers passed positionally are the deprecated
+    # ``addmm(beta, input, [alpha,] mat1, mat2)`` forms
+    tensors = [a for a in (*call.args, *call.kwargs.values()) if isinstance(a, torch.Tensor)]
+    numbers = [a for a in call.args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    beta = call.kwargs.get("beta", numbers[0] if numbers else 1)
+    alpha = call.kwargs.get("alpha", numbers[1] if len(numbers) > 1 else 1)
+    matrices = [call.kwargs[k] for k in ("mat1", "batch1") if k in call.kwargs] or tensors[-2:-1]
     out = numel(call.output)
-    beta = call.kwargs.get("beta", 1)
-    alpha = call.kwargs.get("alpha", 1)
-    return matmul_cost(out, _contracted_size(mat1)) + Cost(_scaling_flops(out, beta, alpha), 0)
+    return matmul_cost(out, _contracted_size(matrices[0])) + Cost(_scaling_flops(out, beta, alpha), 0)

@@ -100,14 +100,14 @@ def avg_pool_module(call: OpCall) -> Cost:
 @module_rule(*_ADAPTIVE_MAX)
 def adaptive_max_pool_module(call: OpCall) -> Cost:
     out = _first_output(call.output)
-    windows, outputs = adaptive_pool_windows(call.args[0].shape, out.shape, _ndim_of(call.module))
+    windows, outputs = adaptive_pool_windows(call.arg(0, "input").shape, out.shape, _ndim_of(call.module))
     return Cost(windows - outputs, 0)
 
 
 # [N, C, *out] = AdaptiveAvgPoolNd(out)([N, C, *in])
 @module_rule(*_ADAPTIVE_AVG)
 def adaptive_avg_pool_module(call: OpCall) -> Cost:
-    windows, _ = adaptive_pool_windows(call.args[0].shape, call.output.shape, _ndim_of(call.module))
+    windows, _ = adaptive_pool_windows(call.arg(0, "input").shape, call.output.shape, _ndim_of(call.module))
     return Cost(windows, windows)
 
 

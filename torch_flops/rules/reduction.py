@@ -52,7 +52,7 @@ def _softmax_dim_size(input_: torch.Tensor, dim: int | None) -> int:
 
 @module_rule(nn.Softmax)
 def softmax_module(call: OpCall) -> Cost:
-    input_ = call.args[0]
+    input_ = call.arg(0, "input")
     return softmax_cost(input_.numel(), _softmax_dim_size(input_, call.module.dim))
 
 

@@ -61,6 +61,9 @@ ZERO_FUNCTIONS = (
     torch.broadcast_to,
     torch.tile,
     torch.clone,
+    torch.select,
+    torch.index_select,
+    torch.gather,
     torch.zeros_like,
     torch.ones_like,
     torch.empty_like,
@@ -86,7 +89,8 @@ ZERO_METHODS = (
     "numel", "chunk", "split", "tensor_split", "unbind", "narrow", "flip", "roll", "movedim",
     "swapaxes", "clone", "detach", "to", "type", "type_as", "float", "half", "double", "bfloat16",
     "int", "long", "bool", "cuda", "cpu", "__getitem__", "new_zeros", "new_ones", "new_empty",
-    "new_full", "new_tensor", "zero_", "fill_", "copy_", "unfold", "masked_select",
+    "new_full", "new_tensor", "zero_", "fill_", "copy_", "unfold", "masked_select", "transpose_",
+    "t_", "squeeze_", "unsqueeze_", "select", "index_select", "gather",
 )
 
 
