@@ -76,3 +76,21 @@ def test_failed_run_restores_model() -> None:
     with pytest.raises(NodeExecutionError):
         TorchFLOPsByFX(model).propagate(torch.randn(2, 5, 8, 8))
     assert_unchanged(before, snapshot(model))
+
+
+def test_tensor_constants_are_not_left_on_the_model() -> None:
+    class WithConstant(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x) + torch.tensor([1.0, 2.0, 3.0, 4.0])
+
+    model = WithConstant()
+    before = snapshot(model)
+    counter = TorchFLOPsByFX(model)
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(counter.propagate(x), model(x))
+    assert counter.total_flops == 8 * 7 + 8 + 8  # linear 8 * (2*4 - 1) + 8 bias, + 8 adds
+    assert_unchanged(before, snapshot(model))

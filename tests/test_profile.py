@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from models import SimpleModel
-from torch_flops import clever_format, profile
+from torch_flops import CostRuleError, clever_format, profile
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -161,8 +161,48 @@ def test_custom_counter_returning_garbage_is_named() -> None:
     def bad(module: nn.Module, inputs: tuple, output: torch.Tensor) -> str:
         return "many"
 
-    with pytest.raises(TypeError, match="custom counter 'bad' for Linear returned 'many'"):
+    with pytest.raises(CostRuleError, match="node 'layer' .*custom counter 'bad' for Linear returned 'many'"):
         profile(SimpleModel(), torch.randn(1, 5), custom_ops={nn.Linear: bad}, verbose=False)
+
+
+def test_custom_counter_that_raises_names_node_and_module() -> None:
+    def boom(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+        raise ValueError("boom")
+
+    with pytest.raises(CostRuleError, match=r"custom counter failed on node 'layer' \(call_module layer in module 'layer' \(Linear\)\) with input shapes \[\[1, 5\]\]: ValueError: boom"):
+        profile(SimpleModel(), torch.randn(1, 5), custom_ops={nn.Linear: boom}, verbose=False)
+
+
+class Gate(nn.Module):
+    """A user-defined layer (FX would trace into it) with an op no rule knows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cumsum(self.proj(x), -1)
+
+
+def test_custom_ops_on_a_user_class_keep_it_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    model = nn.Sequential(Gate(), nn.ReLU())
+    macs, params, info = profile(model, torch.randn(2, 4), custom_ops={Gate: lambda m, x, y: 1_000})
+    rows = {layer.path: layer for layer in info.layers}
+    assert rows["0"].macs == 1_000 and rows["0"].params == 20 and rows["0"].unsupported == ()
+    assert (macs, params) == (1_000, 20)
+    assert capsys.readouterr().out == ""  # custom-counted: nothing to report
+
+
+def test_existing_total_ops_buffer_is_restored() -> None:
+    def count(module: nn.Module, x: tuple, y: torch.Tensor) -> None:
+        module.total_ops += 3
+
+    model = SimpleModel()
+    model.layer.register_buffer("total_ops", torch.full((1,), 7.0))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert profile(model, torch.randn(1, 5), custom_ops={nn.Linear: count}, verbose=False)[0] == 3
+    assert [name for name, _ in model.named_buffers()] == ["layer.total_ops"]
+    assert model.state_dict().keys() == state.keys() and torch.equal(model.layer.total_ops, state["layer.total_ops"])
 
 
 def test_verbose_reports_layers_without_rules(capsys: pytest.CaptureFixture[str]) -> None:

@@ -38,11 +38,6 @@ def max_memory_bytes(records: Sequence[NodeRecord]) -> int | None:
     return max(readings) if readings else None
 
 
-def is_within(path: str, scope: str) -> bool:
-    """Whether module ``path`` is ``scope`` or lies inside it ('' is the root, which holds everything)."""
-    return scope == "" or path == scope or path.startswith(scope + ".")
-
-
 @dataclass
 class _Layer:
     path: str
@@ -51,29 +46,34 @@ class _Layer:
     output_shape: Shape | None = None
     macs: int = 0
     flops: int = 0
+    params: int = 0
     unsupported: list[str] = field(default_factory=list)
 
 
-def _first_call_shapes(records: Sequence[NodeRecord], path: str) -> tuple[Shape | None, Shape | None]:
-    """Input of the first node inside ``path``'s scope and output of the last node of that first
-    contiguous run: the shapes of the module's first call."""
-    inside = False
-    first_input: Shape | None = None
-    last_output: Shape | None = None
+def _scopes(path: str) -> list[str]:
+    """``'a.b.c'`` -> ``['a.b.c', 'a.b', 'a']``: the module and its ancestors, innermost first."""
+    parts = path.split(".") if path else []
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+
+
+def _fill_first_call_shapes(records: Sequence[NodeRecord], layers: dict[str, _Layer]) -> None:
+    """Each layer's shapes of its first call: the first tensor input inside its scope and the output of
+    the last node of that first contiguous run of nodes."""
+    active: set[str] = set()
+    done: set[str] = set()
     for record in records:
         if record.op in ("placeholder", "output"):
-            within = False
+            scopes: set[str] = set()
         else:
-            within = record.module_path != "" and is_within(record.module_path, path)
-        if within:
-            if first_input is None and record.input_shapes:  # get_attr nodes have no inputs
-                first_input = record.input_shapes[0]
-            inside = True
+            scopes = {p for p in _scopes(record.module_path) if p in layers and p not in done}
+        done |= active - scopes
+        active = scopes
+        for path in scopes:
+            layer = layers[path]
+            if layer.input_shape is None and record.input_shapes:  # get_attr nodes have no inputs
+                layer.input_shape = record.input_shapes[0]
             if record.output_shapes:
-                last_output = record.output_shapes[0]
-        elif inside:
-            break
-    return first_input, last_output
+                layer.output_shape = record.output_shapes[0]
 
 
 def by_layer(
@@ -88,7 +88,7 @@ def by_layer(
     or method to the innermost module around it). ``params_by_path`` gives each parameter-owning path's
     count; a parameter is charged to the deepest layer row that contains it (the root row takes what no
     other row contains), so the rows' params sum to the model's. ``macs_override`` replaces the MACs of
-    the named ``call_module`` nodes (custom rules).
+    the named ``call_module`` nodes (custom counters); such nodes are not reported as unsupported.
     """
     macs_override = macs_override or {}
     layers: dict[str, _Layer] = {}
@@ -99,33 +99,29 @@ def by_layer(
         if layer is None:
             module_class = record.module_class if record.module_path else root_class
             layer = layers[record.module_path] = _Layer(record.module_path, module_class)
-        macs = macs_override.get(record.name, record.macs)
-        layer.macs += macs or 0
+        overridden = record.name in macs_override
+        layer.macs += macs_override[record.name] if overridden else (record.macs or 0)
         layer.flops += record.flops or 0
-        if record.status is Status.UNSUPPORTED:
+        if record.status is Status.UNSUPPORTED and not overridden:
             layer.unsupported.append(record.target)
-    params = {path: 0 for path in layers}
     for owner, count in params_by_path.items():
-        rows = [path for path in layers if is_within(owner, path)]
-        if rows:
-            params[max(rows, key=len)] += count  # all contain `owner`: the longest is the deepest
-        elif count:
-            params.setdefault("", 0)
-            layers.setdefault("", _Layer("", root_class))
-            params[""] += count
-    result = []
-    for path, layer in layers.items():
-        input_shape, output_shape = _first_call_shapes(records, path) if path else (None, None)
-        result.append(
-            LayerRecord(
-                path=path,
-                module_class=layer.module_class,
-                input_shape=input_shape,
-                output_shape=output_shape,
-                macs=layer.macs,
-                flops=layer.flops,
-                params=params[path],
-                unsupported=tuple(dict.fromkeys(layer.unsupported)),
-            )
+        if not count:
+            continue
+        path = next((p for p in _scopes(owner) if p in layers), "")
+        if path not in layers:
+            layers[path] = _Layer(path, root_class)
+        layers[path].params += count
+    _fill_first_call_shapes(records, layers)
+    return [
+        LayerRecord(
+            path=layer.path,
+            module_class=layer.module_class,
+            input_shape=layer.input_shape,
+            output_shape=layer.output_shape,
+            macs=layer.macs,
+            flops=layer.flops,
+            params=layer.params,
+            unsupported=tuple(dict.fromkeys(layer.unsupported)),
         )
-    return result
+        for layer in layers.values()
+    ]

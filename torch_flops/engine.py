@@ -12,7 +12,7 @@ from torch import nn
 
 from torch_flops import aggregate, render
 from torch_flops.interpreter import IgnoreSpec, NodeObserver, bind_inputs, plan_graph, run
-from torch_flops.measure import MEMORY_FUNCTIONS, Probe, run_device, tensors_in
+from torch_flops.measure import Probe, check_memory_function, run_device, tensors_in
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry
 from torch_flops.tracing import trace
@@ -33,6 +33,8 @@ class TorchFLOPsByFX:
         ignore_ops: module classes, functions and ``Tensor`` method names whose nodes are marked
             ignored (0 FLOPs).
         registry: the cost rules to use; the built-in rules by default.
+        leaf_types: module classes to keep as single ``call_module`` nodes instead of tracing into
+            them (``torch.nn`` layers always are).
     """
 
     def __init__(
@@ -41,15 +43,15 @@ class TorchFLOPsByFX:
         mem_func_name: str = "max_memory_allocated",
         ignore_ops: Iterable[IgnoreSpec] | IgnoreSpec = (),
         registry: CostRegistry | None = None,
+        leaf_types: tuple[type, ...] = (),
     ) -> None:
-        if mem_func_name not in MEMORY_FUNCTIONS:
-            raise ValueError(f"mem_func_name must be one of {MEMORY_FUNCTIONS}, got {mem_func_name!r}")
+        check_memory_function(mem_func_name)
         if isinstance(ignore_ops, (str, type)) or callable(ignore_ops):
             ignore_ops = [ignore_ops]
         self.model = model
         self.mem_func_name = mem_func_name
         self.ignore_ops: tuple[IgnoreSpec, ...] = tuple(ignore_ops)
-        self.graph_model: fx.GraphModule = trace(model)
+        self.graph_model: fx.GraphModule = trace(model, leaf_types)
         self._plans = plan_graph(self.graph_model, registry or DEFAULT_REGISTRY, self.ignore_ops)
         self.records: list[NodeRecord] = []
 

@@ -163,7 +163,14 @@ class CountingInterpreter(fx.Interpreter):
             mem_after = probe.memory()
         status, cost = self._price(n, plan, args, kwargs, result)
         if self.observer is not None:
-            self.observer(n, plan, args, kwargs, result)
+            try:
+                self.observer(n, plan, args, kwargs, result)
+            except Exception as error:
+                raise CostRuleError(
+                    f"custom counter failed on node '{n.name}' ({n.op} {plan.target}"
+                    f"{f' in module {plan.module_path!r} ({plan.module_class})' if plan.module_path else ''}) with "
+                    f"input shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
+                ) from error
         self.records.append(
             NodeRecord(
                 name=n.name,

@@ -24,12 +24,16 @@ def run_device(tensors: Iterable[torch.Tensor]) -> torch.device:
     return torch.device("cpu")
 
 
+def check_memory_function(mem_func_name: str) -> None:
+    if mem_func_name not in MEMORY_FUNCTIONS:
+        raise ValueError(f"mem_func_name must be one of {MEMORY_FUNCTIONS}, got {mem_func_name!r}")
+
+
 class Probe:
     """Clock and memory readings for one run on ``device``."""
 
     def __init__(self, device: torch.device, mem_func_name: str) -> None:
-        if mem_func_name not in MEMORY_FUNCTIONS:
-            raise ValueError(f"mem_func_name must be one of {MEMORY_FUNCTIONS}, got {mem_func_name!r}")
+        check_memory_function(mem_func_name)
         self.on_cuda = device.type == "cuda"
         self.device = device
         self._memory: Callable[..., int] | None = getattr(torch.cuda, mem_func_name) if self.on_cuda else None

@@ -22,6 +22,7 @@ from torch_flops.records import LayerRecord, NodeRecord
 from torch_flops.render import LayerTotal
 
 CustomCounter = Callable[[nn.Module, tuple[Any, ...], Any], int | None]
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -61,19 +62,21 @@ def _params_by_owner(model: nn.Module) -> dict[str, int]:
 
 def _custom_macs(module: nn.Module, counter: CustomCounter, args: tuple[Any, ...], output: Any) -> int:
     """Call a user counter ``(module, inputs, output) -> MACs``; a thop-style counter that returns
-    ``None`` and adds to ``module.total_ops`` is read from there (and the attribute is removed again)."""
-    had_total_ops = "total_ops" in vars(module) or "total_ops" in getattr(module, "_buffers", {})
-    saved = getattr(module, "total_ops", None) if had_total_ops else None
-    if had_total_ops:
-        delattr(module, "total_ops")
-    object.__setattr__(module, "total_ops", torch.zeros(1, dtype=torch.float64))
+    ``None`` and adds to ``module.total_ops`` is read from there. Whatever ``total_ops`` the module had
+    (attribute, buffer or parameter) is put back exactly as it was."""
+    saved = {table: getattr(module, table).pop("total_ops") for table in ("_buffers", "_parameters")
+             if "total_ops" in getattr(module, table)}
+    saved_attribute = vars(module).pop("total_ops", _ABSENT)
+    vars(module)["total_ops"] = torch.zeros(1, dtype=torch.float64)
     try:
         result = counter(module, args, output)
-        macs = module.total_ops if result is None else result
+        macs = vars(module)["total_ops"] if result is None else result
     finally:
-        object.__delattr__(module, "total_ops")
-        if had_total_ops:
-            setattr(module, "total_ops", saved)
+        del vars(module)["total_ops"]
+        if saved_attribute is not _ABSENT:
+            vars(module)["total_ops"] = saved_attribute
+        for table, value in saved.items():
+            getattr(module, table)["total_ops"] = value
     if isinstance(macs, torch.Tensor):
         macs = macs.item()
     if isinstance(macs, float) and macs.is_integer():
@@ -114,11 +117,12 @@ def profile(
     """
     custom_ops = dict(custom_ops or {})
     args = tuple(tensor) if isinstance(tensor, (tuple, list)) else (() if tensor is None else (tensor,))
-    counter = TorchFLOPsByFX(model)
+    counter = TorchFLOPsByFX(model, leaf_types=tuple(custom_ops))  # custom-counted classes stay whole
     custom_macs: dict[str, int] = {}
+    counters = {plan.module: _custom_counter_for(plan.module, custom_ops) for plan in counter._plans.values()}
 
     def observe(node: fx.Node, plan: NodePlan, node_args: tuple, node_kwargs: dict, result: Any) -> None:
-        custom = _custom_counter_for(plan.module, custom_ops)
+        custom = counters[plan.module]
         if custom is not None:
             custom_macs[node.name] = custom_macs.get(node.name, 0) + _custom_macs(plan.module, custom, node_args, result)
 

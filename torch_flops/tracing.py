@@ -22,11 +22,15 @@ class TraceError(RuntimeError):
 
 class _ScopeTrackingTracer(fx.Tracer):
     """A ``Tracer`` that remembers which modules' ``forward`` it is inside, so a failure can be blamed
-    on the innermost one."""
+    on the innermost one, and that keeps instances of ``leaf_types`` as single nodes."""
 
-    def __init__(self) -> None:
+    def __init__(self, leaf_types: tuple[type, ...] = ()) -> None:
         super().__init__()
         self.open_scopes: list[tuple[str, type]] = []
+        self.leaf_types = leaf_types
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, self.leaf_types) or super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.open_scopes.append((self.path_of_module(m), type(m)))
@@ -40,15 +44,18 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
+def trace(model: nn.Module, leaf_types: tuple[type, ...] = ()) -> fx.GraphModule:
     """``symbolic_trace(model)``, raising :class:`TraceError` that names the failing module.
 
-    The model is traced in eval mode (the graph of inference) and its training flags are restored.
+    The model is traced in eval mode (the graph of inference); its training flags are restored and the
+    tensor constants FX stores on the traced module while tracing are moved to the graph module only.
+    Instances of ``leaf_types`` stay single ``call_module`` nodes.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"torch_flops expects an nn.Module, got {type(model).__name__}")
-    tracer = _ScopeTrackingTracer()
+    tracer = _ScopeTrackingTracer(leaf_types)
     training = {m: m.training for m in model.modules()}
+    attributes = set(vars(model))
     model.eval()
     try:
         graph = tracer.trace(model)
@@ -65,5 +72,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
     finally:
         for module, flag in training.items():
             module.training = flag
-    name = type(model).__name__
-    return fx.GraphModule(tracer.root, graph, name)
+    graph_module = fx.GraphModule(tracer.root, graph, type(model).__name__)  # copies the constants
+    for name in set(vars(model)) - attributes:
+        delattr(model, name)
+    return graph_module
