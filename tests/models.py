@@ -1,5 +1,9 @@
 """Small in-repo models shared by the tests."""
 
+import inspect
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,3 +77,20 @@ class TwoInputs(nn.Module):
 class NoParams(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.relu(a @ b)
+
+
+class Op(nn.Module):
+    """``forward(a[, b[, c]]) = fn(a[, b[, c]], **tensors)``; ``tensors`` are registered as buffers so FX
+    reads them with ``get_attr`` (weights, biases, running statistics, masks)."""
+
+    def __init__(self, fn: Callable[..., Any], **tensors: torch.Tensor) -> None:
+        super().__init__()
+        self.fn = fn
+        self.tensor_names = tuple(tensors)
+        self.arity = len(inspect.signature(fn).parameters) - len(tensors)
+        for name, tensor in tensors.items():
+            self.register_buffer(name, tensor)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor | None = None, c: torch.Tensor | None = None) -> Any:
+        inputs = (a, b, c)[: self.arity]
+        return self.fn(*inputs, **{name: getattr(self, name) for name in self.tensor_names})

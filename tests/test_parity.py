@@ -7,7 +7,6 @@ identical inputs, so the test also checks that they really compute the same thin
 
 from __future__ import annotations
 
-import inspect
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,28 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import Op
 from torch_flops import DEFAULT_REGISTRY, Status, TorchFLOPsByFX
 
 torch.manual_seed(0)
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-class Op(nn.Module):
-    """``forward(a[, b[, c]]) = fn(a[, b[, c]], **tensors)``; ``tensors`` are buffers (FX ``get_attr``)."""
-
-    def __init__(self, fn: Callable[..., Any], **tensors: torch.Tensor) -> None:
-        super().__init__()
-        self.fn = fn
-        self.tensor_names = tuple(tensors)
-        self.arity = len(inspect.signature(fn).parameters) - len(tensors)
-        for name, tensor in tensors.items():
-            self.register_buffer(name, tensor)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor | None = None, c: torch.Tensor | None = None) -> Any:
-        inputs = (a, b, c)[: self.arity]
-        return self.fn(*inputs, **{name: getattr(self, name) for name in self.tensor_names})
-
-
 class First(nn.Module):
     """``module(x)[0]``: the values of a pooling layer built with ``return_indices=True``."""
 

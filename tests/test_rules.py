@@ -8,7 +8,6 @@ The expected value is the sum over every node that is not a placeholder or the o
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from models import Op
 from torch_flops import Status, TorchFLOPsByFX
 from torch_flops.rules import activation
 
@@ -25,23 +25,6 @@ torch.manual_seed(0)
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-class Op(nn.Module):
-    """``forward(a[, b[, c]]) = fn(a[, b[, c]], **tensors)``; ``tensors`` are registered as buffers so FX
-    reads them with ``get_attr`` (weights, biases, running statistics, masks)."""
-
-    def __init__(self, fn: Callable[..., Any], **tensors: torch.Tensor) -> None:
-        super().__init__()
-        self.fn = fn
-        self.tensor_names = tuple(tensors)
-        self.arity = len(inspect.signature(fn).parameters) - len(tensors)
-        for name, tensor in tensors.items():
-            self.register_buffer(name, tensor)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor | None = None, c: torch.Tensor | None = None) -> Any:
-        inputs = (a, b, c)[: self.arity]
-        return self.fn(*inputs, **{name: getattr(self, name) for name in self.tensor_names})
-
-
 class LinearThenAddOne(nn.Module):
     """The seed case: ``Linear(5, 4)`` then ``x += 1.``."""
 
