@@ -19,6 +19,7 @@ from torch_flops import aggregate, render
 from torch_flops.engine import TorchFLOPsByFX
 from torch_flops.interpreter import NodePlan
 from torch_flops.records import LayerRecord, NodeRecord
+from torch_flops.registry import lookup_by_mro
 from torch_flops.render import LayerTotal
 
 CustomCounter = Callable[[nn.Module, tuple[Any, ...], Any], int | None]
@@ -88,12 +89,7 @@ def _custom_macs(module: nn.Module, counter: CustomCounter, args: tuple[Any, ...
 
 
 def _custom_counter_for(module: nn.Module | None, custom_ops: Mapping[type, CustomCounter]) -> CustomCounter | None:
-    if module is None:
-        return None
-    for cls in type(module).__mro__:
-        if cls in custom_ops:
-            return custom_ops[cls]
-    return None
+    return None if module is None else lookup_by_mro(custom_ops, type(module))
 
 
 def profile(

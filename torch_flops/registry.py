@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from torch import nn
 from torch_flops.records import Cost
 
 _MISSING = object()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,7 @@ class CostRegistry:
     # -- lookup -------------------------------------------------------------------------------------
     def module_rule(self, module: nn.Module) -> Rule | None:
         """The rule of ``type(module)`` or of its nearest registered base class."""
-        for cls in type(module).__mro__:
-            rule = self.modules.get(cls)
-            if rule is not None:
-                return rule
-        return None
+        return lookup_by_mro(self.modules, type(module))
 
     def function_rule(self, fn: Callable[..., Any]) -> Rule | None:
         try:
@@ -122,6 +119,14 @@ class CostRegistry:
 
 
 DEFAULT_REGISTRY = CostRegistry()
+
+
+def lookup_by_mro(table: Mapping[type, T], cls: type) -> T | None:
+    """The value of ``cls`` or of its nearest base class in ``table``, else ``None``."""
+    for base in cls.__mro__:
+        if base in table:
+            return table[base]
+    return None
 
 
 # -- decorators used by torch_flops.rules --------------------------------------------------------------

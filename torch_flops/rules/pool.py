@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, function_rule, module_rule, numel, prod
+from torch_flops.registry import OpCall, function_rule, lookup_by_mro, module_rule, numel, prod
 
 
 def _expand(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
@@ -71,10 +71,10 @@ _NDIM = {cls: i + 1 for group in (_MAX, _AVG, _ADAPTIVE_MAX, _ADAPTIVE_AVG) for 
 
 
 def _ndim_of(module: nn.Module) -> int:
-    for cls in type(module).__mro__:
-        if cls in _NDIM:
-            return _NDIM[cls]
-    raise TypeError(f"not a pooling module: {type(module).__name__}")
+    ndim = lookup_by_mro(_NDIM, type(module))
+    if ndim is None:
+        raise TypeError(f"not a pooling module: {type(module).__name__}")
+    return ndim
 
 
 def _first_output(output: object) -> torch.Tensor:
