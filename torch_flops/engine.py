@@ -15,7 +15,7 @@ from torch_flops.interpreter import IgnoreSpec, NodeObserver, bind_inputs, plan_
 from torch_flops.measure import Probe, check_memory_function, run_device, tensors_in
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry
-from torch_flops.tracing import trace
+from torch_flops.tracing import eval_mode, trace
 
 
 class TorchFLOPsByFX:
@@ -68,15 +68,8 @@ class TorchFLOPsByFX:
         inputs = bind_inputs(self.graph_model, args, kwargs)
         device = run_device([*tensors_in(inputs), *self.graph_model.parameters(), *self.graph_model.buffers()])
         probe = Probe(device, self.mem_func_name)
-        modules = [self.graph_model, *self.model.modules()]
-        training = [(m, m.training) for m in modules]
-        try:
-            self.graph_model.eval()
-            self.model.eval()
+        with eval_mode(self.graph_model, self.model):
             output, records = run(self.graph_model, self._plans, probe, inputs, observer)
-        finally:
-            for module, flag in training:
-                module.training = flag
         self.records = records
         return output
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch.fx as fx
@@ -39,6 +41,19 @@ class _ScopeTrackingTracer(fx.Tracer):
         return result
 
 
+@contextmanager
+def eval_mode(*roots: nn.Module) -> Iterator[None]:
+    """Put ``roots`` (and so all their submodules) in eval mode; restore every module's own flag after."""
+    flags = [(m, m.training) for root in roots for m in root.modules()]
+    try:
+        for root in roots:
+            root.eval()
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -54,11 +69,10 @@ def trace(model: nn.Module, leaf_types: tuple[type, ...] = ()) -> fx.GraphModule
     if not isinstance(model, nn.Module):
         raise TypeError(f"torch_flops expects an nn.Module, got {type(model).__name__}")
     tracer = _ScopeTrackingTracer(leaf_types)
-    training = {m: m.training for m in model.modules()}
     attributes = set(vars(model))
-    model.eval()
     try:
-        graph = tracer.trace(model)
+        with eval_mode(model):
+            graph = tracer.trace(model)
     except Exception as error:
         path, cls = tracer.open_scopes[-1] if tracer.open_scopes else ("", type(model))
         where = f"module '{path}' ({cls.__name__})" if path else f"the root module ({cls.__name__})"
@@ -69,9 +83,6 @@ def trace(model: nn.Module, leaf_types: tuple[type, ...] = ()) -> fx.GraphModule
             module_path=path,
             module_class=cls.__name__,
         ) from error
-    finally:
-        for module, flag in training.items():
-            module.training = flag
     graph_module = fx.GraphModule(tracer.root, graph, type(model).__name__)  # copies the constants
     for name in set(vars(model)) - attributes:
         delattr(model, name)
