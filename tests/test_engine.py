@@ -59,7 +59,7 @@ def test_records_are_typed_and_complete() -> None:
     assert [r.name for r in records] == [n.name for n in counter.graph_model.graph.nodes]
     conv = next(r for r in records if r.name == "conv")
     assert (conv.op, conv.target, conv.module_path, conv.module_class) == ("call_module", "conv", "conv", "Conv2d")
-    assert conv.status is Status.COUNTED and conv.input_shapes == ((1, 3, 8, 8),) and conv.output_shapes == ((1, 4, 8, 8),)
+    assert conv.status is Status.RULE and conv.input_shapes == ((1, 3, 8, 8),) and conv.output_shapes == ((1, 4, 8, 8),)
     flatten = next(r for r in records if r.name == "flatten")
     assert flatten.status is Status.ZERO and flatten.flops == 0
     assert all(r.time_ms is not None and r.time_ms >= 0 for r in records)
@@ -77,7 +77,7 @@ def test_result_rows_keep_upstream_column_order() -> None:
         ["output", "output", "output", "", "", 0],
     ]
     assert all(len(row) == len(Column) for row in rows)
-    assert all(row[7:] == [None, None, None] for row in rows)  # no memory columns on CPU
+    assert all(row[7:10] == [None, None, None] for row in rows)  # no memory columns on CPU
 
 
 def test_rendered_table_matches_golden_file() -> None:
@@ -102,16 +102,17 @@ def test_print_functions_print_and_return(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_unsupported_nodes_are_listed_not_counted(capsys: pytest.CaptureFixture[str]) -> None:
-    class Cumsum(nn.Module):
+    class Inverse(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.cumsum(x, 0) + 1
+            return torch.linalg.inv(x) + 1
 
-    counter = count(Cumsum(), torch.randn(3, 4))
-    cumsum = next(r for r in counter.records if r.name == "cumsum")
-    assert cumsum.status is Status.UNSUPPORTED and cumsum.flops is None and cumsum.macs is None
-    assert counter.print_total_flops() == 12  # only the add: 3*4
-    assert "total_flops = 12 (1 node not counted: torch.cumsum)" in capsys.readouterr().out
-    assert [r.name for r in counter.unsupported] == ["cumsum"]
+    counter = count(Inverse(), torch.randn(4, 4))
+    inv = next(r for r in counter.records if r.target == "torch.linalg.inv")
+    assert inv.status is Status.UNSUPPORTED and inv.flops is None and inv.macs is None
+    assert inv.unsupported_ops == ("aten.linalg_inv_ex",)
+    assert counter.print_total_flops() == 16  # only the add: 4*4
+    assert "total_flops = 16 (1 node not counted: torch.linalg.inv [aten.linalg_inv_ex])" in capsys.readouterr().out
+    assert [r.name for r in counter.unsupported] == [inv.name]
     assert "unsupported" in to_text(counter.records)
 
 
@@ -122,7 +123,7 @@ def test_csv_has_raw_values(tmp_path: Path) -> None:
     rows = list(csv.reader(path.open()))
     assert rows[0] == [c.header for c in Column]
     assert rows[2][:6] == ["layer", "call_module", "layer", "layer", "Linear", "40"]
-    assert rows[3][5] == "4" and rows[3][7:] == ["", "", ""]
+    assert rows[3][5] == "4" and rows[3][7:] == ["", "", "", "rule"]
 
 
 def test_ignore_ops_by_module_class_function_and_method() -> None:
@@ -130,7 +131,7 @@ def test_ignore_ops_by_module_class_function_and_method() -> None:
     counter = count(SmallConvNet(), x, ignore_ops=[nn.Conv2d, operator.mul, "flatten", torch.softmax])
     status = {r.name: r.status for r in counter.records}
     assert status["conv"] is status["mul"] is status["softmax"] is Status.IGNORED
-    assert status["flatten"] is Status.IGNORED and status["fc"] is Status.COUNTED
+    assert status["flatten"] is Status.IGNORED and status["fc"] is Status.RULE
     full = count(SmallConvNet(), x).total_flops
     # ignored: conv 256 * 53 + 256 = 13,824; mul 10; softmax 29
     assert counter.total_flops == full - 13_824 - 10 - 29

@@ -22,9 +22,20 @@ def unsupported(records: Sequence[NodeRecord]) -> list[NodeRecord]:
     return [r for r in records if r.status is Status.UNSUPPORTED]
 
 
+def unsupported_label(record: NodeRecord) -> str:
+    """The target, followed by the aten ops that lacked a rule: ``my_op [aten.foo]``."""
+    return f"{record.target} [{', '.join(record.unsupported_ops)}]" if record.unsupported_ops else record.target
+
+
 def unsupported_by_target(records: Sequence[NodeRecord]) -> Counter[str]:
-    """How many nodes of each target were not counted, in order of first appearance."""
-    return Counter(r.target for r in unsupported(records))
+    """How many nodes of each target were not counted (see :func:`unsupported_label`), in order of
+    first appearance."""
+    return Counter(unsupported_label(r) for r in unsupported(records))
+
+
+def by_status(records: Sequence[NodeRecord]) -> Counter[Status]:
+    """How many nodes each path priced (rule, fallback, known-zero, ignored, unsupported)."""
+    return Counter(r.status for r in records)
 
 
 def total_time_ms(records: Sequence[NodeRecord]) -> float:
@@ -103,7 +114,7 @@ def by_layer(
         layer.macs += macs_override[record.name] if overridden else (record.macs or 0)
         layer.flops += record.flops or 0
         if record.status is Status.UNSUPPORTED and not overridden:
-            layer.unsupported.append(record.target)
+            layer.unsupported.append(unsupported_label(record))
     for owner, count in params_by_path.items():
         if not count:
             continue

@@ -4,7 +4,7 @@ methods only call :mod:`torch_flops.aggregate` and :mod:`torch_flops.render`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch.fx as fx
@@ -14,7 +14,7 @@ from torch_flops import aggregate, render
 from torch_flops.interpreter import IgnoreSpec, NodeObserver, bind_inputs, plan_graph, run
 from torch_flops.measure import Probe, check_memory_function, run_device, tensors_in
 from torch_flops.records import NodeRecord
-from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry
+from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
 from torch_flops.tracing import eval_mode, trace
 
 
@@ -34,7 +34,11 @@ class TorchFLOPsByFX:
             ignored (0 FLOPs).
         registry: the cost rules to use; the built-in rules by default.
         leaf_types: module classes to keep as single ``call_module`` nodes instead of tracing into
-            them (``torch.nn`` layers always are).
+            them (``torch.nn`` layers always are). A leaf without a rule is counted by the aten-level
+            fallback.
+        extra_rules: rules for this counter only, beating the built-in ones and the fallback:
+            ``{MyModule: rule, my_function: rule, "method_name": rule, torch.ops.aten.foo: rule}`` with
+            ``rule(call: OpCall) -> Cost`` (or a :class:`Rule`). The registry itself is not changed.
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class TorchFLOPsByFX:
         ignore_ops: Iterable[IgnoreSpec] | IgnoreSpec = (),
         registry: CostRegistry | None = None,
         leaf_types: tuple[type, ...] = (),
+        extra_rules: Mapping[Any, Rule | RuleFn] | None = None,
     ) -> None:
         check_memory_function(mem_func_name)
         if isinstance(ignore_ops, (str, type)) or callable(ignore_ops):
@@ -51,8 +56,9 @@ class TorchFLOPsByFX:
         self.model = model
         self.mem_func_name = mem_func_name
         self.ignore_ops: tuple[IgnoreSpec, ...] = tuple(ignore_ops)
+        self.registry = (registry or DEFAULT_REGISTRY).overlay(extra_rules or {})
         self.graph_model: fx.GraphModule = trace(model, leaf_types)
-        self._plans = plan_graph(self.graph_model, registry or DEFAULT_REGISTRY, self.ignore_ops)
+        self._plans = plan_graph(self.graph_model, self.registry, self.ignore_ops)
         self.records: list[NodeRecord] = []
 
     # -- running ------------------------------------------------------------------------------------
@@ -69,7 +75,7 @@ class TorchFLOPsByFX:
         device = run_device([*tensors_in(inputs), *self.graph_model.parameters(), *self.graph_model.buffers()])
         probe = Probe(device, self.mem_func_name)
         with eval_mode(self.graph_model, self.model):
-            output, records = run(self.graph_model, self._plans, probe, inputs, observer)
+            output, records = run(self.graph_model, self._plans, probe, self.registry, inputs, observer)
         self.records = records
         return output
 

@@ -1,8 +1,10 @@
 """The FX ``Interpreter`` that runs real tensors node by node and emits one :class:`NodeRecord` each.
 
 Rules are resolved once per node when the plan is built (:func:`plan_graph`); running a node only
-executes it, reads the clock (and CUDA memory) around it, and prices it with its planned rule. Values
-are returned untouched, so the model's output is exactly what ``model(*inputs)`` returns.
+executes it, reads the clock (and CUDA memory) around it, and prices it with its planned rule. A node
+with no rule runs under the aten-level counter (:mod:`torch_flops.fallback`) instead, once: it is never
+executed twice, so in-place ops stay correct. Values are returned untouched, so the model's output is
+exactly what ``model(*inputs)`` returns.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from torch_flops.fallback import AtenCostMode, AtenTally
 from torch_flops.measure import Probe, tensors_in
 from torch_flops.records import ZERO_COST, Cost, NodeRecord, Shape, Status
-from torch_flops.registry import CostRegistry, OpCall, Rule
+from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule
 
 IgnoreSpec = type | Callable[..., Any] | str
 NodeObserver = Callable[[fx.Node, "NodePlan", tuple, dict, Any], None]
@@ -32,10 +35,6 @@ class NodeExecutionError(RuntimeError):
         self.node_name = node_name
 
 
-class CostRuleError(RuntimeError):
-    """A cost rule raised or returned something that is not a cost; the message names rule and node."""
-
-
 @dataclass(frozen=True)
 class NodePlan:
     """What is known about a node before it runs."""
@@ -46,6 +45,11 @@ class NodePlan:
     rule: Rule | None
     ignored: bool
     module: nn.Module | None
+
+    @property
+    def fallback(self) -> bool:
+        """Priced by the aten-level counter: an op node that has no rule and is not ignored."""
+        return self.rule is None and not self.ignored
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -66,6 +70,8 @@ def function_label(fn: Callable[..., Any]) -> str:
     if name is None or module is None:
         return _ADDRESS.sub("", repr(fn))
     module = _MODULE_ALIASES.get(module, module)
+    if module in ("torch.linalg", "torch.special"):  # C bindings are named linalg_inv, special_erfcx
+        name = name.removeprefix(module.rsplit(".", 1)[1] + "_")
     return f"{module}.{name}" if module else name
 
 
@@ -109,11 +115,19 @@ def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[Ig
             rule = registry.function_rule(node.target)
         elif node.op == "call_method":
             rule = registry.method_rule(node.target)
-        else:
-            rule = None
+        else:  # placeholder, get_attr, output
+            rule = _STRUCTURAL
         path, cls = owning_module(node)
         plans[node] = NodePlan(target_label(node), path, cls, rule, _is_ignored(node, module, ignore), module)
     return plans
+
+
+def _structural(call: OpCall) -> Cost:
+    """Known zero: graph inputs, attribute reads and the output."""
+    return ZERO_COST
+
+
+_STRUCTURAL = Rule(_structural, known_zero=True)
 
 
 def _shapes(value: Any) -> tuple[Shape, ...]:
@@ -133,12 +147,18 @@ class CountingInterpreter(fx.Interpreter):
     """
 
     def __init__(
-        self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], probe: Probe, observer: NodeObserver | None = None
+        self,
+        gm: fx.GraphModule,
+        plans: dict[fx.Node, NodePlan],
+        probe: Probe,
+        registry: CostRegistry,
+        observer: NodeObserver | None = None,
     ) -> None:
         super().__init__(gm, garbage_collect_values=True)
         self.extra_traceback = False  # our errors already name the node
         self.plans = plans
         self.probe = probe
+        self.registry = registry
         self.observer = observer
         self.records: list[NodeRecord] = []
 
@@ -148,9 +168,18 @@ class CountingInterpreter(fx.Interpreter):
         with self._set_current_node(n):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             mem_before = probe.memory()
+            mode = AtenCostMode(self.registry) if plan.fallback else None
             start = probe.now()
             try:
-                result = getattr(self, n.op)(n.target, args, kwargs)
+                if mode is None:
+                    result = getattr(self, n.op)(n.target, args, kwargs)
+                else:
+                    with mode:
+                        result = getattr(self, n.op)(n.target, args, kwargs)
+            except CostRuleError as error:  # an aten rule of the fallback
+                raise CostRuleError(
+                    f"{error} (node '{n.name}', {n.op} {plan.target}, input shapes [{_describe_inputs(args, kwargs)}])"
+                ) from error
             except Exception as error:
                 where = f"node '{n.name}' ({n.op} {plan.target}"
                 where += f" in module '{plan.module_path}' ({plan.module_class}))" if plan.module_path else ")"
@@ -161,7 +190,10 @@ class CountingInterpreter(fx.Interpreter):
                 ) from error
             time_ms = (probe.now() - start) * 1000.0
             mem_after = probe.memory()
-        status, cost = self._price(n, plan, args, kwargs, result)
+        if mode is None:
+            status, cost, missing = *self._price(n, plan, args, kwargs, result), ()
+        else:
+            status, cost, missing = _fallback_price(mode.tally)
         if self.observer is not None:
             try:
                 self.observer(n, plan, args, kwargs, result)
@@ -186,18 +218,15 @@ class CountingInterpreter(fx.Interpreter):
                 time_ms=time_ms,
                 mem_before_bytes=mem_before,
                 mem_after_bytes=mem_after,
+                unsupported_ops=missing,
             )
         )
         return result
 
     @staticmethod
     def _price(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, result: Any) -> tuple[Status, Cost | None]:
-        if n.op in ("placeholder", "output", "get_attr"):
-            return Status.ZERO, ZERO_COST
         if plan.ignored:
             return Status.IGNORED, ZERO_COST
-        if plan.rule is None:
-            return Status.UNSUPPORTED, None
         if plan.rule.known_zero:
             return Status.ZERO, ZERO_COST
         try:
@@ -212,7 +241,13 @@ class CountingInterpreter(fx.Interpreter):
                 f"cost rule {plan.rule.name} returned {cost!r} for node '{n.name}' ({plan.target}); "
                 f"expected a Cost of two ints"
             )
-        return Status.COUNTED, cost
+        return Status.RULE, cost
+
+
+def _fallback_price(tally: AtenTally) -> tuple[Status, Cost | None, tuple[str, ...]]:
+    if tally.unsupported:
+        return Status.UNSUPPORTED, None, tuple(tally.unsupported)
+    return Status.FALLBACK, tally.cost, ()
 
 
 def bind_inputs(gm: fx.GraphModule, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
@@ -244,11 +279,12 @@ def run(
     gm: fx.GraphModule,
     plans: dict[fx.Node, NodePlan],
     probe: Probe,
+    registry: CostRegistry,
     inputs: list[Any],
     observer: NodeObserver | None = None,
 ) -> tuple[Any, list[NodeRecord]]:
     """Run ``gm`` on ``inputs`` under ``torch.no_grad``; return the output and the records."""
-    interpreter = CountingInterpreter(gm, plans, probe, observer)
+    interpreter = CountingInterpreter(gm, plans, probe, registry, observer)
     probe.start()
     with torch.no_grad():
         output = interpreter.run(*inputs)

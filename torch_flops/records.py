@@ -13,19 +13,28 @@ Shape = tuple[int, ...]
 
 
 class Status(str, enum.Enum):
-    """How a node's FLOPs were obtained.
+    """Which path priced a node.
 
-    - ``COUNTED``: a cost rule computed the value (which may legitimately be 0, e.g. an empty tensor).
+    - ``RULE``: the node's own cost rule computed the value (which may legitimately be 0, e.g. an empty
+      tensor).
+    - ``FALLBACK``: the node has no rule; it ran under the aten-level counter and every aten op it
+      dispatched was priced (a call that dispatches none, such as a helper returning ``None``, costs 0).
     - ``ZERO``: the op is known to do no arithmetic (views, concatenation, placeholders, ...).
     - ``IGNORED``: the user asked to ignore it (``ignore_ops``); its FLOPs are 0.
-    - ``UNSUPPORTED``: no rule knows the op; its FLOPs are ``None`` and it is excluded from totals and
-      listed in the summary.
+    - ``UNSUPPORTED``: an aten op it ran has no rule (named in ``NodeRecord.unsupported_ops``); its FLOPs
+      are ``None`` and it is excluded from totals and listed in the summary.
     """
 
-    COUNTED = "counted"
-    ZERO = "zero"
+    RULE = "rule"
+    FALLBACK = "fallback"
+    ZERO = "known-zero"
     IGNORED = "ignored"
     UNSUPPORTED = "unsupported"
+
+    @property
+    def counted(self) -> bool:
+        """The FLOPs are known (every status but ``UNSUPPORTED``)."""
+        return self is not Status.UNSUPPORTED
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,10 @@ ZERO_COST = Cost(0, 0)
 class NodeRecord:
     """One executed FX node.
 
-    ``flops`` and ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``. ``module_path`` is the
-    qualified name of the innermost module whose ``forward`` created the node ('' at the root), and
-    ``module_class`` that module's class name. Memory fields are ``None`` unless the node ran on CUDA.
+    ``flops`` and ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``, and then
+    ``unsupported_ops`` names the aten ops that had no rule. ``module_path`` is the qualified name of the
+    innermost module whose ``forward`` created the node ('' at the root), and ``module_class`` that
+    module's class name. Memory fields are ``None`` unless the node ran on CUDA.
     """
 
     name: str
@@ -64,6 +74,7 @@ class NodeRecord:
     time_ms: float | None = None
     mem_before_bytes: int | None = None
     mem_after_bytes: int | None = None
+    unsupported_ops: tuple[str, ...] = ()
 
     @property
     def mem_delta_bytes(self) -> int | None:

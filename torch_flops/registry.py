@@ -7,6 +7,11 @@ FX nodes carry three kinds of target, so rules are keyed three ways:
   together as aliases);
 - ``call_method``: by method name, since that is all the node carries.
 
+A fourth table prices ATen operators (``torch.ops.aten.mm`` ...), keyed by overload packet or by a
+single overload. It serves the aten-level fallback (:mod:`torch_flops.fallback`), which counts a node
+that has no rule of its own by the aten ops it dispatches. An aten op without an entry that is a view
+(``OpOverload.is_view``) is known zero.
+
 Every rule has one signature, ``rule(call: OpCall) -> Cost``. ``OpCall.arg`` binds an argument by
 position *or* keyword, so ``F.linear(x, w, b)`` and ``F.linear(x, w, bias=b)`` are priced the same.
 A rule registered with ``known_zero=True`` marks ops that do no arithmetic; a node with no rule at all is
@@ -21,6 +26,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from torch._ops import OpOverload, OpOverloadPacket
 
 from torch_flops.records import Cost
 
@@ -66,6 +72,10 @@ class Rule:
         return getattr(self.fn, "__qualname__", repr(self.fn))
 
 
+class CostRuleError(RuntimeError):
+    """A cost rule raised or returned something that is not a cost; the message names rule and node."""
+
+
 class DuplicateRuleError(ValueError):
     """A key already has a rule and ``replace=True`` was not given."""
 
@@ -77,6 +87,7 @@ class CostRegistry:
     modules: dict[type, Rule] = field(default_factory=dict)
     functions: dict[Callable[..., Any], Rule] = field(default_factory=dict)
     methods: dict[str, Rule] = field(default_factory=dict)
+    aten: dict[OpOverloadPacket | OpOverload, Rule] = field(default_factory=dict)
 
     # -- registration -------------------------------------------------------------------------------
     def add_module_rule(self, classes: Iterable[type], rule: Rule, replace: bool = False) -> None:
@@ -96,6 +107,36 @@ class CostRegistry:
             if not isinstance(name, str):
                 raise TypeError(f"method rules are keyed by method names (str), got {name!r}")
             self._put(self.methods, name, rule, replace, name)
+
+    def add_aten_rule(self, ops: Iterable[OpOverloadPacket | OpOverload], rule: Rule, replace: bool = False) -> None:
+        for op in ops:
+            if not isinstance(op, (OpOverloadPacket, OpOverload)):
+                raise TypeError(f"aten rules are keyed by torch.ops.aten operators, got {op!r}")
+            self._put(self.aten, op, rule, replace, str(op))
+
+    def add_rule(self, key: Any, rule: Rule | RuleFn, replace: bool = False) -> None:
+        """Register ``rule`` under ``key``, whose kind picks the table: an ``nn.Module`` subclass, a
+        ``str`` (a ``Tensor`` method name), a ``torch.ops.aten`` operator, or any other callable."""
+        if not isinstance(rule, Rule):
+            if not callable(rule):
+                raise TypeError(f"the rule for {key!r} must be callable (call -> Cost), got {rule!r}")
+            rule = Rule(rule)
+        if isinstance(key, type):
+            self.add_module_rule([key], rule, replace)
+        elif isinstance(key, str):
+            self.add_method_rule([key], rule, replace)
+        elif isinstance(key, (OpOverloadPacket, OpOverload)):
+            self.add_aten_rule([key], rule, replace)
+        else:
+            self.add_function_rule([key], rule, replace)
+
+    def overlay(self, rules: Mapping[Any, Rule | RuleFn]) -> CostRegistry:
+        """A copy of this registry with ``rules`` added, replacing any rule of the same key. The
+        registry itself is not changed (this is how ``extra_rules`` applies to one counter)."""
+        copy = CostRegistry(dict(self.modules), dict(self.functions), dict(self.methods), dict(self.aten))
+        for key, rule in rules.items():
+            copy.add_rule(key, rule, replace=True)
+        return copy
 
     @staticmethod
     def _put(table: dict[Any, Rule], key: Any, rule: Rule, replace: bool, label: str) -> None:
@@ -117,8 +158,23 @@ class CostRegistry:
     def method_rule(self, name: str) -> Rule | None:
         return self.methods.get(name)
 
+    def aten_rule(self, op: OpOverload) -> Rule | None:
+        """The rule of this overload, else of its packet; a view op without one is known zero."""
+        rule = self.aten.get(op) or self.aten.get(op.overloadpacket)
+        if rule is None and op.is_view:
+            return VIEW_RULE
+        return rule
+
 
 DEFAULT_REGISTRY = CostRegistry()
+
+
+def _view(call: OpCall) -> Cost:
+    """Known zero: an aten view op."""
+    return Cost(0, 0)
+
+
+VIEW_RULE = Rule(_view, known_zero=True)
 
 
 def lookup_by_mro(table: Mapping[type, T], cls: type) -> T | None:
@@ -160,6 +216,22 @@ def method_rule(*names: str, known_zero: bool = False, registry: CostRegistry | 
     return decorate
 
 
+def aten_rule(*ops: OpOverloadPacket | OpOverload, known_zero: bool = False, registry: CostRegistry | None = None):
+    """Register the decorated ``fn(call) -> Cost`` for aten operators. ``call.args`` / ``call.kwargs``
+    follow the operator's schema; ``call.output`` is what it returned."""
+
+    def decorate(fn: RuleFn) -> RuleFn:
+        (registry or DEFAULT_REGISTRY).add_aten_rule(ops, Rule(fn, known_zero))
+        return fn
+
+    return decorate
+
+
+def aten_ops(*names: str) -> list[OpOverloadPacket]:
+    """``torch.ops.aten.<name>`` for each name this PyTorch build has (the set varies across versions)."""
+    return [getattr(torch.ops.aten, name) for name in names if hasattr(torch.ops.aten, name)]
+
+
 # -- shape helpers shared by the rules -----------------------------------------------------------------
 def numel(value: Any) -> int:
     """Elements of a tensor result; a Python scalar result (e.g. ``H == 224`` on a shape) counts 1."""
@@ -168,6 +240,12 @@ def numel(value: Any) -> int:
     if isinstance(value, (int, float, bool, complex)):
         return 1
     raise TypeError(f"expected a tensor or a number, got {type(value).__name__}")
+
+
+def first_output(value: Any) -> Any:
+    """The main result of an op that returns a tuple (``max_pool2d_with_indices``, ``native_layer_norm``,
+    ...): its first element; any other value unchanged."""
+    return value[0] if isinstance(value, (tuple, list)) else value
 
 
 def shape_of(value: Any) -> tuple[int, ...]:

@@ -28,6 +28,7 @@ class Column(enum.Enum):
     MEM_BEFORE = ("mem_before_op(B)", lambda r: r.mem_before_bytes)
     MEM_AFTER = ("mem_after_op(B)", lambda r: r.mem_after_bytes)
     MEM_DELTA = ("mem_delta(B)", lambda r: r.mem_delta_bytes)
+    STATUS = ("counted_by", lambda r: r.status.value)
 
     def __init__(self, header: str, getter: Callable[[NodeRecord], Any]) -> None:
         self.header = header
@@ -36,9 +37,9 @@ class Column(enum.Enum):
 
 ALL_COLUMNS: tuple[Column, ...] = tuple(Column)
 DETERMINISTIC_COLUMNS: tuple[Column, ...] = (
-    Column.NAME, Column.OP, Column.TARGET, Column.MODULE_PATH, Column.MODULE_CLASS, Column.FLOPS,
+    Column.NAME, Column.OP, Column.TARGET, Column.MODULE_PATH, Column.MODULE_CLASS, Column.FLOPS, Column.STATUS,
 )
-_TEXT_COLUMNS = (Column.NAME, Column.OP, Column.TARGET, Column.MODULE_PATH, Column.MODULE_CLASS)
+_TEXT_COLUMNS = (Column.NAME, Column.OP, Column.TARGET, Column.MODULE_PATH, Column.MODULE_CLASS, Column.STATUS)
 
 
 def to_rows(records: Sequence[NodeRecord], columns: Sequence[Column] = ALL_COLUMNS) -> list[list[Any]]:

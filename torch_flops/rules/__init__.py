@@ -2,7 +2,7 @@
 
 Each family module holds pure shape-only formulas (``<op>_cost(...)`` on ints, testable without
 running anything) and thin adapters that read shapes from an :class:`~torch_flops.registry.OpCall` for
-the module, function and method forms of the op. The convention is written once, in
+the module, function, method and aten forms of the op. The convention is written once, in
 ``docs/conventions.md``.
 """
 
@@ -10,10 +10,15 @@ from torch_flops.rules import (  # noqa: F401  (imported for their registrations
     activation,
     attention,
     conv,
+    einsum,
     elementwise,
+    embedding,
     linear,
+    mha,
     norm,
     pool,
+    recurrent,
     reduction,
+    resample,
     shape,
 )

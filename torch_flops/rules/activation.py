@@ -42,7 +42,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, RuleFn, function_rule, method_rule, module_rule, numel
+from torch_flops.registry import (
+    OpCall,
+    RuleFn,
+    aten_ops,
+    aten_rule,
+    first_output,
+    function_rule,
+    method_rule,
+    module_rule,
+    numel,
+)
 
 
 def activation_cost(out_numel: int, flops_per_element: int) -> Cost:
@@ -52,42 +62,42 @@ def activation_cost(out_numel: int, flops_per_element: int) -> Cost:
 
 def _per_element(name: str, flops_per_element: int) -> RuleFn:
     def rule(call: OpCall) -> Cost:
-        return activation_cost(numel(call.output), flops_per_element)
+        return activation_cost(numel(first_output(call.output)), flops_per_element)
 
     rule.__name__ = rule.__qualname__ = f"{name}_rule"
     rule.__doc__ = f"{name}: {flops_per_element} FLOP(s) per output element."
     return rule
 
 
-# (name, FLOPs per element, module classes, functions, Tensor method names)
-_TABLE: list[tuple[str, int, tuple[type, ...], tuple[object, ...], tuple[str, ...]]] = [
-    ("relu", 1, (nn.ReLU,), (F.relu, F.relu_, torch.relu, torch.relu_), ("relu", "relu_")),
-    ("gelu", 1, (nn.GELU,), (F.gelu,), ()),
-    ("sigmoid", 1, (nn.Sigmoid,), (torch.sigmoid, F.sigmoid), ("sigmoid", "sigmoid_")),
-    ("tanh", 1, (nn.Tanh,), (torch.tanh, F.tanh), ("tanh", "tanh_")),
-    ("threshold", 1, (nn.Threshold,), (F.threshold, F.threshold_), ()),
-    ("hardtanh", 2, (nn.Hardtanh,), (F.hardtanh, F.hardtanh_), ()),
-    ("relu6", 2, (nn.ReLU6,), (F.relu6,), ()),
-    ("silu", 2, (nn.SiLU,), (F.silu,), ()),
-    ("logsigmoid", 2, (nn.LogSigmoid,), (F.logsigmoid,), ()),
-    ("tanhshrink", 2, (nn.Tanhshrink,), (F.tanhshrink,), ()),
-    ("hardshrink", 2, (nn.Hardshrink,), (F.hardshrink,), ()),
-    ("softsign", 3, (nn.Softsign,), (F.softsign,), ()),
-    ("softshrink", 3, (nn.Softshrink,), (F.softshrink,), ()),
-    ("hardsigmoid", 4, (nn.Hardsigmoid,), (F.hardsigmoid,), ()),
-    ("leaky_relu", 4, (nn.LeakyReLU,), (F.leaky_relu, F.leaky_relu_), ()),
-    ("prelu", 4, (nn.PReLU, nn.RReLU), (F.prelu, F.rrelu), ()),
-    ("elu", 4, (nn.ELU,), (F.elu, F.elu_), ()),
-    ("celu", 5, (nn.CELU,), (F.celu,), ()),
-    ("selu", 5, (nn.SELU,), (F.selu,), ()),
-    ("hardswish", 5, (nn.Hardswish,), (F.hardswish,), ()),
-    ("mish", 5, (nn.Mish,), (F.mish,), ()),
-    ("glu", 2, (nn.GLU,), (F.glu,), ()),
+# (name, FLOPs per element, module classes, functions, Tensor method names, aten ops)
+_TABLE: list[tuple[str, int, tuple[type, ...], tuple[object, ...], tuple[str, ...], tuple[str, ...]]] = [
+    ("relu", 1, (nn.ReLU,), (F.relu, F.relu_, torch.relu, torch.relu_), ("relu", "relu_"), ("relu", "relu_")),
+    ("gelu", 1, (nn.GELU,), (F.gelu,), (), ("gelu", "gelu_")),
+    ("sigmoid", 1, (nn.Sigmoid,), (torch.sigmoid, F.sigmoid), ("sigmoid", "sigmoid_"), ("sigmoid", "sigmoid_")),
+    ("tanh", 1, (nn.Tanh,), (torch.tanh, F.tanh), ("tanh", "tanh_"), ("tanh", "tanh_")),
+    ("threshold", 1, (nn.Threshold,), (F.threshold, F.threshold_), (), ("threshold", "threshold_")),
+    ("hardtanh", 2, (nn.Hardtanh,), (F.hardtanh, F.hardtanh_), (), ("hardtanh", "hardtanh_")),
+    ("relu6", 2, (nn.ReLU6,), (F.relu6,), (), ("relu6", "relu6_")),
+    ("silu", 2, (nn.SiLU,), (F.silu,), (), ("silu", "silu_")),
+    ("logsigmoid", 2, (nn.LogSigmoid,), (F.logsigmoid,), (), ("log_sigmoid", "log_sigmoid_forward")),
+    ("tanhshrink", 2, (nn.Tanhshrink,), (F.tanhshrink,), (), ()),
+    ("hardshrink", 2, (nn.Hardshrink,), (F.hardshrink,), (), ("hardshrink",)),
+    ("softsign", 3, (nn.Softsign,), (F.softsign,), (), ()),
+    ("softshrink", 3, (nn.Softshrink,), (F.softshrink,), (), ("softshrink",)),
+    ("hardsigmoid", 4, (nn.Hardsigmoid,), (F.hardsigmoid,), (), ("hardsigmoid", "hardsigmoid_")),
+    ("leaky_relu", 4, (nn.LeakyReLU,), (F.leaky_relu, F.leaky_relu_), (), ("leaky_relu", "leaky_relu_")),
+    ("prelu", 4, (nn.PReLU, nn.RReLU), (F.prelu, F.rrelu), (), ("prelu", "_prelu_kernel", "rrelu", "rrelu_with_noise")),
+    ("elu", 4, (nn.ELU,), (F.elu, F.elu_), (), ()),
+    ("celu", 5, (nn.CELU,), (F.celu,), (), ("celu", "celu_")),
+    ("selu", 5, (nn.SELU,), (F.selu,), (), ("selu", "selu_")),
+    ("hardswish", 5, (nn.Hardswish,), (F.hardswish,), (), ("hardswish", "hardswish_")),
+    ("mish", 5, (nn.Mish,), (F.mish,), (), ("mish", "mish_")),
+    ("glu", 2, (nn.GLU,), (F.glu,), (), ("glu",)),
 ]
 
 PER_ELEMENT_FLOPS: dict[str, int] = {name: per for name, per, *_ in _TABLE}
 
-for _name, _per, _modules, _functions, _methods in _TABLE:
+for _name, _per, _modules, _functions, _methods, _aten in _TABLE:
     _rule = _per_element(_name, _per)
     if _modules:
         module_rule(*_modules)(_rule)
@@ -95,6 +105,16 @@ for _name, _per, _modules, _functions, _methods in _TABLE:
         function_rule(*_functions)(_rule)
     if _methods:
         method_rule(*_methods)(_rule)
+    if _aten:
+        aten_rule(*aten_ops(*_aten))(_rule)
+
+
+# aten: [*] = elu(self, alpha=1, scale=1, input_scale=1); ELU, and SELU and CELU when they arrive as it
+@aten_rule(*aten_ops("elu", "elu_"))
+def elu_aten(call: OpCall) -> Cost:
+    """ELU's 4 per element, + 1 for a ``scale`` (SELU) and + 1 for an ``input_scale`` (CELU) not 1."""
+    extra = (call.arg(2, "scale", 1) != 1) + (call.arg(3, "input_scale", 1) != 1)
+    return activation_cost(numel(call.output), 4 + extra)
 
 
 def softplus_cost(out_numel: int, beta: float) -> Cost:
@@ -107,7 +127,8 @@ def softplus_module(call: OpCall) -> Cost:
     return softplus_cost(numel(call.output), call.module.beta)
 
 
-# F.softplus(input, beta=1, threshold=20)
+# F.softplus(input, beta=1, threshold=20); aten.softplus(self, beta=1, threshold=20)
 @function_rule(F.softplus)
+@aten_rule(*aten_ops("softplus"))
 def softplus_function(call: OpCall) -> Cost:
     return softplus_cost(numel(call.output), call.arg(1, "beta", 1))

@@ -5,7 +5,8 @@ query heads; grouped-query keys are broadcast to the query heads):
 
 - scores ``Q K^T``: ``B L S (2E - 1)`` FLOPs, ``B L S E`` MACs;
 - scaling the score matrix: ``B L S``;
-- the mask add, when ``attn_mask`` is given: ``B L S``;
+- the mask add, when ``attn_mask`` is given or ``is_causal=True``: ``B L S`` (the full score matrix is
+  counted either way: a causal kernel may skip the masked half, the convention does not);
 - softmax over ``S``: ``B L (3S - 1)``;
 - ``attention x V``: ``B L Ev (2S - 1)`` FLOPs, ``B L Ev S`` MACs.
 
@@ -15,10 +16,11 @@ Worked example: ``q, k, v`` of ``(1, 2, 4, 8)`` (B = 2, L = S = 4, E = Ev = 8), 
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, function_rule, prod
+from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, prod
 from torch_flops.rules.linear import matmul_cost
 from torch_flops.rules.reduction import softmax_cost
 
@@ -32,12 +34,36 @@ def sdpa_cost(batch: int, q_len: int, kv_len: int, head_dim: int, value_dim: int
     return cost + matmul_cost(batch * q_len * value_dim, kv_len)
 
 
+def _sdpa_cost_of(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, masked: bool) -> Cost:
+    *batch, q_len, head_dim = query.shape
+    return sdpa_cost(prod(batch), q_len, key.shape[-2], head_dim, value.shape[-1], masked)
+
+
 # [..., L, Ev] = sdpa(q [..., L, E], k [..., S, E], v [..., S, Ev], attn_mask=None, dropout_p=0, is_causal=False, scale=None)
 @function_rule(F.scaled_dot_product_attention)
+@aten_rule(*aten_ops("scaled_dot_product_attention"))
 def scaled_dot_product_attention(call: OpCall) -> Cost:
-    query = call.arg(0, "query")
-    key = call.arg(1, "key")
-    value = call.arg(2, "value")
-    mask = call.arg(3, "attn_mask", None)
-    *batch, q_len, head_dim = query.shape
-    return sdpa_cost(prod(batch), q_len, key.shape[-2], head_dim, value.shape[-1], mask is not None)
+    masked = call.arg(3, "attn_mask", None) is not None or bool(call.arg(5, "is_causal", False))
+    return _sdpa_cost_of(call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value"), masked)
+
+
+# aten kernels, q/k/v as [B, H, L|S, E]:
+# _scaled_dot_product_flash_attention[_for_cpu](q, k, v, dropout_p, is_causal, ..., *, attn_mask (cpu), scale)
+@aten_rule(*aten_ops("_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_for_cpu"))
+def flash_attention_aten(call: OpCall) -> Cost:
+    masked = call.kwargs.get("attn_mask") is not None or bool(call.arg(4, "is_causal", False))
+    return _sdpa_cost_of(call.args[0], call.args[1], call.args[2], masked)
+
+
+# _scaled_dot_product_efficient_attention / _cudnn_attention(q, k, v, attn_bias, compute_log_sumexp, dropout_p, is_causal, ...)
+@aten_rule(*aten_ops("_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention"))
+def efficient_attention_aten(call: OpCall) -> Cost:
+    masked = call.arg(3, "attn_bias", None) is not None or bool(call.arg(6, "is_causal", False))
+    return _sdpa_cost_of(call.args[0], call.args[1], call.args[2], masked)
+
+
+# _scaled_dot_product_fused_attention_overrideable(q, k, v, attn_bias, dropout_p, is_causal, ...)
+@aten_rule(*aten_ops("_scaled_dot_product_fused_attention_overrideable"))
+def overrideable_attention_aten(call: OpCall) -> Cost:
+    masked = call.arg(3, "attn_bias", None) is not None or bool(call.arg(5, "is_causal", False))
+    return _sdpa_cost_of(call.args[0], call.args[1], call.args[2], masked)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, function_rule, module_rule, numel, prod
+from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, module_rule, numel, prod
 from torch_flops.rules.linear import linear_cost
 
 
@@ -72,3 +72,36 @@ def conv_transpose_module(call: OpCall) -> Cost:
 @function_rule(F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
 def conv_transpose_function(call: OpCall) -> Cost:
     return _transpose_cost_from_weight(call.arg(0, "input"), call.arg(1, "weight"), call.arg(2, "bias", None), call.output)
+
+
+# aten: [N, Cout, *out] = convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+# (also _convolution and convolution_overrideable, same leading arguments; convNd / conv_transposeNd
+# arrive decomposed into it)
+@aten_rule(*aten_ops("convolution", "_convolution", "convolution_overrideable"))
+def convolution_aten(call: OpCall) -> Cost:
+    input_, weight, bias = call.arg(0, "input"), call.arg(1, "weight"), call.arg(2, "bias", None)
+    if call.arg(6, "transposed", False):
+        return _transpose_cost_from_weight(input_, weight, bias, call.output)
+    return _cost_from_weight(weight, bias, call.output)
+
+
+# aten backend convolutions: (self, weight, ...) with the bias, if any, the next tensor argument
+@aten_rule(*aten_ops("mkldnn_convolution", "cudnn_convolution", "miopen_convolution", "_conv_depthwise2d", "conv_depthwise3d"))
+def backend_convolution_aten(call: OpCall) -> Cost:
+    bias = next((a for a in (*call.args[2:], *call.kwargs.values()) if isinstance(a, torch.Tensor)), None)
+    return _cost_from_weight(call.arg(1, "weight"), bias, call.output)
+
+
+@aten_rule(*aten_ops("cudnn_convolution_transpose", "miopen_convolution_transpose"))
+def backend_convolution_transpose_aten(call: OpCall) -> Cost:
+    return _transpose_cost_from_weight(call.arg(0, "self"), call.arg(1, "weight"), None, call.output)
+
+
+@aten_rule(*aten_ops("conv1d", "conv2d", "conv3d"))
+def conv_aten(call: OpCall) -> Cost:
+    return conv_function(call)
+
+
+@aten_rule(*aten_ops("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"))
+def conv_transpose_aten(call: OpCall) -> Cost:
+    return conv_transpose_function(call)

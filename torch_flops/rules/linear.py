@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, function_rule, method_rule, module_rule, numel
+from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, method_rule, module_rule, numel
 
 
 def matmul_cost(out_numel: int, k: int) -> Cost:
@@ -59,8 +59,10 @@ def _contracted_size(a: torch.Tensor) -> int:
 
 
 # [..., n, p] = matmul([..., n, k], [..., k, p]); 1-D operands are promoted as torch.matmul does
-@function_rule(torch.matmul, operator.matmul, torch.mm, torch.bmm)
-@method_rule("matmul", "mm", "bmm", "__matmul__")
+# aten: [n, p] = mm([n, k], [k, p]); [b, n, p] = bmm([b, n, k], [b, k, p]); [n] = mv([n, k], [k])
+@function_rule(torch.matmul, operator.matmul, torch.mm, torch.bmm, torch.mv)
+@method_rule("matmul", "mm", "bmm", "mv", "__matmul__")
+@aten_rule(*aten_ops("matmul", "mm", "bmm", "mv"))
 def matmul(call: OpCall) -> Cost:
     a = call.arg(0, "input")
     return matmul_cost(numel(call.output), _contracted_size(a))
@@ -71,13 +73,25 @@ def _scaling_flops(out_numel: int, beta: float, alpha: float) -> int:
     return out_numel * (1 + (beta != 1) + (alpha != 1))
 
 
+# [] = dot([k], [k])
+@function_rule(torch.dot, torch.vdot, torch.inner)
+@method_rule("dot", "vdot", "inner")
+@aten_rule(*aten_ops("dot", "vdot"))
+def dot(call: OpCall) -> Cost:
+    """One dot product of length ``k``; ``inner`` of N-d tensors: ``out_numel`` of them."""
+    return matmul_cost(numel(call.output), _contracted_size(call.arg(0, "input")))
+
+
 # [n, p] = addmm(input [n, p] (broadcast), mat1 [n, k], mat2 [k, p], beta=1, alpha=1)
 # [b, n, p] = baddbmm(input, batch1 [b, n, k], batch2 [b, k, p], beta=1, alpha=1)
-@function_rule(torch.addmm, torch.baddbmm)
-@method_rule("addmm", "baddbmm")
+# [n] = addmv(input [n], mat [n, k], vec [k], beta=1, alpha=1)
+@function_rule(torch.addmm, torch.baddbmm, torch.addmv)
+@method_rule("addmm", "baddbmm", "addmv")
+@aten_rule(*aten_ops("addmm", "baddbmm", "addmv"))
 def addmm(call: OpCall) -> Cost:
     """The product as :func:`matmul_cost`, plus ``out_numel`` adds of ``input`` and a multiply per
-    ``beta``/``alpha`` that is not 1. The adds of ``input`` are not MACs."""
+    ``beta``/``alpha`` that is not 1. The adds of ``input`` are MACs, as a ``Linear`` bias is (an
+    ``aten.addmm`` is how ``nn.Linear`` with a bias runs); the scaling multiplies are not."""
     # the two matrices are the last two tensors; numbers passed positionally are the deprecated
     # ``addmm(beta, input, [alpha,] mat1, mat2)`` forms
     tensors = [a for a in (*call.args, *call.kwargs.values()) if isinstance(a, torch.Tensor)]
@@ -86,4 +100,10 @@ def addmm(call: OpCall) -> Cost:
     alpha = call.kwargs.get("alpha", numbers[1] if len(numbers) > 1 else 1)
     matrices = [call.kwargs[k] for k in ("mat1", "batch1") if k in call.kwargs] or tensors[-2:-1]
     out = numel(call.output)
-    return matmul_cost(out, _contracted_size(matrices[0])) + Cost(_scaling_flops(out, beta, alpha), 0)
+    return matmul_cost(out, _contracted_size(matrices[0])) + Cost(_scaling_flops(out, beta, alpha), out)
+
+
+# aten.linear arrives decomposed (addmm / mm) under a dispatch mode; the entry serves modes that keep it
+@aten_rule(*aten_ops("linear"))
+def linear_aten(call: OpCall) -> Cost:
+    return linear_function(call)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, function_rule, lookup_by_mro, module_rule, numel, prod
+from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, lookup_by_mro, module_rule, numel, prod
 
 
 def _expand(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
@@ -156,11 +156,23 @@ def _adaptive_function_rule(ndim: int, is_max: bool):
     return rule
 
 
-for _fn, _ndim in _MAX_FUNCTIONS.items():
-    function_rule(_fn)(_max_pool_function_rule(_ndim))
-for _fn, _ndim in _AVG_FUNCTIONS.items():
-    function_rule(_fn)(_avg_pool_function_rule(_ndim))
-for _fn, _ndim in _ADAPTIVE_MAX_FUNCTIONS.items():
-    function_rule(_fn)(_adaptive_function_rule(_ndim, is_max=True))
-for _fn, _ndim in _ADAPTIVE_AVG_FUNCTIONS.items():
-    function_rule(_fn)(_adaptive_function_rule(_ndim, is_max=False))
+# aten forms take the same leading arguments (self, kernel_size | output_size, ...)
+_MAX_ATEN = {1: ("max_pool1d", "max_pool1d_with_indices"), 2: ("max_pool2d", "max_pool2d_with_indices", "mkldnn_max_pool2d"),
+             3: ("max_pool3d", "max_pool3d_with_indices", "mkldnn_max_pool3d")}
+_AVG_ATEN = {1: ("avg_pool1d",), 2: ("avg_pool2d", "mkldnn_avg_pool2d"), 3: ("avg_pool3d", "mkldnn_avg_pool3d")}
+_ADAPTIVE_MAX_ATEN = {1: ("adaptive_max_pool1d",), 2: ("adaptive_max_pool2d",), 3: ("adaptive_max_pool3d",)}
+_ADAPTIVE_AVG_ATEN = {1: ("adaptive_avg_pool1d",), 2: ("adaptive_avg_pool2d", "_adaptive_avg_pool2d", "mkldnn_adaptive_avg_pool2d"),
+                      3: ("adaptive_avg_pool3d", "_adaptive_avg_pool3d")}
+
+
+def _register(functions: dict, aten: dict[int, tuple[str, ...]], make_rule) -> None:
+    for ndim in (1, 2, 3):
+        rule = make_rule(ndim)
+        function_rule(*(fn for fn, n in functions.items() if n == ndim))(rule)
+        aten_rule(*aten_ops(*aten[ndim]))(rule)
+
+
+_register(_MAX_FUNCTIONS, _MAX_ATEN, _max_pool_function_rule)
+_register(_AVG_FUNCTIONS, _AVG_ATEN, _avg_pool_function_rule)
+_register(_ADAPTIVE_MAX_FUNCTIONS, _ADAPTIVE_MAX_ATEN, lambda ndim: _adaptive_function_rule(ndim, is_max=True))
+_register(_ADAPTIVE_AVG_FUNCTIONS, _ADAPTIVE_AVG_ATEN, lambda ndim: _adaptive_function_rule(ndim, is_max=False))

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_flops.records import ZERO_COST, Cost
-from torch_flops.registry import OpCall, function_rule, method_rule, module_rule
+from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, method_rule, module_rule
 
 ZERO_MODULES = (
     nn.Identity,
@@ -94,9 +94,38 @@ ZERO_METHODS = (
 )
 
 
+# aten ops that allocate, copy, move or select data (views are known zero without a listing)
+ZERO_ATEN = (
+    "_to_copy", "_unsafe_view", "to", "clone", "contiguous", "copy", "copy_", "_copy_from", "_copy_from_and_resize",
+    "lift_fresh", "lift_fresh_copy", "detach", "alias", "empty", "empty_like", "empty_strided",
+    "new_empty", "new_empty_strided", "new_zeros", "new_ones", "new_full", "zeros", "zeros_like", "ones",
+    "ones_like", "full", "full_like", "fill", "fill_", "zero_", "arange", "scalar_tensor", "linspace",
+    "eye", "tensor", "cat", "stack", "hstack", "vstack", "repeat", "repeat_interleave", "tile", "flip",
+    "roll", "constant_pad_nd", "pad", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
+    "replication_pad1d", "replication_pad2d", "replication_pad3d", "_pad_circular", "index",
+    "index_select", "gather", "take", "take_along_dim", "index_put", "index_put_", "_index_put_impl_",
+    "index_copy", "index_copy_", "index_fill", "index_fill_", "scatter", "scatter_", "masked_scatter",
+    "masked_scatter_", "masked_select", "nonzero", "nonzero_static", "pixel_shuffle", "pixel_unshuffle",
+    "channel_shuffle", "native_channel_shuffle", "reshape", "_reshape_copy", "view_copy", "expand_copy",
+    "permute_copy", "transpose_copy", "t_copy", "squeeze_copy", "unsqueeze_copy", "select_copy",
+    "slice_copy", "slice_scatter", "select_scatter", "diagonal_scatter", "as_strided_scatter",
+    "split_with_sizes_copy", "unbind_copy", "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk",
+    "triu", "tril", "triu_", "tril_", "im2col", "col2im", "resize_", "resize_as_", "set_",
+    "_local_scalar_dense", "item", "_linalg_check_errors", "_assert_async", "_assert_tensor_metadata", "_assert_scalar",
+    "sym_constrain_range", "sym_constrain_range_for_size", "_functional_assert_async", "dropout",
+    "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "embedding", "one_hot", "bernoulli",
+    "bernoulli_", "rand", "randn", "rand_like", "randn_like", "randint", "randint_like", "randperm",
+    "normal", "normal_", "uniform_", "detach_", "record_stream", "_unsafe_index", "_unsafe_index_put",
+    "unfold", "diag_embed", "diag", "narrow_copy", "flatten", "_nested_tensor_from_mask", "size", "stride",
+    "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_same_size", "_has_compatible_shallow_copy_type",
+    "result_type",
+)
+
+
 @module_rule(*ZERO_MODULES, known_zero=True)
 @function_rule(*ZERO_FUNCTIONS, known_zero=True)
 @method_rule(*ZERO_METHODS, known_zero=True)
+@aten_rule(*aten_ops(*ZERO_ATEN), known_zero=True)
 def no_arithmetic(call: OpCall) -> Cost:
     """Known zero: the op moves, views or copies data."""
     return ZERO_COST

@@ -1,0 +1,105 @@
+"""The aten-level counter: price any code by the ATen operators it dispatches.
+
+A node that has no rule of its own (a helper function, a user module kept as a leaf, a method no rule
+knows) is run under :class:`AtenCostMode`, a ``TorchDispatchMode`` that sees every aten op the call
+dispatches after PyTorch's own decompositions (``F.linear`` arrives as ``aten.addmm``, ``nn.Conv2d`` as
+``aten.convolution``). Each aten op is priced with the registry's aten rules, which share their
+formulas with the FX-level rules, so a convolution costs the same whichever path counted it.
+
+The node is unsupported only when one of its aten ops has no rule; those ops are named. A call that
+dispatches no aten op at all (Python-level bookkeeping, a helper that returns ``None``) costs 0.
+
+The same mode run over a whole model (:func:`count_aten`) gives an independent total to check the
+FX-level count against.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch._ops import OpOverload
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from torch_flops.records import ZERO_COST, Cost
+from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, CostRuleError, OpCall, Rule
+
+
+class AtenRuleError(CostRuleError):
+    """An aten rule raised or returned something that is not a cost."""
+
+
+def aten_label(op: OpOverload) -> str:
+    """``aten.mm``: the packet name, without the overload."""
+    return f"aten.{op.overloadpacket.__name__}"
+
+
+@dataclass
+class AtenTally:
+    """What one run under :class:`AtenCostMode` dispatched and what it cost."""
+
+    cost: Cost = ZERO_COST
+    by_op: dict[str, Cost] = field(default_factory=dict)
+    calls: Counter[str] = field(default_factory=Counter)
+    unsupported: Counter[str] = field(default_factory=Counter)
+
+    def add(self, label: str, cost: Cost) -> None:
+        self.cost = self.cost + cost
+        self.by_op[label] = self.by_op.get(label, ZERO_COST) + cost
+        self.calls[label] += 1
+
+
+class AtenCostMode(TorchDispatchMode):
+    """Runs every aten op unchanged and adds its cost to :attr:`tally`.
+
+    ``on_cost``, when given, is also called with ``(label, cost)`` for every priced op (used to
+    attribute costs to the module that was running).
+    """
+
+    def __init__(self, registry: CostRegistry | None = None, on_cost: Callable[[str, Cost], None] | None = None) -> None:
+        super().__init__()
+        self.registry = registry or DEFAULT_REGISTRY
+        self.on_cost = on_cost
+        self.tally = AtenTally()
+        self._rules: dict[OpOverload, Rule | None] = {}
+
+    def __torch_dispatch__(self, func: OpOverload, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        output = func(*args, **kwargs)
+        try:
+            rule = self._rules[func]
+        except KeyError:
+            rule = self._rules[func] = self.registry.aten_rule(func)
+        label = aten_label(func)
+        if rule is None:
+            self.tally.unsupported[label] += 1
+            return output
+        cost = ZERO_COST if rule.known_zero else _apply(rule, label, OpCall(args, kwargs, output))
+        self.tally.add(label, cost)
+        if self.on_cost is not None:
+            self.on_cost(label, cost)
+        return output
+
+
+def _apply(rule: Rule, label: str, call: OpCall) -> Cost:
+    try:
+        cost = rule.fn(call)
+    except Exception as error:
+        raise AtenRuleError(f"aten rule {rule.name} failed on {label}: {type(error).__name__}: {error}") from error
+    if not isinstance(cost, Cost) or not isinstance(cost.flops, int) or not isinstance(cost.macs, int):
+        raise AtenRuleError(f"aten rule {rule.name} returned {cost!r} for {label}; expected a Cost of two ints")
+    return cost
+
+
+def count_aten(
+    fn: Callable[..., Any], *args: Any, registry: CostRegistry | None = None, **kwargs: Any
+) -> tuple[Any, AtenTally]:
+    """Run ``fn(*args, **kwargs)`` under ``torch.no_grad()`` and :class:`AtenCostMode`; return its
+    output and the tally. ``fn`` may be a whole model: this is the independent aten-level count."""
+    mode = AtenCostMode(registry)
+    with torch.no_grad(), mode:
+        output = fn(*args, **kwargs)
+    return output, mode.tally
