@@ -110,15 +110,16 @@ ZERO_ATEN = (
     "permute_copy", "transpose_copy", "t_copy", "squeeze_copy", "unsqueeze_copy", "select_copy",
     "slice_copy", "slice_scatter", "select_scatter", "diagonal_scatter", "as_strided_scatter",
     "split_with_sizes_copy", "unbind_copy", "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk",
+    "transpose_", "t_", "squeeze_", "unsqueeze_", "as_strided_", "swapdims_", "swapaxes_", "detach_",
     "triu", "tril", "triu_", "tril_", "im2col", "col2im", "resize_", "resize_as_", "set_",
     "_local_scalar_dense", "item", "_linalg_check_errors", "_assert_async", "_assert_tensor_metadata", "_assert_scalar",
     "sym_constrain_range", "sym_constrain_range_for_size", "_functional_assert_async", "dropout",
     "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "embedding", "one_hot", "bernoulli",
     "bernoulli_", "rand", "randn", "rand_like", "randn_like", "randint", "randint_like", "randperm",
-    "normal", "normal_", "uniform_", "detach_", "record_stream", "_unsafe_index", "_unsafe_index_put",
+    "normal", "normal_", "uniform_", "record_stream", "_unsafe_index", "_unsafe_index_put",
     "unfold", "diag_embed", "diag", "narrow_copy", "flatten", "_nested_tensor_from_mask", "size", "stride",
     "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_same_size", "_has_compatible_shallow_copy_type",
-    "result_type",
+    "result_type", "dim",
 )
 
 
