@@ -120,9 +120,9 @@ class TorchFLOPsByFX:
 
     def _propagate(self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None = None) -> Any:
         bound = model_inputs.bind(self.model, args, kwargs)
-        self._current = result, plans, concrete = self._graph_for(bound)
+        self._current = result, plans, _ = self._graph_for(bound)
         gm = result.graph_module
-        inputs = model_inputs.flat_inputs(gm, bound, concrete)
+        inputs = model_inputs.flat_inputs(gm, bound, result.concrete_args)
         device = run_device([*tensors_in(inputs), *gm.parameters(), *gm.buffers()])
         probe = Probe(device, self.mem_func_name)
         with eval_mode(gm, self.model):

@@ -92,6 +92,7 @@ class TraceResult:
 
     graph_module: fx.GraphModule
     leaf_modules: dict[str, str] = field(default_factory=dict)
+    concrete_args: dict[str, Any] = field(default_factory=dict)  # what the graph is specialised on
 
     @property
     def root_is_leaf(self) -> bool:
@@ -124,7 +125,7 @@ def trace(
         return TraceResult(_root_leaf_graph(model), leaves | {"": leaves.get("", "a torch.nn layer")})
     while True:
         try:
-            return TraceResult(_trace_once(model, leaf_types, leaves, concrete_args), leaves)
+            return TraceResult(_trace_once(model, leaf_types, leaves, concrete_args), leaves, dict(concrete_args or {}))
         except TraceError as error:
             if not auto_leaf:
                 raise
