@@ -87,6 +87,17 @@ def _fill_first_call_shapes(records: Sequence[NodeRecord], layers: dict[str, _La
                 layer.output_shape = record.output_shapes[0]
 
 
+def _add_module_costs(record: NodeRecord, layers: dict[str, _Layer], root_class: str) -> None:
+    """A leaf node counted by the fallback: each module inside it gets its own cost and shapes."""
+    for cost in record.module_costs:
+        layer = layers.get(cost.path)
+        if layer is None:
+            layer = layers[cost.path] = _Layer(cost.path, cost.module_class if cost.path else root_class)
+            layer.input_shape, layer.output_shape = cost.input_shape, cost.output_shape
+        layer.macs += cost.macs
+        layer.flops += cost.flops
+
+
 def by_layer(
     records: Sequence[NodeRecord],
     root_class: str,
@@ -105,6 +116,9 @@ def by_layer(
     layers: dict[str, _Layer] = {}
     for record in records:
         if record.op in ("placeholder", "output"):
+            continue
+        if record.module_costs and record.name not in macs_override:
+            _add_module_costs(record, layers, root_class)
             continue
         layer = layers.get(record.module_path)
         if layer is None:

@@ -11,11 +11,12 @@ import torch.fx as fx
 from torch import nn
 
 from torch_flops import aggregate, render
-from torch_flops.interpreter import IgnoreSpec, NodeObserver, bind_inputs, plan_graph, run
+from torch_flops import inputs as model_inputs
+from torch_flops.interpreter import IgnoreSpec, NodeObserver, NodePlan, plan_graph, run
 from torch_flops.measure import Probe, check_memory_function, run_device, tensors_in
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
-from torch_flops.tracing import eval_mode, trace
+from torch_flops.tracing import TraceResult, eval_mode, trace
 
 
 class TorchFLOPsByFX:
@@ -39,6 +40,13 @@ class TorchFLOPsByFX:
         extra_rules: rules for this counter only, beating the built-in ones and the fallback:
             ``{MyModule: rule, my_function: rule, "method_name": rule, torch.ops.aten.foo: rule}`` with
             ``rule(call: OpCall) -> Cost`` (or a :class:`Rule`). The registry itself is not changed.
+        leaf_modules: qualified names of submodules to keep whole ('' for the whole model).
+        concrete_args: values to specialise the graph on, as ``symbolic_trace``'s ``concrete_args``.
+            Non-tensor inputs given to :meth:`propagate` (``None``, ints, bools, ...) are specialised on
+            automatically, and containers of tensors become one graph input per tensor.
+        auto_leaf: when FX cannot trace a module's ``forward``, keep that module whole (counted by the
+            aten-level fallback, its submodules still reported under their own names) instead of
+            raising :class:`TraceError`. :attr:`leaf_modules` says which modules became leaves and why.
     """
 
     def __init__(
@@ -49,7 +57,12 @@ class TorchFLOPsByFX:
         registry: CostRegistry | None = None,
         leaf_types: tuple[type, ...] = (),
         extra_rules: Mapping[Any, Rule | RuleFn] | None = None,
+        leaf_modules: Iterable[str] = (),
+        concrete_args: Mapping[str, Any] | None = None,
+        auto_leaf: bool = True,
     ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"torch_flops expects an nn.Module, got {type(model).__name__}")
         check_memory_function(mem_func_name)
         if isinstance(ignore_ops, (str, type)) or callable(ignore_ops):
             ignore_ops = [ignore_ops]
@@ -57,9 +70,44 @@ class TorchFLOPsByFX:
         self.mem_func_name = mem_func_name
         self.ignore_ops: tuple[IgnoreSpec, ...] = tuple(ignore_ops)
         self.registry = (registry or DEFAULT_REGISTRY).overlay(extra_rules or {})
-        self.graph_model: fx.GraphModule = trace(model, leaf_types)
-        self._plans = plan_graph(self.graph_model, self.registry, self.ignore_ops)
+        self.leaf_types = tuple(leaf_types)
+        self.leaf_paths = (leaf_modules,) if isinstance(leaf_modules, str) else tuple(leaf_modules)
+        self.concrete_args = dict(concrete_args or {})
+        self.auto_leaf = auto_leaf
+        self._graphs: dict[Any, tuple[TraceResult, dict[fx.Node, NodePlan], dict[str, Any]]] = {}
+        self._current = self._graph_for(model_inputs.default_bound(model))
         self.records: list[NodeRecord] = []
+
+    def _graph_for(self, bound: model_inputs.BoundInputs) -> tuple[TraceResult, dict[fx.Node, NodePlan], dict[str, Any]]:
+        """The traced graph, its plans and concrete arguments for inputs like ``bound`` (cached)."""
+        key = (model_inputs.input_spec(bound), tuple(sorted(self.concrete_args.items(), key=lambda kv: kv[0])))
+        try:
+            return self._graphs[key]
+        except (KeyError, TypeError):
+            pass
+        concrete = model_inputs.concrete_args(bound) | self.concrete_args
+        result = trace(self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf)
+        entry = (result, plan_graph(result.graph_module, self.registry, self.ignore_ops), concrete)
+        try:
+            self._graphs[key] = entry
+        except TypeError:  # an unhashable concrete value: do not cache
+            pass
+        return entry
+
+    @property
+    def graph_model(self) -> fx.GraphModule:
+        """The graph of the last :meth:`propagate` (or, before it, of tensor inputs and default arguments)."""
+        return self._current[0].graph_module
+
+    @property
+    def leaf_modules(self) -> dict[str, str]:
+        """Modules kept whole in the current graph, by qualified name ('' for the whole model), with why:
+        the first line of the trace error that made them leaves, or ``"named by the user"``."""
+        return dict(self._current[0].leaf_modules)
+
+    @property
+    def _plans(self) -> dict[fx.Node, NodePlan]:
+        return self._current[1]
 
     # -- running ------------------------------------------------------------------------------------
     def propagate(self, *args: Any, **kwargs: Any) -> Any:
@@ -71,11 +119,14 @@ class TorchFLOPsByFX:
         return self._propagate(args, kwargs)
 
     def _propagate(self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None = None) -> Any:
-        inputs = bind_inputs(self.graph_model, args, kwargs)
-        device = run_device([*tensors_in(inputs), *self.graph_model.parameters(), *self.graph_model.buffers()])
+        bound = model_inputs.bind(self.model, args, kwargs)
+        self._current = result, plans, _ = self._graph_for(bound)
+        gm = result.graph_module
+        inputs = model_inputs.flat_inputs(gm, bound, result.concrete_args)
+        device = run_device([*tensors_in(inputs), *gm.parameters(), *gm.buffers()])
         probe = Probe(device, self.mem_func_name)
-        with eval_mode(self.graph_model, self.model):
-            output, records = run(self.graph_model, self._plans, probe, self.registry, inputs, observer)
+        with eval_mode(gm, self.model):
+            output, records = run(gm, plans, probe, self.registry, inputs, observer)
         self.records = records
         return output
 

@@ -33,8 +33,8 @@ class AtenRuleError(CostRuleError):
 
 
 def aten_label(op: OpOverload) -> str:
-    """``aten.mm``: the packet name, without the overload."""
-    return f"aten.{op.overloadpacket.__name__}"
+    """``aten.mm``, ``torchvision.nms``: namespace and packet name, without the overload."""
+    return f"{op.namespace}.{op.overloadpacket.__name__}"
 
 
 @dataclass

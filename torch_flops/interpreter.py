@@ -18,10 +18,12 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from torch_flops.attribution import ModuleAttribution
 from torch_flops.fallback import AtenCostMode, AtenTally
 from torch_flops.measure import Probe, tensors_in
 from torch_flops.records import ZERO_COST, Cost, NodeRecord, Shape, Status
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule
+from torch_flops.tracing import ROOT_LEAF
 
 IgnoreSpec = type | Callable[..., Any] | str
 NodeObserver = Callable[[fx.Node, "NodePlan", tuple, dict, Any], None]
@@ -45,6 +47,7 @@ class NodePlan:
     rule: Rule | None
     ignored: bool
     module: nn.Module | None
+    module_qualname: str | None = None  # of a call_module node's module ('' for the whole model)
 
     @property
     def fallback(self) -> bool:
@@ -118,7 +121,12 @@ def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[Ig
         else:  # placeholder, get_attr, output
             rule = _STRUCTURAL
         path, cls = owning_module(node)
-        plans[node] = NodePlan(target_label(node), path, cls, rule, _is_ignored(node, module, ignore), module)
+        label, qualname = target_label(node), None
+        if node.op == "call_module":
+            qualname = str(node.target)
+            if qualname == ROOT_LEAF and getattr(gm, ROOT_LEAF, None) is module:  # the whole model as one node
+                label, qualname, path, cls = "(root)", "", "", type(module).__name__
+        plans[node] = NodePlan(label, path, cls, rule, _is_ignored(node, module, ignore), module, qualname)
     return plans
 
 
@@ -168,13 +176,20 @@ class CountingInterpreter(fx.Interpreter):
         with self._set_current_node(n):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             mem_before = probe.memory()
-            mode = AtenCostMode(self.registry) if plan.fallback else None
+            mode = attribution = None
+            if plan.fallback:
+                if plan.module is not None and next(plan.module.children(), None) is not None:
+                    attribution = ModuleAttribution(plan.module, plan.module_qualname or "")
+                mode = AtenCostMode(self.registry, on_cost=attribution.on_cost if attribution else None)
             start = probe.now()
             try:
                 if mode is None:
                     result = getattr(self, n.op)(n.target, args, kwargs)
-                else:
+                elif attribution is None:
                     with mode:
+                        result = getattr(self, n.op)(n.target, args, kwargs)
+                else:
+                    with attribution.hooks(), mode:
                         result = getattr(self, n.op)(n.target, args, kwargs)
             except CostRuleError as error:  # an aten rule of the fallback
                 raise CostRuleError(
@@ -219,6 +234,7 @@ class CountingInterpreter(fx.Interpreter):
                 mem_before_bytes=mem_before,
                 mem_after_bytes=mem_after,
                 unsupported_ops=missing,
+                module_costs=attribution.module_costs() if attribution is not None else (),
             )
         )
         return result
@@ -248,31 +264,6 @@ def _fallback_price(tally: AtenTally) -> tuple[Status, Cost | None, tuple[str, .
     if tally.unsupported:
         return Status.UNSUPPORTED, None, tuple(tally.unsupported)
     return Status.FALLBACK, tally.cost, ()
-
-
-def bind_inputs(gm: fx.GraphModule, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
-    """Order positional and keyword inputs as the graph's placeholders, filling defaults."""
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(args) > len(placeholders):
-        raise TypeError(f"the model takes {len(placeholders)} inputs, got {len(args)} positional ones")
-    names = {str(n.target).lstrip("*") for n in placeholders}
-    unknown = sorted(set(kwargs) - names)
-    if unknown:
-        raise TypeError(f"unknown keyword inputs {unknown}; the model's inputs are {sorted(names)}")
-    bound: list[Any] = []
-    for i, node in enumerate(placeholders):
-        name = str(node.target).lstrip("*")
-        if i < len(args):
-            if name in kwargs:
-                raise TypeError(f"input {name!r} given both positionally and as a keyword")
-            bound.append(args[i])
-        elif name in kwargs:
-            bound.append(kwargs[name])
-        elif node.args:
-            bound.append(node.args[0])
-        else:
-            raise TypeError(f"missing input {name!r}")
-    return bound
 
 
 def run(

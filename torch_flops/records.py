@@ -52,11 +52,27 @@ ZERO_COST = Cost(0, 0)
 
 
 @dataclass(frozen=True)
+class ModuleCost:
+    """The cost of the ops a module ran itself (not through a child module) while a leaf node executed:
+    how the aten-level fallback keeps the modules inside a leaf visible under their own names.
+    Shapes are those of the module's first call (its first tensor input and first tensor output)."""
+
+    path: str
+    module_class: str
+    flops: int
+    macs: int
+    calls: int = 1
+    input_shape: Shape | None = None
+    output_shape: Shape | None = None
+
+
+@dataclass(frozen=True)
 class NodeRecord:
     """One executed FX node.
 
     ``flops`` and ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``, and then
-    ``unsupported_ops`` names the aten ops that had no rule. ``module_path`` is the qualified name of the
+    ``unsupported_ops`` names the aten ops that had no rule. A ``call_module`` node counted by the
+    fallback lists in ``module_costs`` what each module inside it cost (they sum to the node's cost). ``module_path`` is the qualified name of the
     innermost module whose ``forward`` created the node ('' at the root), and ``module_class`` that
     module's class name. Memory fields are ``None`` unless the node ran on CUDA.
     """
@@ -75,6 +91,7 @@ class NodeRecord:
     mem_before_bytes: int | None = None
     mem_after_bytes: int | None = None
     unsupported_ops: tuple[str, ...] = ()
+    module_costs: tuple[ModuleCost, ...] = ()
 
     @property
     def mem_delta_bytes(self) -> int | None:

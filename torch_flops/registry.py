@@ -87,7 +87,7 @@ class CostRegistry:
     modules: dict[type, Rule] = field(default_factory=dict)
     functions: dict[Callable[..., Any], Rule] = field(default_factory=dict)
     methods: dict[str, Rule] = field(default_factory=dict)
-    aten: dict[OpOverloadPacket | OpOverload, Rule] = field(default_factory=dict)
+    aten: dict[OpOverloadPacket | OpOverload | str, Rule] = field(default_factory=dict)
 
     # -- registration -------------------------------------------------------------------------------
     def add_module_rule(self, classes: Iterable[type], rule: Rule, replace: bool = False) -> None:
@@ -108,24 +108,27 @@ class CostRegistry:
                 raise TypeError(f"method rules are keyed by method names (str), got {name!r}")
             self._put(self.methods, name, rule, replace, name)
 
-    def add_aten_rule(self, ops: Iterable[OpOverloadPacket | OpOverload], rule: Rule, replace: bool = False) -> None:
+    def add_aten_rule(self, ops: Iterable[OpOverloadPacket | OpOverload | str], rule: Rule, replace: bool = False) -> None:
+        """Rules for dispatcher operators: ``torch.ops.aten.mm`` (a packet), one overload, or a qualified
+        name such as ``"torchvision::nms"`` for operators of libraries that may not be loaded yet."""
         for op in ops:
-            if not isinstance(op, (OpOverloadPacket, OpOverload)):
-                raise TypeError(f"aten rules are keyed by torch.ops.aten operators, got {op!r}")
+            if isinstance(op, str) and "::" not in op or not isinstance(op, (OpOverloadPacket, OpOverload, str)):
+                raise TypeError(f"aten rules are keyed by torch.ops operators or 'namespace::name', got {op!r}")
             self._put(self.aten, op, rule, replace, str(op))
 
     def add_rule(self, key: Any, rule: Rule | RuleFn, replace: bool = False) -> None:
         """Register ``rule`` under ``key``, whose kind picks the table: an ``nn.Module`` subclass, a
-        ``str`` (a ``Tensor`` method name), a ``torch.ops.aten`` operator, or any other callable."""
+        ``str`` (a ``Tensor`` method name; ``"namespace::op"`` names a dispatcher operator), a
+        ``torch.ops`` operator, or any other callable."""
         if not isinstance(rule, Rule):
             if not callable(rule):
                 raise TypeError(f"the rule for {key!r} must be callable (call -> Cost), got {rule!r}")
             rule = Rule(rule)
         if isinstance(key, type):
             self.add_module_rule([key], rule, replace)
-        elif isinstance(key, str):
+        elif isinstance(key, str) and "::" not in key:
             self.add_method_rule([key], rule, replace)
-        elif isinstance(key, (OpOverloadPacket, OpOverload)):
+        elif isinstance(key, (OpOverloadPacket, OpOverload)) or isinstance(key, str) and "::" in key:
             self.add_aten_rule([key], rule, replace)
         else:
             self.add_function_rule([key], rule, replace)
@@ -160,7 +163,7 @@ class CostRegistry:
 
     def aten_rule(self, op: OpOverload) -> Rule | None:
         """The rule of this overload, else of its packet; a view op without one is known zero."""
-        rule = self.aten.get(op) or self.aten.get(op.overloadpacket)
+        rule = self.aten.get(op) or self.aten.get(op.overloadpacket) or self.aten.get(op._schema.name)
         if rule is None and op.is_view:
             return VIEW_RULE
         return rule
@@ -216,7 +219,7 @@ def method_rule(*names: str, known_zero: bool = False, registry: CostRegistry | 
     return decorate
 
 
-def aten_rule(*ops: OpOverloadPacket | OpOverload, known_zero: bool = False, registry: CostRegistry | None = None):
+def aten_rule(*ops: OpOverloadPacket | OpOverload | str, known_zero: bool = False, registry: CostRegistry | None = None):
     """Register the decorated ``fn(call) -> Cost`` for aten operators. ``call.args`` / ``call.kwargs``
     follow the operator's schema; ``call.output`` is what it returned."""
 

@@ -1,11 +1,22 @@
-"""Model -> ``torch.fx.GraphModule``, with trace failures turned into errors that name the module."""
+"""Model -> ``torch.fx.GraphModule``, with an automatic leaf fallback for code FX cannot trace.
+
+``symbolic_trace`` fails on data-dependent control flow, asserts on shapes, iteration over tensors ...
+When it does, :func:`trace` finds the innermost module whose ``forward`` was running, traces again with
+that module kept whole (a leaf: one ``call_module`` node, counted through the aten-level fallback), and
+repeats until the graph builds. If the root's own ``forward`` cannot be traced, the root becomes the
+leaf: the graph is one node that runs the whole model. The modules made leaves, and why, are in
+:attr:`TraceResult.leaf_modules`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import torch.fx as fx
 from torch import nn
 
@@ -24,15 +35,21 @@ class TraceError(RuntimeError):
 
 class _ScopeTrackingTracer(fx.Tracer):
     """A ``Tracer`` that remembers which modules' ``forward`` it is inside, so a failure can be blamed
-    on the innermost one, and that keeps instances of ``leaf_types`` as single nodes."""
+    on the innermost one, and that keeps instances of ``leaf_types`` and the modules at ``leaf_paths``
+    as single nodes."""
 
-    def __init__(self, leaf_types: tuple[type, ...] = ()) -> None:
+    def __init__(self, leaf_types: tuple[type, ...] = (), leaf_paths: Collection[str] = ()) -> None:
         super().__init__()
         self.open_scopes: list[tuple[str, type]] = []
         self.leaf_types = leaf_types
+        self.leaf_paths = frozenset(leaf_paths)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, self.leaf_types) or super().is_leaf_module(m, module_qualified_name)
+        return (
+            module_qualified_name in self.leaf_paths
+            or isinstance(m, self.leaf_types)
+            or super().is_leaf_module(m, module_qualified_name)
+        )
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.open_scopes.append((self.path_of_module(m), type(m)))
@@ -59,31 +76,141 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def trace(model: nn.Module, leaf_types: tuple[type, ...] = ()) -> fx.GraphModule:
-    """``symbolic_trace(model)``, raising :class:`TraceError` that names the failing module.
+ROOT_LEAF = "root_module"
+"""The attribute under which a graph that runs the whole model as one node holds the model."""
 
-    The model is traced in eval mode (the graph of inference); its training flags are restored and the
-    tensor constants FX stores on the traced module while tracing are moved to the graph module only.
-    Instances of ``leaf_types`` stay single ``call_module`` nodes.
+_SPECIALISED = "has been specialized to have value"
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """A traced graph and the modules kept whole because FX could not trace them.
+
+    ``leaf_modules`` maps a module's qualified name ('' for the root) to why it is a leaf: the first
+    line of the trace error, or ``"named by the user"``.
+    """
+
+    graph_module: fx.GraphModule
+    leaf_modules: dict[str, str] = field(default_factory=dict)
+    concrete_args: dict[str, Any] = field(default_factory=dict)  # what the graph is specialised on
+
+    @property
+    def root_is_leaf(self) -> bool:
+        return "" in self.leaf_modules or bool(getattr(self.graph_module, ROOT_LEAF, None) is not None)
+
+
+def trace(
+    model: nn.Module,
+    leaf_types: tuple[type, ...] = (),
+    leaf_paths: Collection[str] = (),
+    concrete_args: Mapping[str, Any] | None = None,
+    auto_leaf: bool = True,
+) -> TraceResult:
+    """Trace ``model`` in eval mode; when FX fails inside a module's ``forward``, keep that module whole
+    and trace again (``auto_leaf=False`` raises :class:`TraceError` instead, naming the module).
+
+    The model's training flags are restored, and the tensor constants FX stores on the traced module
+    while tracing are moved to the graph module only. Instances of ``leaf_types`` and the modules at
+    ``leaf_paths`` stay single ``call_module`` nodes. ``concrete_args`` specialises the graph on
+    non-tensor inputs (see :mod:`torch_flops.inputs`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"torch_flops expects an nn.Module, got {type(model).__name__}")
-    tracer = _ScopeTrackingTracer(leaf_types)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    unknown = sorted(set(leaf_paths) - set(modules))
+    if unknown:
+        raise ValueError(f"leaf_modules {unknown} are not submodules of {type(model).__name__}")
+    leaves = {path: "named by the user" for path in leaf_paths}
+    if "" in leaves or _is_library_leaf(model, leaf_types):
+        return TraceResult(_root_leaf_graph(model), leaves | {"": leaves.get("", "a torch.nn layer")})
+    while True:
+        try:
+            return TraceResult(_trace_once(model, leaf_types, leaves, concrete_args), leaves, dict(concrete_args or {}))
+        except TraceError as error:
+            if not auto_leaf:
+                raise
+            reason = first_line(error.__cause__) if error.__cause__ is not None else str(error)
+            reason = f"{type(error.__cause__).__name__}: {reason}" if error.__cause__ is not None else reason
+            if error.module_path == "" or error.module_path in leaves:
+                return TraceResult(_root_leaf_graph(model), leaves | {"": reason})
+            leaves[error.module_path] = reason
+
+
+def _is_library_leaf(model: nn.Module, leaf_types: tuple[type, ...]) -> bool:
+    """A ``torch.nn`` layer (not a container) or a ``leaf_types`` instance given as the model itself."""
+    return isinstance(model, leaf_types) or (
+        fx.Tracer().is_leaf_module(model, "") and not isinstance(model, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
+    )
+
+
+def _trace_once(
+    model: nn.Module, leaf_types: tuple[type, ...], leaves: Mapping[str, str], concrete_args: Mapping[str, Any] | None
+) -> fx.GraphModule:
+    tracer = _ScopeTrackingTracer(leaf_types, leaves)
     attributes = set(vars(model))
     try:
-        with eval_mode(model):
-            graph = tracer.trace(model)
-    except Exception as error:
-        path, cls = tracer.open_scopes[-1] if tracer.open_scopes else ("", type(model))
-        where = f"module '{path}' ({cls.__name__})" if path else f"the root module ({cls.__name__})"
-        raise TraceError(
-            f"torch.fx.symbolic_trace could not trace {where}: {type(error).__name__}: {first_line(error)}. "
-            f"Data-dependent control flow, asserts on tensor values and shapes used as Python values cannot "
-            f"be traced symbolically; see {FX_LIMITATIONS_URL}",
-            module_path=path,
-            module_class=cls.__name__,
-        ) from error
-    graph_module = fx.GraphModule(tracer.root, graph, type(model).__name__)  # copies the constants
-    for name in set(vars(model)) - attributes:
-        delattr(model, name)
-    return graph_module
+        try:
+            with eval_mode(model), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Was not able to add assertion")
+                graph = tracer.trace(model, concrete_args=dict(concrete_args) if concrete_args else None)
+        except Exception as error:
+            path, cls = tracer.open_scopes[-1] if tracer.open_scopes else ("", type(model))
+            where = f"module '{path}' ({cls.__name__})" if path else f"the root module ({cls.__name__})"
+            raise TraceError(
+                f"torch.fx.symbolic_trace could not trace {where}: {type(error).__name__}: {first_line(error)}. "
+                f"Data-dependent control flow, asserts on tensor values and shapes used as Python values "
+                f"cannot be traced symbolically; see {FX_LIMITATIONS_URL}",
+                module_path=path,
+                module_class=cls.__name__,
+            ) from error
+        _drop_specialisation_asserts(graph)
+        if isinstance(graph._codegen, fx.graph._PyTreeCodeGen):
+            for node in graph.nodes:  # FX's pytree codegen cannot write placeholder defaults
+                if node.op == "placeholder":
+                    node.args = ()
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)  # copies the constants
+    finally:  # FX stores tensor constants on the traced module: they belong to the graph module only
+        for name in set(vars(model)) - attributes:
+            delattr(model, name)
+
+
+def _drop_specialisation_asserts(graph: fx.Graph) -> None:
+    """Remove the checks FX adds for concrete arguments (``arg == value`` then ``_assert``): they are not
+    the model's work and would be counted as comparisons."""
+    for node in reversed(list(graph.nodes)):
+        if node.op != "call_function" or len(node.args) < 2:
+            continue
+        message = node.args[1]
+        if isinstance(message, str) and _SPECIALISED in message and node.target in (torch._assert, _assert_is_none()):
+            condition = node.args[0]
+            graph.erase_node(node)
+            if isinstance(condition, fx.Node) and condition.op == "call_function" and not condition.users:
+                graph.erase_node(condition)
+
+
+def _assert_is_none() -> Any:
+    return torch.fx._symbolic_trace._assert_is_none
+
+
+def _root_leaf_graph(model: nn.Module) -> fx.GraphModule:
+    """A graph of one ``call_module`` node that runs the whole model (held as :data:`ROOT_LEAF`)."""
+    import inspect
+
+    holder = nn.Module()
+    holder.add_module(ROOT_LEAF, model)  # the holder refers to the model; the model is not changed
+    graph = fx.Graph()
+    args, kwargs = [], {}
+    for name, param in inspect.signature(model.forward).parameters.items():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            args.append(graph.placeholder(f"*{name}"))  # unpacked by the call below
+        elif param.kind is inspect.Parameter.VAR_KEYWORD:
+            continue
+        else:
+            default = () if param.default is inspect.Parameter.empty else (param.default,)
+            node = graph.placeholder(name, default_value=default[0] if default else inspect.Signature.empty)
+            if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                kwargs[name] = node
+            else:
+                args.append(node)
+    graph.output(graph.call_module(ROOT_LEAF, tuple(args), kwargs))
+    return fx.GraphModule(holder, graph, type(model).__name__)

@@ -20,5 +20,7 @@ from torch_flops.rules import (  # noqa: F401  (imported for their registrations
     recurrent,
     reduction,
     resample,
+    selection,
     shape,
+    vision,
 )

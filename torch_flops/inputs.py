@@ -1,0 +1,131 @@
+"""Inputs as models take them: bind ``propagate``'s arguments to ``forward``'s signature and split them
+into graph inputs (tensors, and containers of tensors) and concrete values the graph is specialised on.
+
+- a tensor becomes one graph input;
+- a list / tuple / dict (any pytree) that holds tensors becomes one graph input per tensor, its other
+  leaves concrete (``torch.fx.PH`` in ``concrete_args``), so a model may index or iterate it;
+- anything else (``None``, ``bool``, ``int``, ``float``, ``str``, a parameter left at its default) is a
+  concrete argument: the graph is traced for that value, and a different value traces a new graph.
+
+:func:`input_spec` is the key a traced graph is cached under; :func:`flat_inputs` lists the values of
+the graph's placeholders in order.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.utils import _pytree as pytree
+
+
+@dataclass(frozen=True)
+class BoundInputs:
+    """``forward``'s parameters with the values of one call (defaults filled in), in signature order."""
+
+    values: dict[str, Any]
+    kinds: dict[str, inspect._ParameterKind]
+
+
+def bind(model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> BoundInputs:
+    """Bind ``args`` / ``kwargs`` as ``model(*args, **kwargs)`` would, or raise ``TypeError`` naming the
+    model's parameters."""
+    signature = inspect.signature(model.forward)
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as error:
+        params = ", ".join(str(p) for p in signature.parameters.values())
+        raise TypeError(f"{type(model).__name__}.forward({params}) cannot take these inputs: {error}") from None
+    bound.apply_defaults()
+    kinds = {name: signature.parameters[name].kind for name in bound.arguments}
+    return BoundInputs(dict(bound.arguments), kinds)
+
+
+def has_tensor(value: Any) -> bool:
+    return any(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(value))
+
+
+def _is_variadic(kind: inspect._ParameterKind) -> bool:
+    return kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def concrete_args(bound: BoundInputs) -> dict[str, Any]:
+    """``concrete_args`` for ``Tracer.trace``: non-tensor values as they are, containers of tensors with
+    ``fx.PH`` in place of each tensor. Plain tensors and ``*args`` / ``**kwargs`` are left out."""
+    concrete: dict[str, Any] = {}
+    for name, value in bound.values.items():
+        if _is_variadic(bound.kinds[name]) or isinstance(value, torch.Tensor):
+            continue
+        if has_tensor(value):
+            concrete[name] = pytree.tree_map(lambda leaf: fx.PH if isinstance(leaf, torch.Tensor) else leaf, value)
+        else:
+            concrete[name] = value
+    return concrete
+
+
+def _leaf_key(leaf: Any) -> Hashable:
+    if isinstance(leaf, torch.Tensor):
+        return "<tensor>"
+    try:
+        hash(leaf)
+        return (type(leaf).__name__, leaf)
+    except TypeError:
+        return (type(leaf).__name__, repr(leaf))
+
+
+def input_spec(bound: BoundInputs) -> Hashable:
+    """What a traced graph depends on: each argument's structure and its non-tensor values."""
+    spec = []
+    for name, value in bound.values.items():
+        leaves, tree = pytree.tree_flatten(value)
+        spec.append((name, str(tree), tuple(_leaf_key(leaf) for leaf in leaves)))
+    return tuple(spec)
+
+
+def default_bound(model: nn.Module) -> BoundInputs:
+    """The inputs assumed before the first call: every parameter without a default a tensor, the others
+    at their defaults."""
+    signature = inspect.signature(model.forward)
+    values: dict[str, Any] = {}
+    kinds: dict[str, inspect._ParameterKind] = {}
+    for name, param in signature.parameters.items():
+        kinds[name] = param.kind
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            values[name] = ()
+        elif param.kind is inspect.Parameter.VAR_KEYWORD:
+            values[name] = {}
+        elif param.default is inspect.Parameter.empty:
+            values[name] = torch.empty(0)  # a stand-in: only its being a tensor matters
+        else:
+            values[name] = param.default
+    return BoundInputs(values, kinds)
+
+
+def flat_inputs(gm: fx.GraphModule, bound: BoundInputs, concrete: Mapping[str, Any]) -> list[Any]:
+    """The values of ``gm``'s placeholders, in order, for a graph traced with ``concrete``.
+
+    A plain parameter's placeholder is named after it; FX names the placeholders of a concrete
+    parameter ``<name>_<i>``, one per pytree leaf, in leaf order; ``*args`` takes the positional rest.
+    """
+    values: list[Any] = []
+    for node in gm.graph.nodes:
+        if node.op != "placeholder":
+            continue
+        target = str(node.target)
+        if target.startswith("**"):
+            raise TypeError(f"keyword arguments go to {target}, which a traced graph cannot take")
+        if target.startswith("*"):
+            values.extend(bound.values.get(target[1:], ()))
+        elif target in bound.values and target not in concrete:
+            values.append(bound.values[target])
+        else:
+            name, _, index = target.rpartition("_")
+            if name not in concrete or not index.isdigit():
+                raise TypeError(f"the traced graph has an input {target!r} that the call does not provide")
+            values.append(pytree.tree_leaves(bound.values[name])[int(index) - 1])
+    return values
