@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
+import warnings
+
 from tabulate import tabulate
 
 from torch_flops import Status, TorchFLOPsByFX, aggregate
@@ -48,6 +50,7 @@ class ModelReport:
     by_status: Counter[Status] = field(default_factory=Counter)
     unsupported: list[str] = field(default_factory=list)
     flops: int | None = None
+    leaves: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     error: str = ""
     eager_error: str = ""
@@ -126,21 +129,32 @@ def profile_one(source: str, family: str, name: str, build: Callable[[], torch.n
     report.by_status = aggregate.by_status(records)
     report.unsupported = [f"{t} x{c}" if c > 1 else t for t, c in aggregate.unsupported_by_target(records).items()]
     report.flops = counter.total_flops
+    report.leaves = counter.leaf_modules
     report.seconds = time.perf_counter() - start
     return report
+
+
+def trace_path(r: ModelReport) -> str:
+    if r.eager_error:
+        return "eager fails"
+    if r.error:
+        return "failed"
+    if not r.leaves:
+        return "traced"
+    return "leaf fallback (root)" if "" in r.leaves else f"leaf fallback ({len(r.leaves)})"
 
 
 def to_row(r: ModelReport) -> list[object]:
     s = r.by_status
     return [
-        r.source, r.family, r.name, "x".join(map(str, r.input_shape)), r.nodes or "",
+        r.source, r.family, r.name, "x".join(map(str, r.input_shape)), trace_path(r), r.nodes or "",
         s[Status.RULE], s[Status.FALLBACK], s[Status.ZERO], s[Status.UNSUPPORTED] if r.ok else "",
         f"{r.flops:,}" if r.flops is not None else "", f"{r.seconds:.1f}" if r.ok else "",
         "; ".join(r.unsupported) or r.error or (f"eager run fails: {r.eager_error}" if r.eager_error else ""),
     ]
 
 
-HEADERS = ["source", "family", "model", "input", "nodes", "rule", "fallback", "known-zero", "unsupported",
+HEADERS = ["source", "family", "model", "input", "traced / leaf fallback / failed", "nodes", "rule", "fallback", "known-zero", "unsupported",
            "FLOPs", "s", "unsupported ops / error"]
 
 
@@ -154,11 +168,18 @@ def summary(reports: list[ModelReport]) -> list[str]:
         profiled = [r for r in runs if not r.error]
         clean = [r for r in profiled if not r.by_status[Status.UNSUPPORTED]]
         share = 100.0 * len(clean) / len(profiled) if profiled else 0.0
+        traced = [r for r in profiled if not r.leaves]
         lines.append(
             f"{source}: {len(group)} models; {len(eager_fail)} do not run eagerly at their default input; "
-            f"{len(profiled)} profiled, {len(failed)} failed; {len(clean)}/{len(profiled)} ({share:.1f}%) with "
-            f"0 unsupported nodes"
+            f"{len(profiled)} profiled ({len(traced)} traced, {len(profiled) - len(traced)} with the leaf "
+            f"fallback), {len(failed)} failed; {len(clean)}/{len(profiled)} ({share:.1f}%) with 0 unsupported nodes"
         )
+        clean_traced = [r for r in traced if not r.by_status[Status.UNSUPPORTED]]
+        if traced:
+            lines.append(
+                f"  traced without leaves: {len(clean_traced)}/{len(traced)} "
+                f"({100.0 * len(clean_traced) / len(traced):.1f}%) with 0 unsupported nodes"
+            )
         nodes = Counter()
         for r in profiled:
             nodes.update(r.by_status)
@@ -168,7 +189,9 @@ def summary(reports: list[ModelReport]) -> list[str]:
                 f"  nodes: {total:,}; rule {nodes[Status.RULE]:,}, fallback {nodes[Status.FALLBACK]:,}, "
                 f"known-zero {nodes[Status.ZERO]:,}, unsupported {nodes[Status.UNSUPPORTED]:,}"
             )
-        missing = Counter(op for r in profiled for entry in r.unsupported for op in re.findall(r"aten\.\w+", entry))
+        missing = Counter(
+            op for r in profiled for op in {op for entry in r.unsupported for op in re.findall(r"\b\w+\.\w+(?=[,\]])", entry)}
+        )
         if missing:
             lines.append("  aten ops without a rule: " + ", ".join(f"{op} ({n} models)" for op, n in missing.most_common()))
         for r in failed:
@@ -185,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     only = set(filter(None, args.only.split(","))) or None
     torch.manual_seed(0)
+    warnings.filterwarnings("ignore")
 
     cases: list[tuple[str, str, str, Callable[[], torch.nn.Module]]] = []
     if args.source in ("all", "torchvision"):

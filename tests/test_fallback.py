@@ -205,8 +205,12 @@ def test_registry_rejects_keys_of_the_wrong_kind() -> None:
     registry = CostRegistry()
     with pytest.raises(TypeError, match="nn.Module subclasses"):
         registry.add_module_rule([int], Rule(fixed(1)))
-    with pytest.raises(TypeError, match="torch.ops.aten"):
+    with pytest.raises(TypeError, match="keyed by torch.ops operators or .namespace::name."):
         registry.add_aten_rule([torch.add], Rule(fixed(1)))
+    with pytest.raises(TypeError, match="keyed by torch.ops operators or .namespace::name."):
+        registry.add_aten_rule(["nms"], Rule(fixed(1)))
+    registry.add_rule("torchvision::nms", fixed(1))  # a qualified name: an operator, not a method
+    assert "torchvision::nms" in registry.aten and "torchvision::nms" not in registry.methods
     with pytest.raises(TypeError, match="must be callable"):
         registry.add_rule(torch.add, 3)
 

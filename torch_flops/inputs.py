@@ -2,8 +2,9 @@
 into graph inputs (tensors, and containers of tensors) and concrete values the graph is specialised on.
 
 - a tensor becomes one graph input;
-- a list / tuple / dict (any pytree) that holds tensors becomes one graph input per tensor, its other
-  leaves concrete (``torch.fx.PH`` in ``concrete_args``), so a model may index or iterate it;
+- a list / tuple / dict that holds tensors becomes one graph input per tensor, its other leaves
+  concrete (``torch.fx.PH`` in ``concrete_args``), so a model may index or iterate it; other objects
+  holding tensors (``PackedSequence``, dataclasses) are one graph input;
 - anything else (``None``, ``bool``, ``int``, ``float``, ``str``, a parameter left at its default) is a
   concrete argument: the graph is traced for that value, and a different value traces a new graph.
 
@@ -61,10 +62,10 @@ def concrete_args(bound: BoundInputs) -> dict[str, Any]:
     for name, value in bound.values.items():
         if _is_variadic(bound.kinds[name]) or isinstance(value, torch.Tensor):
             continue
-        if has_tensor(value):
-            concrete[name] = pytree.tree_map(lambda leaf: fx.PH if isinstance(leaf, torch.Tensor) else leaf, value)
-        else:
+        if not has_tensor(value):
             concrete[name] = value
+        elif type(value) in (list, tuple, dict):  # other containers (PackedSequence ...) stay one input
+            concrete[name] = pytree.tree_map(lambda leaf: fx.PH if isinstance(leaf, torch.Tensor) else leaf, value)
     return concrete
 
 

@@ -5,7 +5,10 @@ Along a dimension of ``n`` values, with ``lines = numel / n`` independent lines:
 - sort, argsort, msort: ``lines * (n - 1) * ceil(log2 n)`` comparisons (a merge sort's bound);
 - topk(k): ``lines * (n - 1) * max(1, ceil(log2 k))`` (a heap of ``k``: ``k = 1`` is a max, ``n - 1``);
 - kthvalue, median, nanmedian, mode (along a dim): ``lines * (n - 1) * max(1, ceil(log2 n))`` (sorting
-  the line; a full median without ``dim`` is one line of ``numel``).
+  the line; a full median without ``dim`` is one line of ``numel``);
+- unique: a sort of all ``numel`` values plus ``numel - 1`` neighbour comparisons; unique_consecutive:
+  the comparisons only;
+- bucketize / searchsorted: a binary search per value, ``numel * ceil(log2(boundaries + 1))``.
 
 The actual comparisons a kernel makes depend on the data; the bound does not. 0 MACs.
 
@@ -19,7 +22,7 @@ import math
 import torch
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, method_rule
+from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, method_rule, numel
 
 
 def _log2_ceil(value: int) -> int:
@@ -96,3 +99,42 @@ def median(call: OpCall) -> Cost:
 def mode(call: OpCall) -> Cost:
     input_ = call.arg(0, "input")
     return sort_cost(input_.numel(), _dim_size(input_, call.arg(1, "dim", -1)))
+
+
+def unique_cost(numel_: int, sorted_: bool) -> Cost:
+    """unique: a sort (unless the input is known sorted) and ``n - 1`` neighbour comparisons."""
+    if numel_ <= 1:
+        return Cost(0, 0)
+    return (sort_cost(numel_, numel_) if not sorted_ else Cost(0, 0)) + Cost(numel_ - 1, 0)
+
+
+# unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None); aten: _unique2, unique_dim
+@function_rule(torch.unique)
+@method_rule("unique")
+@aten_rule(*aten_ops("_unique", "_unique2", "unique_dim"))
+def unique(call: OpCall) -> Cost:
+    return unique_cost(call.arg(0, "input").numel(), sorted_=False)
+
+
+# unique_consecutive(input, ...): only the neighbour comparisons
+@function_rule(torch.unique_consecutive)
+@method_rule("unique_consecutive")
+@aten_rule(*aten_ops("unique_consecutive"))
+def unique_consecutive(call: OpCall) -> Cost:
+    return unique_cost(call.arg(0, "input").numel(), sorted_=True)
+
+
+# bucketize(input, boundaries); searchsorted(sorted_sequence, input): a binary search per value
+@function_rule(torch.bucketize)
+@aten_rule(*aten_ops("bucketize"))
+def bucketize(call: OpCall) -> Cost:
+    """``numel(input) * ceil(log2(len(boundaries) + 1))`` comparisons."""
+    values, boundaries = call.arg(0, "input"), call.arg(1, "boundaries")
+    return Cost(numel(values) * _log2_ceil(boundaries.shape[-1] + 1), 0)
+
+
+@function_rule(torch.searchsorted)
+@aten_rule(*aten_ops("searchsorted"))
+def searchsorted(call: OpCall) -> Cost:
+    sequence, values = call.arg(0, "sorted_sequence"), call.arg(1, "input")
+    return Cost(numel(values) * _log2_ceil(sequence.shape[-1] + 1), 0)
