@@ -208,9 +208,9 @@ def _root_leaf_graph(model: nn.Module) -> fx.GraphModule:
         else:
             default = () if param.default is inspect.Parameter.empty else (param.default,)
             node = graph.placeholder(name, default_value=default[0] if default else inspect.Signature.empty)
-            if param.kind is inspect.Parameter.KEYWORD_ONLY:
-                kwargs[name] = node
-            else:
+            if param.kind is inspect.Parameter.POSITIONAL_ONLY:
                 args.append(node)
+            else:  # by keyword: decorators around forward (transformers') may re-route positional ones
+                kwargs[name] = node
     graph.output(graph.call_module(ROOT_LEAF, tuple(args), kwargs))
     return fx.GraphModule(holder, graph, type(model).__name__)
