@@ -150,3 +150,157 @@ def by_layer(
         )
         for layer in layers.values()
     ]
+
+
+# -- module hierarchy and op types ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModuleRow:
+    """One module of the hierarchy view.
+
+    ``flops`` / ``macs`` / ``time_ms`` / ``params`` are inclusive (the module and everything inside it);
+    ``self_flops`` / ``self_macs`` are the ops its own ``forward`` ran, plus, for a row at the depth
+    limit, everything below it. So at any depth the ``self_*`` column sums to the total.
+    """
+
+    path: str
+    module_class: str
+    depth: int
+    flops: int
+    self_flops: int
+    macs: int
+    self_macs: int
+    params: int
+    time_ms: float
+
+
+@dataclass(frozen=True)
+class OpTypeRow:
+    """One op type (``nn.Conv2d``, ``operator.add``, ``aten.mm`` ...) of the op-type view."""
+
+    op_type: str
+    count: int
+    flops: int
+    macs: int
+    time_ms: float
+
+
+def self_costs(records: Sequence[NodeRecord]) -> list[tuple[str, str, int, int, float]]:
+    """``(module path, class, flops, macs, time_ms)`` charged to the module whose own ``forward`` ran
+    each op: a node to its ``module_path``, a leaf counted by the fallback to the modules inside it
+    (its time to the leaf itself)."""
+    costs = []
+    for r in records:
+        if r.op in ("placeholder", "output"):
+            continue
+        if r.module_costs:
+            costs += [(c.path, c.module_class, c.flops, c.macs, 0.0) for c in r.module_costs]
+            costs.append((r.module_path, r.module_class, 0, 0, r.time_ms or 0.0))
+        else:
+            costs.append((r.module_path, r.module_class, r.flops or 0, r.macs or 0, r.time_ms or 0.0))
+    return costs
+
+
+def _depth(path: str) -> int:
+    return 0 if not path else path.count(".") + 1
+
+
+def by_module(
+    records: Sequence[NodeRecord],
+    root_class: str,
+    params_by_path: Mapping[str, int] | None = None,
+    depth: int | None = None,
+    module_classes: Mapping[str, str] | None = None,
+) -> list[ModuleRow]:
+    """The module tree, depth first, siblings in order of first call, to ``depth`` levels below the
+    root (``None``: all). Functional ops roll up into the module whose ``forward`` ran them; parameters
+    count in every module that contains them. ``module_classes`` names the classes of modules that ran
+    no op of their own (containers). See :class:`ModuleRow`."""
+    if depth is not None and depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    classes: dict[str, str] = {**(module_classes or {}), "": root_class}
+    inclusive: dict[str, list[float]] = {"": [0, 0, 0.0]}
+    own: dict[str, list[int]] = {}
+    first: dict[str, int] = {"": 0}
+    for i, (path, cls, flops, macs, time_ms) in enumerate(self_costs(records)):
+        if path not in classes and cls:
+            classes[path] = cls
+        for scope in _scopes(path):
+            first.setdefault(scope, i + 1)
+        own.setdefault(path, [0, 0])
+        own[path][0] += flops
+        own[path][1] += macs
+        for scope in [*_scopes(path), ""]:
+            totals = inclusive.setdefault(scope, [0, 0, 0.0])
+            totals[0] += flops
+            totals[1] += macs
+            totals[2] += time_ms
+    params_inclusive: dict[str, int] = {}
+    for owner, count in (params_by_path or {}).items():
+        for scope in [*_scopes(owner), ""]:
+            params_inclusive[scope] = params_inclusive.get(scope, 0) + count
+    rows = []
+    for path, (flops, macs, time_ms) in inclusive.items():
+        level = _depth(path)
+        if depth is not None and level > depth:
+            continue
+        at_limit = depth is not None and level == depth
+        self_flops, self_macs = (flops, macs) if at_limit else tuple(own.get(path, (0, 0)))
+        rows.append(
+            ModuleRow(path, classes.get(path, ""), level, int(flops), int(self_flops), int(macs), int(self_macs),
+                      params_inclusive.get(path, 0), float(time_ms))
+        )
+    return sorted(rows, key=lambda row: [first[p] for p in reversed(_scopes(row.path))])
+
+
+def op_type(record: NodeRecord) -> str:
+    """``nn.Conv2d`` for a torch.nn module node, ``MyBlock`` for another module, the function's name
+    (``operator.add``, ``torch.matmul``), ``Tensor.<name>`` for a method."""
+    if record.op == "call_module":
+        cls = record.module_class
+        return f"nn.{cls}" if cls in _TORCH_NN_CLASSES else cls
+    if record.op == "call_method":
+        return f"Tensor.{record.target}"
+    return record.target
+
+
+_TORCH_NN_CLASSES = frozenset(name for name in dir(__import__("torch").nn) if name[:1].isupper())
+
+
+def by_op_type(records: Sequence[NodeRecord]) -> list[OpTypeRow]:
+    """FLOPs, MACs, node count and time per op type, in order of first appearance. A node counted by the
+    aten fallback is split into the aten ops it ran (``aten.mm`` ...), each counted once per call."""
+    table: dict[str, list[float]] = {}
+
+    def add(key: str, count: int, flops: int, macs: int, time_ms: float) -> None:
+        row = table.setdefault(key, [0, 0, 0, 0.0])
+        row[0] += count
+        row[1] += flops
+        row[2] += macs
+        row[3] += time_ms
+
+    for r in records:
+        if r.op in ("placeholder", "output", "get_attr"):
+            continue
+        if r.aten_costs:
+            for i, cost in enumerate(r.aten_costs):
+                add(cost.label, cost.calls, cost.flops, cost.macs, (r.time_ms or 0.0) if i == 0 else 0.0)
+        elif r.status is Status.UNSUPPORTED:
+            add(unsupported_label(r), 1, 0, 0, r.time_ms or 0.0)
+        else:
+            add(op_type(r), 1, r.flops or 0, r.macs or 0, r.time_ms or 0.0)
+    return [OpTypeRow(key, int(c), int(f), int(m), float(t)) for key, (c, f, m, t) in table.items()]
+
+
+def sort_rows(rows: list, key: str, top: int | None = None) -> list:
+    """Rows sorted by a numeric field, largest first (``key="path"`` / ``"op_type"`` keeps their order),
+    then the first ``top``."""
+    if key not in ("path", "op_type", "order"):
+        if not rows or not hasattr(rows[0], key):
+            fields = ", ".join(f for f in getattr(rows[0], "__dataclass_fields__", {})) if rows else ""
+            raise ValueError(f"cannot sort by {key!r}; sort by one of: {fields}")
+        rows = sorted(rows, key=lambda row: getattr(row, key), reverse=True)
+    if top is not None:
+        if top < 1:
+            raise ValueError(f"top must be >= 1, got {top}")
+        rows = rows[:top]
+    return rows

@@ -3,6 +3,7 @@ methods only call :mod:`torch_flops.aggregate` and :mod:`torch_flops.render`."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -17,6 +18,8 @@ from torch_flops.measure import Probe, check_memory_function, run_device, tensor
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
 from torch_flops.tracing import TraceResult, eval_mode, trace
+
+VIEWS = ("nodes", "modules", "ops", "layers")
 
 
 class TorchFLOPsByFX:
@@ -77,6 +80,7 @@ class TorchFLOPsByFX:
         self._graphs: dict[Any, tuple[TraceResult, dict[fx.Node, NodePlan], dict[str, Any]]] = {}
         self._current = self._graph_for(model_inputs.default_bound(model))
         self.records: list[NodeRecord] = []
+        self._input_info: list[dict[str, Any]] = []
 
     def _graph_for(self, bound: model_inputs.BoundInputs) -> tuple[TraceResult, dict[fx.Node, NodePlan], dict[str, Any]]:
         """The traced graph, its plans and concrete arguments for inputs like ``bound`` (cached)."""
@@ -121,6 +125,10 @@ class TorchFLOPsByFX:
     def _propagate(self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None = None) -> Any:
         bound = model_inputs.bind(self.model, args, kwargs)
         self._current = result, plans, _ = self._graph_for(bound)
+        self._input_info = [
+            {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+            for name, value in bound.values.items() for t in tensors_in(value)
+        ]
         gm = result.graph_module
         inputs = model_inputs.flat_inputs(gm, bound, result.concrete_args)
         device = run_device([*tensors_in(inputs), *gm.parameters(), *gm.buffers()])
@@ -179,7 +187,89 @@ class TorchFLOPsByFX:
             print("max_memory = not measured (CPU run)" if peak is None else f"max_memory = {peak:,} B")
         return peak
 
+    # -- views and exports ---------------------------------------------------------------------------
+    def by_module(self, depth: int | None = None, sort: str = "path", top: int | None = None) -> list[aggregate.ModuleRow]:
+        """The module hierarchy (see :func:`torch_flops.aggregate.by_module`), ``depth`` levels below the
+        root; ``sort`` by ``"path"`` (tree order) or a numeric field (``"flops"``, ``"macs"``,
+        ``"params"``, ``"time_ms"``, ``"self_flops"`` ...), largest first; the first ``top`` rows."""
+        rows = aggregate.by_module(
+            self._require_records(), type(self.model).__name__, _params_by_owner(self.model), depth,
+            {name: type(m).__name__ for name, m in self.model.named_modules()},
+        )
+        return aggregate.sort_rows(rows, sort, top)
+
+    def by_op_type(self, sort: str = "flops", top: int | None = None) -> list[aggregate.OpTypeRow]:
+        """FLOPs, MACs, count and time per op type (``nn.Conv2d``, ``operator.add``, ``aten.mm`` ...)."""
+        return aggregate.sort_rows(aggregate.by_op_type(self._require_records()), sort, top)
+
+    def report(
+        self, view: str = "modules", format: str = "text", depth: int | None = None, top: int | None = None,
+        sort: str | None = None, unit: str = "flops",
+    ) -> str:
+        """One view as text, Markdown, CSV or JSON. ``view``: ``"nodes"`` (one row per FX node),
+        ``"modules"`` (the hierarchy, ``depth`` levels), ``"ops"`` (by op type) or ``"layers"`` (the
+        layer-wise view of :func:`torch_flops.profile`). ``unit``: ``"flops"`` or ``"macs"``."""
+        render.check_choice("view", view, VIEWS)
+        render.check_choice("format", format, render.VIEW_KINDS)
+        render.check_choice("unit", unit, render.UNITS)
+        records = self._require_records()
+        total = self.total_flops if unit == "flops" else self.total_macs
+        if view == "nodes":
+            rows: list[Any] = list(records)
+            if sort is not None or top is not None:
+                rows = aggregate.sort_rows(rows, sort or "flops", top)
+            text = None if format == "json" else render.node_table(rows, unit, format)
+        elif view == "modules":
+            rows = self.by_module(depth, sort or "path", top)
+            text = None if format == "json" else render.module_table(rows, total, unit, format)
+        elif view == "ops":
+            rows = self.by_op_type(sort or ("flops" if unit == "flops" else "macs"), top)
+            text = None if format == "json" else render.op_type_table(rows, total, unit, format)
+        else:
+            layers, layer_total = layer_rows(self.model, records)
+            rows = layers[:top] if top else layers
+            kind = "text" if format == "json" else format
+            text = None if format == "json" else render.to_layer_table(rows, layer_total, kind)
+        if text is not None:
+            return text
+        return json.dumps(self.to_json_document(view, rows, unit), indent=1)
+
+    def to_json_document(self, view: str, rows: list[Any], unit: str = "flops") -> dict[str, Any]:
+        records = self._require_records()
+        totals = {
+            "flops": aggregate.total_flops(records),
+            "macs": aggregate.total_macs(records),
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "time_ms": aggregate.total_time_ms(records),
+            "unsupported_nodes": len(aggregate.unsupported(records)),
+        }
+        return render.to_json_document(
+            view, rows, model=type(self.model).__name__, inputs=self._input_info, totals=totals, unit=unit,
+            extra={"leaf_modules": self.leaf_modules},
+        )
+
+    def to_dataframe(self, view: str = "nodes", depth: int | None = None):
+        """The view's rows as a ``pandas.DataFrame`` (pandas is not a dependency: install it to use this)."""
+        try:
+            import pandas as pd
+        except ImportError as error:
+            raise ImportError("to_dataframe() needs pandas: pip install pandas") from error
+        document = json.loads(self.report(view, "json", depth=depth))
+        return pd.DataFrame(document["rows"])
+
     def save_result_to_csv(self, path: str | os.PathLike[str], mode: str = "w") -> None:
         """Write the node table as CSV (raw values) to ``path``."""
         with open(path, mode, newline="") as f:
             f.write(render.to_csv(self._require_records()))
+
+
+def _params_by_owner(model: nn.Module) -> dict[str, int]:
+    from torch_flops.profile import _params_by_owner as params_by_owner
+
+    return params_by_owner(model)
+
+
+def layer_rows(model: nn.Module, records: list[NodeRecord]):
+    from torch_flops.profile import layer_rows as rows
+
+    return rows(model, records)

@@ -21,7 +21,7 @@ from torch import nn
 from torch_flops.attribution import ModuleAttribution
 from torch_flops.fallback import AtenCostMode, AtenTally
 from torch_flops.measure import Probe, tensors_in
-from torch_flops.records import ZERO_COST, Cost, NodeRecord, Shape, Status
+from torch_flops.records import ZERO_COST, AtenOpCost, Cost, NodeRecord, Shape, Status
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule
 from torch_flops.tracing import ROOT_LEAF
 
@@ -235,6 +235,7 @@ class CountingInterpreter(fx.Interpreter):
                 mem_after_bytes=mem_after,
                 unsupported_ops=missing,
                 module_costs=attribution.module_costs() if attribution is not None else (),
+                aten_costs=_aten_costs(mode.tally) if mode is not None else (),
             )
         )
         return result
@@ -258,6 +259,10 @@ class CountingInterpreter(fx.Interpreter):
                 f"expected a Cost of two ints"
             )
         return Status.RULE, cost
+
+
+def _aten_costs(tally: AtenTally) -> tuple[AtenOpCost, ...]:
+    return tuple(AtenOpCost(label, tally.calls[label], cost.flops, cost.macs) for label, cost in tally.by_op.items())
 
 
 def _fallback_price(tally: AtenTally) -> tuple[Status, Cost | None, tuple[str, ...]]:

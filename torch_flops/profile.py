@@ -115,10 +115,12 @@ def profile(
     args = tuple(tensor) if isinstance(tensor, (tuple, list)) else (() if tensor is None else (tensor,))
     counter = TorchFLOPsByFX(model, leaf_types=tuple(custom_ops))  # custom-counted classes stay whole
     custom_macs: dict[str, int] = {}
-    counters = {plan.module: _custom_counter_for(plan.module, custom_ops) for plan in counter._plans.values()}
+    counters: dict[int, CustomCounter | None] = {}  # by id(module); the graph may be retraced per input
 
     def observe(node: fx.Node, plan: NodePlan, node_args: tuple, node_kwargs: dict, result: Any) -> None:
-        custom = counters[plan.module]
+        if id(plan.module) not in counters:
+            counters[id(plan.module)] = _custom_counter_for(plan.module, custom_ops)
+        custom = counters[id(plan.module)]
         if custom is not None:
             custom_macs[node.name] = custom_macs.get(node.name, 0) + _custom_macs(plan.module, custom, node_args, result)
 
@@ -127,7 +129,18 @@ def profile(
     else:
         counter.propagate(*args, **kwargs)
     records = counter.records
+    layers, total = layer_rows(model, records, custom_macs)
+    if verbose:
+        _report_unsupported(layers)
+    return total.macs, total.params, LayerInfo(tuple(layers), total, tuple(records))
+
+
+def layer_rows(
+    model: nn.Module, records: list[NodeRecord], custom_macs: Mapping[str, int] | None = None
+) -> tuple[list[LayerRecord], LayerTotal]:
+    """The rows of the layer-wise view and its total, from one run's records."""
     called = {r.module_path for r in records if r.op == "call_module"}
+    called |= {c.path for r in records for c in r.module_costs}
     layers = [
         layer
         for layer in aggregate.by_layer(records, type(model).__name__, _params_by_owner(model), custom_macs)
@@ -142,9 +155,7 @@ def profile(
         macs=sum(layer.macs for layer in layers),
         params=sum(layer.params for layer in layers),
     )
-    if verbose:
-        _report_unsupported(layers)
-    return total.macs, total.params, LayerInfo(tuple(layers), total, tuple(records))
+    return layers, total
 
 
 def _report_unsupported(layers: list[LayerRecord]) -> None:

@@ -67,12 +67,23 @@ class ModuleCost:
 
 
 @dataclass(frozen=True)
+class AtenOpCost:
+    """What one aten operator cost, summed over its calls, inside a node counted by the fallback."""
+
+    label: str
+    calls: int
+    flops: int
+    macs: int
+
+
+@dataclass(frozen=True)
 class NodeRecord:
     """One executed FX node.
 
     ``flops`` and ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``, and then
     ``unsupported_ops`` names the aten ops that had no rule. A ``call_module`` node counted by the
-    fallback lists in ``module_costs`` what each module inside it cost (they sum to the node's cost). ``module_path`` is the qualified name of the
+    fallback lists in ``module_costs`` what each module inside it cost, and any fallback node in
+    ``aten_costs`` what each aten operator cost (both sum to the node's cost). ``module_path`` is the qualified name of the
     innermost module whose ``forward`` created the node ('' at the root), and ``module_class`` that
     module's class name. Memory fields are ``None`` unless the node ran on CUDA.
     """
@@ -92,6 +103,7 @@ class NodeRecord:
     mem_after_bytes: int | None = None
     unsupported_ops: tuple[str, ...] = ()
     module_costs: tuple[ModuleCost, ...] = ()
+    aten_costs: tuple[AtenOpCost, ...] = ()
 
     @property
     def mem_delta_bytes(self) -> int | None:

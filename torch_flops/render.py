@@ -6,7 +6,7 @@ import csv
 import enum
 import io
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,3 +178,121 @@ def to_layer_table(layers: Sequence[LayerRecord], total: LayerTotal, kind: str =
     align = ["left"] * 4 + ["right"] * 2
     tablefmt = "github" if kind == "md" else "simple"
     return tabulate(rows, headers, tablefmt=tablefmt, colalign=align, disable_numparse=True)
+
+
+# -- module and op-type views, exports -----------------------------------------------------------------
+VIEW_KINDS = ("text", "md", "csv", "json")
+UNITS = ("flops", "macs")
+SCHEMA = "torch_flops/result"
+SCHEMA_VERSION = 1
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def _unit_label(unit: str) -> str:
+    return "FLOPs" if unit == "flops" else "MACs"
+
+
+def _percent(value: int, total: int) -> str:
+    return f"{100.0 * value / total:.2f}" if total else "0.00"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], kind: str, align: Sequence[str]) -> str:
+    if kind == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows(["" if v is None else v for v in row] for row in rows)
+        return buffer.getvalue()
+    shown = [[f"{v:,}" if isinstance(v, int) else (f"{v:.3f}" if isinstance(v, float) else v) for v in row] for row in rows]
+    tablefmt = "github" if kind == "md" else "simple"
+    return tabulate(shown, list(headers), tablefmt=tablefmt, colalign=list(align), disable_numparse=True)
+
+
+def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text") -> str:
+    """Module | Class | <unit> (inclusive) | self <unit> | % of total | Params | Time (ms)."""
+    check_choice("unit", unit, UNITS)
+    check_choice("kind", kind, VIEW_KINDS[:3])
+    label = _unit_label(unit)
+    headers = ["Module", "Class", label, f"Self {label}", f"% of {label}", "Params", "Time (ms)"]
+    table = []
+    for row in rows:
+        value = row.flops if unit == "flops" else row.macs
+        own = row.self_flops if unit == "flops" else row.self_macs
+        name = row.path or "(root)"
+        table.append([name, row.module_class, value, own, _percent(value, total), row.params, row.time_ms])
+    return _table(headers, table, kind, ["left", "left"] + ["right"] * 5)
+
+
+def op_type_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text") -> str:
+    """Op type | Count | <unit> | % of total | Time (ms)."""
+    check_choice("unit", unit, UNITS)
+    check_choice("kind", kind, VIEW_KINDS[:3])
+    label = _unit_label(unit)
+    headers = ["Op type", "Count", label, f"% of {label}", "Time (ms)"]
+    table = []
+    for row in rows:
+        value = row.flops if unit == "flops" else row.macs
+        table.append([row.op_type, row.count, value, _percent(value, total), row.time_ms])
+    return _table(headers, table, kind, ["left"] + ["right"] * 4)
+
+
+def node_table(records: Sequence[NodeRecord], unit: str = "flops", kind: str = "text") -> str:
+    """The node table of ``print_result_table`` in any kind; ``unit="macs"`` shows MACs."""
+    check_choice("unit", unit, UNITS)
+    check_choice("kind", kind, VIEW_KINDS[:3])
+    label = _unit_label(unit)
+    headers = ["Node", "Op", "Target", "Module", "Class", label, "Counted by", "Time (ms)"]
+    table = []
+    for r in records:
+        value = r.flops if unit == "flops" else r.macs
+        shown = value if r.status is not Status.UNSUPPORTED else ("" if kind == "csv" else "unsupported")
+        table.append([r.name, r.op, r.target, r.module_path, r.module_class, shown, r.status.value, r.time_ms])
+    return _table(headers, table, kind, ["left"] * 5 + ["right", "left", "right"])
+
+
+CONVENTIONS = {
+    "flop": "one multiply, add, subtract, divide, comparison or transcendental (exp, log, tanh ...), once",
+    "mac": "one multiply-accumulate; biases, average pooling, norms and means count one per output",
+    "matmul": "out_numel * (2k - 1) FLOPs and out_numel * k MACs for a product over k; + out_numel for a bias",
+    "elementwise": "out_numel FLOPs, 0 MACs",
+    "attention": "scores, scaling, mask add (also when causal), softmax and attention x V, full score matrix",
+    "reference": "docs/conventions.md",
+}
+
+
+def to_json_document(
+    view: str, rows: Sequence[Any], *, model: str, inputs: Sequence[Mapping[str, Any]], totals: Mapping[str, Any],
+    unit: str, extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A versioned JSON-ready document: schema, versions, conventions, inputs, totals and the view's rows
+    (raw values; shapes as lists)."""
+    import dataclasses
+
+    import torch
+
+    from torch_flops import __version__
+
+    def plain(row: Any) -> Any:
+        value = dataclasses.asdict(row) if dataclasses.is_dataclass(row) else row
+        if isinstance(value, dict):
+            return {k: (v.value if isinstance(v, Status) else v) for k, v in value.items()}
+        return value
+
+    return {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "torch_flops_version": __version__,
+        "torch_version": torch.__version__,
+        "conventions": CONVENTIONS,
+        "model": model,
+        "inputs": list(inputs),
+        "unit": unit,
+        "totals": dict(totals),
+        "view": view,
+        "rows": [plain(row) for row in rows],
+        **(extra or {}),
+    }
