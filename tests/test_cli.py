@@ -1,0 +1,126 @@
+"""The command line: models by name, factories and files; views and formats; errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import SimpleModel
+from torch_flops import cli
+
+FACTORY = '''
+import torch
+from torch import nn
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(5, 4)
+
+    def forward(self, x, y):
+        return self.layer(x) + y
+
+
+def make_simple():
+    return nn.Sequential(nn.Linear(5, 4))
+
+
+def make_two():
+    return TwoInputs()
+'''
+
+
+@pytest.fixture()
+def factory_file(tmp_path: Path) -> Path:
+    path = tmp_path / "my_models.py"
+    path.write_text(FACTORY)
+    return path
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_factory_file_nodes_view(factory_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run([f"{factory_file}:make_simple", "--input-shape", "1,5", "--view", "nodes"], capsys)
+    assert code == 0 and err == ""
+    assert "FLOPs" in out.splitlines()[0]
+    assert "total: 40 FLOPs, 24 MACs, 24 params" in out  # Linear(5, 4): 4 * (2*5 - 1) + 4; 4*5 + 4 MACs
+
+
+def test_several_inputs_json_and_output_file(factory_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "out.json"
+    code, out, _ = run([f"{factory_file}:make_two", "--input-shape", "2,5", "--input-shape", "2,4",
+                        "--format", "json", "--view", "ops", "--output", str(output)], capsys)
+    assert code == 0 and out == ""
+    document = json.loads(output.read_text())
+    assert [i["shape"] for i in document["inputs"]] == [[2, 5], [2, 4]]
+    # Linear on (2, 5): 8 * 9 + 8 = 80; + y: 8
+    assert document["totals"]["flops"] == 88
+    assert {r["op_type"]: r["flops"] for r in document["rows"]} == {"nn.Linear": 80, "operator.add": 8}
+
+
+def test_torchvision_model_with_unit_and_depth(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["resnet18", "--depth", "1", "--unit", "macs", "--format", "md"], capsys)
+    assert code == 0
+    assert out.splitlines()[0].startswith("| Module") and "MACs" in out.splitlines()[0]
+    assert "| conv1 " in out and "118,013,952" in out
+
+
+def test_unknown_model_suggests_close_matches(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["resnet5"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("torch-flops: error: unknown model 'resnet5'; did you mean resnet50")
+    code, _, err = run(["timm:vit_base_patch16_22"], capsys)
+    assert code == 2 and "did you mean vit_base_patch16_224" in err
+
+
+def test_missing_package_names_the_extra() -> None:
+    with pytest.raises(cli.CliError, match=r"needs the 'no_such_package_xyz' package: pip install 'torch_flops\[vision\]'") as info:
+        cli._require("no_such_package_xyz", "vision")
+    assert info.value.code == 3
+
+
+def test_state_dict_and_pickled_module_files(tmp_path: Path, factory_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = SimpleModel()
+    weights, pickled = tmp_path / "weights.pt", tmp_path / "whole.pt"
+    torch.save(model.state_dict(), weights)
+    torch.save(model, pickled)
+    code, _, err = run([str(weights)], capsys)
+    assert code == 2 and "is a state dict: it has weights but no architecture" in err
+    code, _, err = run([str(pickled), "--input-shape", "1,5"], capsys)
+    assert code == 2 and "unpickling runs code from the file; pass --trust-pickle" in err
+    code, out, _ = run([str(pickled), "--input-shape", "1,5", "--trust-pickle"], capsys)
+    assert code == 0 and "total: 40 FLOPs" in out
+    torch.save(torch.nn.Sequential(torch.nn.Linear(5, 4)).state_dict(), weights)
+    code, out, _ = run([f"{factory_file}:make_simple", "--input-shape", "1,5", "--weights", str(weights)], capsys)
+    assert code == 0 and "total: 40 FLOPs" in out
+
+
+def test_usage_errors(factory_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run([f"{factory_file}:make_simple"], capsys)
+    assert code == 2 and "no default input shape" in err and "--input-shape" in err
+    code, _, err = run([f"{factory_file}:make_simpel", "--input-shape", "1,5"], capsys)
+    assert code == 2 and "has no 'make_simpel'; did you mean make_simple" in err
+    code, _, err = run([f"{factory_file}:make_simple", "--input-shape", "1,7"], capsys)
+    assert code == 1 and "failed on inputs with shapes [[1, 7]]" in err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["resnet18", "--input-shape", "1,three"])
+    assert info.value.code == 2
+
+
+def test_python_dash_m(factory_file: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "torch_flops", f"{factory_file}:make_simple", "--input-shape", "1,5", "--view", "ops"],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "nn.Linear" in result.stdout and "total: 40 FLOPs" in result.stdout

@@ -1,0 +1,250 @@
+"""``torch-flops MODEL``: profile a model from the command line.
+
+MODEL is a torchvision name (``resnet50``), a timm name (``timm:vit_base_patch16_224``), a transformers
+config available locally (``hf:gpt2``), a factory (``path/to/file.py:make_model`` or
+``package.module:make_model``), or a saved whole module (``model.pt``, with ``--trust-pickle``).
+
+Exit codes: 0 success, 1 the model failed to run, 2 bad arguments or unknown model, 3 a missing
+optional package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torch_flops.engine import VIEWS, TorchFLOPsByFX
+from torch_flops.render import UNITS, VIEW_KINDS
+
+EXIT_RUN, EXIT_USAGE, EXIT_MISSING = 1, 2, 3
+
+
+class CliError(Exception):
+    """A message for the shell user and the exit code that goes with it."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _require(module: str, extra: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise CliError(f"this model needs the '{module}' package: pip install 'torch_flops[{extra}]'", EXIT_MISSING) from None
+
+
+def _close_matches(name: str, candidates: Sequence[str]) -> str:
+    matches = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    return f"; did you mean {', '.join(matches)}?" if matches else ""
+
+
+def _torchvision(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    torchvision = _require("torchvision", "vision")
+    names = torchvision.models.list_models()
+    if name not in names:
+        timm_hint = ""
+        try:
+            import timm
+
+            if name in timm.list_models():
+                timm_hint = f"; timm has it: timm:{name}"
+        except ImportError:
+            pass
+        raise CliError(f"unknown model {name!r}{_close_matches(name, names)}{timm_hint}")
+    size = 299 if name.startswith("inception") else 520 if name.startswith(("fcn", "deeplab", "lraspp")) else 224
+    return torchvision.models.get_model(name, weights=None), (1, 3, size, size)
+
+
+def _timm(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    timm = _require("timm", "vision")
+    names = timm.list_models()
+    if name not in names:
+        raise CliError(f"unknown timm model {name!r}{_close_matches(name, names)}")
+    model = timm.create_model(name, pretrained=False)
+    return model, (1, *model.pretrained_cfg.get("input_size", (3, 224, 224)))
+
+
+def _transformers(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    transformers = _require("transformers", "hf")
+    try:
+        config = transformers.AutoConfig.from_pretrained(name, local_files_only=True)
+    except Exception as error:
+        raise CliError(f"no transformers config {name!r} available locally (nothing is downloaded): {error}") from None
+    return transformers.AutoModel.from_config(config), (1, 128)
+
+
+def _factory(spec: str) -> nn.Module:
+    target, _, attribute = spec.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise CliError(f"no such file: {target}")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as error:
+            raise CliError(f"cannot import {target!r}: {error}") from None
+    factory = getattr(module, attribute, None)
+    if factory is None:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        raise CliError(f"{target} has no {attribute!r}{_close_matches(attribute, names)}")
+    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    if not isinstance(model, nn.Module):
+        raise CliError(f"{spec} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _saved(path: str, trust_pickle: bool) -> nn.Module:
+    if not Path(path).is_file():
+        raise CliError(f"no such file: {path}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        if not trust_pickle:
+            raise CliError(
+                f"{path} holds a pickled object, and unpickling runs code from the file; "
+                f"pass --trust-pickle if you trust it"
+            ) from None
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(loaded, nn.Module):
+        return loaded
+    if isinstance(loaded, dict):
+        raise CliError(
+            f"{path} is a state dict: it has weights but no architecture. Name the architecture as MODEL "
+            f"and pass the file with --weights {path}"
+        )
+    raise CliError(f"{path} holds a {type(loaded).__name__}, not a model")
+
+
+def load_model(spec: str, trust_pickle: bool = False) -> tuple[nn.Module, tuple[int, ...] | None]:
+    """The model named by ``spec`` and its default input shape (``None`` when unknown)."""
+    if spec.startswith("timm:"):
+        return _timm(spec[5:])
+    if spec.startswith("hf:"):
+        return _transformers(spec[3:])
+    if spec.endswith((".pt", ".pth")):
+        return _saved(spec, trust_pickle), None
+    if ":" in spec:
+        return _factory(spec), None
+    return _torchvision(spec)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 1,3,224,224, got {text!r}") from None
+    if not shape or any(d < 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 1,3,224,224, got {text!r}")
+    return shape
+
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
+    "int64": torch.int64, "int32": torch.int32,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torch-flops", description="FLOPs, MACs, parameters and time of a PyTorch model, node by node.",
+        epilog="MODEL: resnet50 | timm:vit_base_patch16_224 | hf:gpt2 | file.py:factory | package.module:factory | model.pt",
+    )
+    parser.add_argument("model", metavar="MODEL")
+    parser.add_argument("--input-shape", type=_shape, action="append", metavar="1,3,224,224",
+                        help="an input's shape (repeat for several inputs); default from the model where known")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None,
+                        help="input dtype (default float32; int64 token ids for transformers)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--meta", action="store_true", help="shape-only: count without running real arithmetic")
+    parser.add_argument("--view", choices=VIEWS, default="modules")
+    parser.add_argument("--depth", type=int, default=None, help="module hierarchy levels to show (modules view)")
+    parser.add_argument("--top", type=int, default=None, help="show the N largest rows")
+    parser.add_argument("--sort", default=None, help="sort rows by a field, e.g. flops, macs, params, time_ms")
+    parser.add_argument("--format", choices=VIEW_KINDS, default="text")
+    parser.add_argument("--unit", choices=UNITS, default="flops")
+    parser.add_argument("--output", metavar="FILE", help="write the table to FILE instead of standard output")
+    parser.add_argument("--weights", metavar="FILE", help="a state dict to load (weights_only=True)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow MODEL to be a pickled whole module (unpickling runs code from the file)")
+    return parser
+
+
+def make_inputs(model: nn.Module, shapes: list[tuple[int, ...]], dtype: torch.dtype | None, device: str) -> list[torch.Tensor]:
+    inputs = []
+    for shape in shapes:
+        if dtype is not None and not dtype.is_floating_point or dtype is None and len(shape) == 2 and _is_text_model(model):
+            vocab = getattr(getattr(model, "config", None), "vocab_size", 1000)
+            inputs.append(torch.randint(0, vocab, shape, dtype=dtype or torch.int64, device=device))
+        else:
+            inputs.append(torch.randn(shape, dtype=dtype or torch.float32, device=device))
+    return inputs
+
+
+def _is_text_model(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return config is not None and hasattr(config, "vocab_size") and not hasattr(config, "image_size")
+
+
+def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -> int:
+    args = build_parser().parse_args(argv)
+    model, default_shape = load_model(args.model, args.trust_pickle)
+    if args.weights:
+        state = torch.load(args.weights, map_location="cpu", weights_only=True)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CliError(f"{args.weights} does not fit {type(model).__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    shapes = args.input_shape or ([default_shape] if default_shape else None)
+    if not shapes:
+        raise CliError(f"no default input shape for {args.model}: pass --input-shape, e.g. --input-shape 1,3,224,224")
+    model = model.to(args.device)
+    inputs = make_inputs(model, shapes, _DTYPES.get(args.dtype) if args.dtype else None, args.device)
+    counter = TorchFLOPsByFX(model)
+    try:
+        if args.meta:
+            counter.propagate(*inputs, mode="shape")
+        else:
+            counter.propagate(*inputs)
+    except TypeError as error:
+        raise CliError(f"{args.model} cannot take inputs of shapes {shapes}: {error}", EXIT_RUN) from None
+    text = counter.report(args.view, args.format, depth=args.depth, top=args.top, sort=args.sort, unit=args.unit)
+    if args.format == "text":
+        summary = f"total: {counter.total_flops:,} FLOPs, {counter.total_macs:,} MACs, {sum(p.numel() for p in model.parameters()):,} params"
+        if counter.unsupported:
+            summary += f", {len(counter.unsupported)} nodes not counted"
+        if counter.leaf_modules:
+            summary += f"; kept whole (not traceable): {', '.join(p or '(root)' for p in counter.leaf_modules)}"
+        text = f"{text}\n\n{summary}"
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        out(text)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except CliError as error:
+        print(f"torch-flops: error: {error}", file=sys.stderr)
+        return error.code
+    except Exception as error:  # the model itself failed: say so in one line, not a traceback
+        print(f"torch-flops: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_RUN
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
