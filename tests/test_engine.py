@@ -123,7 +123,7 @@ def test_csv_has_raw_values(tmp_path: Path) -> None:
     rows = list(csv.reader(path.open()))
     assert rows[0] == [c.header for c in Column]
     assert rows[2][:6] == ["layer", "call_module", "layer", "layer", "Linear", "40"]
-    assert rows[3][5] == "4" and rows[3][7:] == ["", "", "", "rule"]
+    assert rows[3][5] == "4" and rows[3][7:11] == ["", "", "", "rule"]
 
 
 def test_ignore_ops_by_module_class_function_and_method() -> None:

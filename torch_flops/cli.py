@@ -215,7 +215,7 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
     counter = TorchFLOPsByFX(model)
     try:
         if args.meta:
-            counter.propagate(*inputs, mode="shape")
+            counter.propagate_shapes(*inputs)
         else:
             counter.propagate(*inputs)
     except TypeError as error:

@@ -3,16 +3,22 @@ methods only call :mod:`torch_flops.aggregate` and :mod:`torch_flops.render`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.utils import stateless
+from torch.utils import _pytree as pytree
 
 from torch_flops import aggregate, render
 from torch_flops import inputs as model_inputs
+from torch_flops import memory
 from torch_flops.interpreter import IgnoreSpec, NodeObserver, NodePlan, plan_graph, run
 from torch_flops.measure import Probe, check_memory_function, run_device, tensors_in
 from torch_flops.records import NodeRecord
@@ -20,6 +26,16 @@ from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
 from torch_flops.tracing import TraceResult, eval_mode, trace
 
 VIEWS = ("nodes", "modules", "ops", "layers")
+
+
+@dataclass(frozen=True)
+class MemorySummary:
+    """Analytic memory of one run (see :mod:`torch_flops.memory`)."""
+
+    peak_activation_bytes: int
+    peak_node: str
+    params_bytes: int
+    buffers_bytes: int
 
 
 class TorchFLOPsByFX:
@@ -80,6 +96,7 @@ class TorchFLOPsByFX:
         self._graphs: dict[Any, tuple[TraceResult, dict[fx.Node, NodePlan], dict[str, Any]]] = {}
         self._current = self._graph_for(model_inputs.default_bound(model))
         self.records: list[NodeRecord] = []
+        self.shape_only = False
         self._input_info: list[dict[str, Any]] = []
 
     def _graph_for(self, bound: model_inputs.BoundInputs) -> tuple[TraceResult, dict[fx.Node, NodePlan], dict[str, Any]]:
@@ -115,11 +132,28 @@ class TorchFLOPsByFX:
 
     # -- running ------------------------------------------------------------------------------------
     def propagate(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the model on real inputs in eval mode under ``torch.no_grad()`` and record every node.
+        """Run the model on its inputs in eval mode under ``torch.no_grad()`` and record every node.
 
         Returns the model's output. Afterwards the model's and every submodule's training flag is
-        restored.
+        restored. If the inputs or the model live on the ``meta`` device, the run is shape-only (see
+        :meth:`propagate_shapes`).
         """
+        return self._propagate(args, kwargs)
+
+    def propagate_shapes(
+        self, *args: Any, input_shapes: Sequence[Sequence[int]] | None = None, dtype: torch.dtype = torch.float32,
+        **kwargs: Any,
+    ) -> Any:
+        """Count without computing: every tensor input, parameter and buffer is replaced by a ``meta``
+        tensor of the same shape and dtype (the model's weights are not copied; they are swapped back
+        afterwards), so FLOPs, MACs, shapes and analytic memory come out exactly as in a real run, for
+        models of any size. Inputs may be real or meta tensors, or given as ``input_shapes`` (one shape
+        per positional input, of ``dtype``). Time and CUDA memory columns are ``None``. Ops whose
+        control flow depends on tensor values cannot run on meta tensors."""
+        if input_shapes is not None:
+            args = (*(torch.empty(tuple(shape), dtype=dtype, device="meta") for shape in input_shapes), *args)
+        to_meta = lambda t: t if t.device.type == "meta" else torch.empty_like(t, device="meta")  # noqa: E731
+        args, kwargs = pytree.tree_map_only(torch.Tensor, to_meta, (args, kwargs))
         return self._propagate(args, kwargs)
 
     def _propagate(self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None = None) -> Any:
@@ -131,11 +165,15 @@ class TorchFLOPsByFX:
         ]
         gm = result.graph_module
         inputs = model_inputs.flat_inputs(gm, bound, result.concrete_args)
-        device = run_device([*tensors_in(inputs), *gm.parameters(), *gm.buffers()])
-        probe = Probe(device, self.mem_func_name)
-        with eval_mode(gm, self.model):
-            output, records = run(gm, plans, probe, self.registry, inputs, observer)
+        state = dict(gm.named_parameters(remove_duplicate=False)) | dict(gm.named_buffers(remove_duplicate=False))
+        shape_only = any(t.device.type == "meta" for t in (*tensors_in(inputs), *state.values()))
+        device = run_device([*tensors_in(inputs), *state.values()])
+        probe = Probe(torch.device("meta") if shape_only else device, self.mem_func_name)
+        meta_state = {name: t if t.device.type == "meta" else torch.empty_like(t, device="meta") for name, t in state.items()}
+        with eval_mode(gm, self.model), (_reparametrize(gm, meta_state) if shape_only else contextlib.nullcontext()):
+            output, records, self._liveness = run(gm, plans, probe, self.registry, inputs, observer, timing=not shape_only)
         self.records = records
+        self.shape_only = shape_only
         return output
 
     def _require_records(self) -> list[NodeRecord]:
@@ -179,6 +217,28 @@ class TorchFLOPsByFX:
         if show:
             print(f"total_time = {total:.3f} ms")
         return total
+
+    def activation_memory(self) -> MemorySummary:
+        """Analytic memory of the last run (any device): the peak of live activations and the node
+        running when it occurs, and the bytes of parameters and buffers, counted separately."""
+        records = self._require_records()
+        live = self._liveness
+        return MemorySummary(
+            peak_activation_bytes=live.peak_bytes,
+            peak_node=records[live.peak_index].name if records else "",
+            params_bytes=sum(memory.tensor_bytes(p) for p in self.model.parameters()),
+            buffers_bytes=sum(memory.tensor_bytes(b) for b in self.model.buffers()),
+        )
+
+    def print_activation_memory(self, show: bool = True) -> MemorySummary:
+        """Print and return :meth:`activation_memory`."""
+        summary = self.activation_memory()
+        if show:
+            print(
+                f"peak_activation_memory = {summary.peak_activation_bytes:,} B (at node {summary.peak_node}); "
+                f"parameters {summary.params_bytes:,} B, buffers {summary.buffers_bytes:,} B"
+            )
+        return summary
 
     def print_max_memory(self, show: bool = True) -> int | None:
         """Print and return the peak CUDA memory reading in bytes (``None`` on CPU)."""
@@ -273,3 +333,8 @@ def layer_rows(model: nn.Module, records: list[NodeRecord]):
     from torch_flops.profile import layer_rows as rows
 
     return rows(model, records)
+
+
+def _reparametrize(module: nn.Module, tensors: Mapping[str, torch.Tensor]):
+    """Swap ``module``'s parameters and buffers for ``tensors`` (meta stand-ins) for one run; restored after."""
+    return stateless._reparametrize_module(module, dict(tensors), tie_weights=True, strict=False)

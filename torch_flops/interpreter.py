@@ -9,6 +9,7 @@ exactly what ``model(*inputs)`` returns.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch import nn
 
 from torch_flops.attribution import ModuleAttribution
 from torch_flops.fallback import AtenCostMode, AtenTally
+from torch_flops import memory
 from torch_flops.measure import Probe, tensors_in
 from torch_flops.records import ZERO_COST, AtenOpCost, Cost, NodeRecord, Shape, Status
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule
@@ -48,6 +50,7 @@ class NodePlan:
     ignored: bool
     module: nn.Module | None
     module_qualname: str | None = None  # of a call_module node's module ('' for the whole model)
+    state_bytes: int = 0  # a call_module node's parameters and buffers, which it reads
 
     @property
     def fallback(self) -> bool:
@@ -126,7 +129,8 @@ def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[Ig
             qualname = str(node.target)
             if qualname == ROOT_LEAF and getattr(gm, ROOT_LEAF, None) is module:  # the whole model as one node
                 label, qualname, path, cls = "(root)", "", "", type(module).__name__
-        plans[node] = NodePlan(label, path, cls, rule, _is_ignored(node, module, ignore), module, qualname)
+        state = 0 if module is None else sum(memory.tensor_bytes(t) for t in (*module.parameters(), *module.buffers()))
+        plans[node] = NodePlan(label, path, cls, rule, _is_ignored(node, module, ignore), module, qualname, state)
     return plans
 
 
@@ -161,6 +165,7 @@ class CountingInterpreter(fx.Interpreter):
         probe: Probe,
         registry: CostRegistry,
         observer: NodeObserver | None = None,
+        timing: bool = True,
     ) -> None:
         super().__init__(gm, garbage_collect_values=True)
         self.extra_traceback = False  # our errors already name the node
@@ -168,7 +173,10 @@ class CountingInterpreter(fx.Interpreter):
         self.probe = probe
         self.registry = registry
         self.observer = observer
+        self.timing = timing
         self.records: list[NodeRecord] = []
+        self.produced: list[dict[int, int]] = []  # storages held by each node's value, for the liveness pass
+        self.model_state: set[int] = memory.storage_ids((*gm.parameters(), *gm.buffers()))
 
     def run_node(self, n: fx.Node) -> Any:
         plan = self.plans[n]
@@ -203,7 +211,7 @@ class CountingInterpreter(fx.Interpreter):
                     f"{type(error).__name__}: {error}",
                     n.name,
                 ) from error
-            time_ms = (probe.now() - start) * 1000.0
+            time_ms = (probe.now() - start) * 1000.0 if self.timing else None
             mem_after = probe.memory()
         if mode is None:
             status, cost, missing = *self._price(n, plan, args, kwargs, result), ()
@@ -218,6 +226,11 @@ class CountingInterpreter(fx.Interpreter):
                     f"{f' in module {plan.module_path!r} ({plan.module_class})' if plan.module_path else ''}) with "
                     f"input shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
                 ) from error
+        held = memory.storages(result)
+        if n.op == "get_attr":
+            self.model_state |= held.keys()
+        self.produced.append(held)
+        moves = n.op not in ("placeholder", "output", "get_attr")
         self.records.append(
             NodeRecord(
                 name=n.name,
@@ -236,6 +249,8 @@ class CountingInterpreter(fx.Interpreter):
                 unsupported_ops=missing,
                 module_costs=attribution.module_costs() if attribution is not None else (),
                 aten_costs=_aten_costs(mode.tally) if mode is not None else (),
+                read_bytes=memory.bytes_of((args, kwargs)) + plan.state_bytes if moves else 0,
+                written_bytes=memory.bytes_of(result) if moves else 0,
             )
         )
         return result
@@ -278,10 +293,28 @@ def run(
     registry: CostRegistry,
     inputs: list[Any],
     observer: NodeObserver | None = None,
-) -> tuple[Any, list[NodeRecord]]:
-    """Run ``gm`` on ``inputs`` under ``torch.no_grad``; return the output and the records."""
-    interpreter = CountingInterpreter(gm, plans, probe, registry, observer)
+    timing: bool = True,
+) -> tuple[Any, list[NodeRecord], memory.Liveness]:
+    """Run ``gm`` on ``inputs`` under ``torch.no_grad``; return the output, the records with the live
+    activation bytes of the liveness pass filled in, and that pass (:mod:`torch_flops.memory`)."""
+    interpreter = CountingInterpreter(gm, plans, probe, registry, observer, timing)
     probe.start()
     with torch.no_grad():
         output = interpreter.run(*inputs)
-    return output, interpreter.records
+    records = interpreter.records
+    live = memory.liveness(interpreter.produced, _last_uses(gm), interpreter.model_state)
+    return output, [dataclasses.replace(r, live_bytes=b) for r, b in zip(records, live.live_after)], live
+
+
+def _last_uses(gm: fx.GraphModule) -> list[int]:
+    """For each node in order, the index of its last user; the output node's arguments live to the end."""
+    nodes = list(gm.graph.nodes)
+    index = {node: i for i, node in enumerate(nodes)}
+    last = []
+    for i, node in enumerate(nodes):
+        users = [index[u] for u in node.users]
+        if node.op == "output" or any(u.op == "output" for u in node.users):
+            last.append(len(nodes))
+        else:
+            last.append(max(users, default=i))
+    return last

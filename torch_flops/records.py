@@ -80,7 +80,9 @@ class AtenOpCost:
 class NodeRecord:
     """One executed FX node.
 
-    ``flops`` and ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``, and then
+    ``read_bytes`` / ``written_bytes`` are the bytes the node moves and ``live_bytes`` the activation
+    memory still alive after it (see :mod:`torch_flops.memory`); ``time_ms`` is ``None`` in a
+    shape-only run. ``flops`` and ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``, and then
     ``unsupported_ops`` names the aten ops that had no rule. A ``call_module`` node counted by the
     fallback lists in ``module_costs`` what each module inside it cost, and any fallback node in
     ``aten_costs`` what each aten operator cost (both sum to the node's cost). ``module_path`` is the qualified name of the
@@ -104,6 +106,15 @@ class NodeRecord:
     unsupported_ops: tuple[str, ...] = ()
     module_costs: tuple[ModuleCost, ...] = ()
     aten_costs: tuple[AtenOpCost, ...] = ()
+    read_bytes: int = 0
+    written_bytes: int = 0
+    live_bytes: int | None = None
+
+    @property
+    def arithmetic_intensity(self) -> float | None:
+        """FLOPs per byte moved, ``flops / (read_bytes + written_bytes)``; ``None`` if either is unknown or 0."""
+        moved = self.read_bytes + self.written_bytes
+        return self.flops / moved if self.flops is not None and moved else None
 
     @property
     def mem_delta_bytes(self) -> int | None:

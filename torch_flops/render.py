@@ -29,6 +29,10 @@ class Column(enum.Enum):
     MEM_AFTER = ("mem_after_op(B)", lambda r: r.mem_after_bytes)
     MEM_DELTA = ("mem_delta(B)", lambda r: r.mem_delta_bytes)
     STATUS = ("counted_by", lambda r: r.status.value)
+    READ_BYTES = ("read(B)", lambda r: r.read_bytes)
+    WRITTEN_BYTES = ("written(B)", lambda r: r.written_bytes)
+    INTENSITY = ("flops/byte", lambda r: None if r.arithmetic_intensity is None else round(r.arithmetic_intensity, 3))
+    LIVE_BYTES = ("live_after(B)", lambda r: r.live_bytes)
 
     def __init__(self, header: str, getter: Callable[[NodeRecord], Any]) -> None:
         self.header = header

@@ -1,0 +1,115 @@
+"""Shape-only (meta) runs and analytic memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import Op
+from torch_flops import TorchFLOPsByFX
+
+timm = pytest.importorskip("timm")
+torchvision = pytest.importorskip("torchvision")
+
+
+@pytest.mark.parametrize("build", [torchvision.models.resnet50, lambda: timm.create_model("vit_base_patch16_224")],
+                         ids=["resnet50", "vit_base_patch16_224"])
+def test_meta_totals_equal_real_totals(build) -> None:
+    model = build()
+    counter = TorchFLOPsByFX(model)
+    counter.propagate(torch.randn(1, 3, 224, 224))
+    real = [(r.name, r.flops, r.macs, r.output_shapes) for r in counter.records]
+    weight = next(model.parameters())
+    pointer = weight.data_ptr()
+    counter.propagate_shapes(input_shapes=[(1, 3, 224, 224)])
+    assert [(r.name, r.flops, r.macs, r.output_shapes) for r in counter.records] == real
+    assert counter.shape_only and all(r.time_ms is None for r in counter.records)
+    # the real weights were neither copied nor moved
+    assert next(model.parameters()) is weight and weight.device.type == "cpu" and weight.data_ptr() == pointer
+
+
+def test_a_model_built_on_the_meta_device() -> None:
+    with torch.device("meta"):
+        model = torchvision.models.resnet18()
+    counter = TorchFLOPsByFX(model)
+    out = counter.propagate(torch.empty(2, 3, 224, 224, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 1000)
+    assert counter.total_flops == 2 * 3_640_289_280 and counter.total_macs == 2 * 1_824_034_280
+
+
+def helper(x: torch.Tensor) -> torch.Tensor:
+    return torch.cumsum(x, -1) * 2
+
+
+torch.fx.wrap("helper")
+
+
+def test_fallback_runs_on_meta() -> None:
+    model = Op(lambda x: helper(x))
+    counter = TorchFLOPsByFX(model)
+    counter.propagate_shapes(input_shapes=[(3, 4)])
+    # cumsum: 3 lines * 3 adds; * 2: 12
+    assert counter.total_flops == 9 + 12
+
+
+class MLP(nn.Module):
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 8)
+        self.relu = nn.ReLU(inplace=inplace)
+        self.fc2 = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.relu(self.fc1(x)))
+
+
+@pytest.mark.parametrize("shape_only", [False, True])
+def test_liveness_by_hand(shape_only: bool) -> None:
+    counter = TorchFLOPsByFX(MLP())
+    x = torch.randn(1, 4)
+    counter.propagate_shapes(x) if shape_only else counter.propagate(x)
+    # float32: x 16 B, fc1 32 B, relu 32 B (a new tensor), fc2 8 B
+    # while each node runs: x 16; x + fc1 48; fc1 + relu 64; relu + fc2 40; output 8
+    # after each node: x 16; fc1 32 (x freed); relu 32 (fc1 freed); fc2 8; output 8
+    assert [r.live_bytes for r in counter.records] == [16, 32, 32, 8, 8]
+    summary = counter.activation_memory()
+    assert (summary.peak_activation_bytes, summary.peak_node) == (64, "relu")
+    assert summary.params_bytes == (4 * 8 + 8 + 8 * 2 + 2) * 4 and summary.buffers_bytes == 0
+    fc1 = counter.records[1]
+    # reads x (16) and its weights (40 floats = 160); writes 32; 8 * (2*4 - 1) + 8 = 64 FLOPs
+    assert (fc1.read_bytes, fc1.written_bytes) == (176, 32)
+    assert fc1.arithmetic_intensity == pytest.approx(64 / 208)
+
+
+def test_in_place_results_share_their_input_storage() -> None:
+    counter = TorchFLOPsByFX(MLP(inplace=True))
+    counter.propagate(torch.randn(1, 4))
+    # relu writes into fc1's 32 B: x + fc1 48 is the peak; relu 32; relu + fc2 40
+    assert counter.activation_memory().peak_activation_bytes == 48
+    assert counter.activation_memory().peak_node == "fc1"
+
+
+def test_grouped_query_attention_is_counted_by_query_heads() -> None:
+    q, k, v = torch.randn(1, 8, 4, 16), torch.randn(1, 2, 6, 16), torch.randn(1, 2, 6, 16)
+    counter = TorchFLOPsByFX(Op(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=True)))
+    counter.propagate_shapes(q, k, v)
+    # B = 8 query heads, L = 4, S = 6, E = 16: scores 8*4*6 * 31 = 5,952; scaling 192; softmax 32 * 17 = 544;
+    # attention x V 8*4*16 * 11 = 5,632
+    assert counter.total_flops == 5_952 + 192 + 544 + 5_632
+
+
+def test_peak_activation_matches_cuda(cuda_device: torch.device) -> None:
+    model = nn.Sequential(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 1024)).to(cuda_device)
+    x = torch.randn(256, 1024, device=cuda_device)
+    counter = TorchFLOPsByFX(model)
+    counter.propagate(x)
+    analytic = counter.activation_memory().peak_activation_bytes
+    torch.cuda.synchronize(cuda_device)
+    torch.cuda.reset_peak_memory_stats(cuda_device)
+    baseline = torch.cuda.memory_allocated(cuda_device)
+    with torch.no_grad():
+        model(x)
+    measured = torch.cuda.max_memory_allocated(cuda_device) - baseline + x.numel() * 4
+    assert abs(measured - analytic) <= 0.1 * analytic

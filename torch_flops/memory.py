@@ -1,0 +1,84 @@
+"""Analytic memory, on any device (meta included): bytes each node moves and a liveness pass.
+
+- ``read_bytes``: the node's tensor inputs, plus, for a module node, the module's parameters and
+  buffers (a layer reads its weights); ``written_bytes``: its tensor outputs. Arithmetic intensity is
+  ``flops / (read_bytes + written_bytes)``.
+- Liveness: activations are storages (views and in-place results share their input's storage and cost
+  nothing new). A storage lives from the node that first produces it to the last node that uses any
+  value holding it; values the model returns live to the end. Parameters, buffers and graph constants
+  are not activations. ``live_bytes`` of a node is what is still alive after it; the peak is taken
+  *while* a node runs (its inputs not yet freed and its outputs allocated).
+
+Memory used inside a leaf node (a module run as one node) beyond its output is not seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from torch_flops.measure import tensors_in
+
+
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def bytes_of(value: object) -> int:
+    """Bytes of every tensor inside ``value`` (nested tuples, lists, dicts)."""
+    return sum(tensor_bytes(t) for t in tensors_in(value))
+
+
+def storages(value: object) -> dict[int, int]:
+    """``{storage id: storage bytes}`` of the tensors inside ``value``."""
+    found: dict[int, int] = {}
+    for tensor in tensors_in(value):
+        storage = tensor.untyped_storage()
+        found[storage._cdata] = storage.nbytes()
+    return found
+
+
+def storage_ids(tensors: Iterable[torch.Tensor]) -> set[int]:
+    return {t.untyped_storage()._cdata for t in tensors}
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """Per node (graph order): live activation bytes after it; and the peak while a node runs."""
+
+    live_after: tuple[int, ...]
+    peak_bytes: int
+    peak_index: int
+
+
+def liveness(produced: Sequence[dict[int, int]], last_use: Sequence[int], excluded: set[int]) -> Liveness:
+    """``produced[i]``: storages held by node ``i``'s value; ``last_use[i]``: the index of its last user
+    (``len(produced)`` for values the model returns). Storages in ``excluded`` are not counted."""
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    size: dict[int, int] = {}
+    for i, held in enumerate(produced):
+        for key, nbytes in held.items():
+            if key in excluded:
+                continue
+            first.setdefault(key, i)
+            last[key] = max(last.get(key, i), last_use[i])
+            size[key] = max(size.get(key, 0), nbytes)
+    n = len(produced)
+    # sweep: +bytes at first, -bytes after last
+    starts = [0] * (n + 1)
+    ends = [0] * (n + 2)
+    for key, begin in first.items():
+        starts[begin] += size[key]
+        ends[min(last[key], n) + 1] += size[key]
+    live_after, during = [], []
+    running = 0
+    for i in range(n):
+        running += starts[i]
+        during.append(running)  # alive while node i runs: everything started, nothing ended at i yet
+        running -= ends[i + 1]
+        live_after.append(running)
+    peak_index = max(range(n), key=during.__getitem__) if n else 0
+    return Liveness(tuple(live_after), during[peak_index] if n else 0, peak_index)
