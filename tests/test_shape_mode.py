@@ -113,3 +113,29 @@ def test_peak_activation_matches_cuda(cuda_device: torch.device) -> None:
         model(x)
     measured = torch.cuda.max_memory_allocated(cuda_device) - baseline + x.numel() * 4
     assert abs(measured - analytic) <= 0.1 * analytic
+
+
+class Temporaries(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x * 2
+        b = a * 3
+        return b.sum()
+
+
+class HasTemporaries(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = Temporaries()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) + 1
+
+
+@pytest.mark.parametrize("shape_only", [False, True])
+def test_temporaries_inside_a_leaf_count_toward_the_peak(shape_only: bool) -> None:
+    counter = TorchFLOPsByFX(HasTemporaries(), leaf_modules=["inner"])
+    x = torch.randn(1000)
+    counter.propagate_shapes(x) if shape_only else counter.propagate(x)
+    # x 4,000 B is alive; inside the leaf a (4,000) and b (4,000) are alive when the sum (4) is made
+    summary = counter.activation_memory()
+    assert (summary.peak_activation_bytes, summary.peak_node) == (4_000 + 8_004, "inner")

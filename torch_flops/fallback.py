@@ -10,13 +10,15 @@ The node is unsupported only when one of its aten ops has no rule; those ops are
 dispatches no aten op at all (Python-level bookkeeping, a helper that returns ``None``) costs 0.
 
 The same mode run over a whole model (:func:`count_aten`) gives an independent total to check the
-FX-level count against.
+FX-level count against. The mode also follows the storages its ops allocate (freed when their last
+tensor is), so the peak memory inside a node that runs as one unit is known on any device.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,7 @@ import torch
 from torch._ops import OpOverload
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from torch_flops.measure import tensors_in
 from torch_flops.records import ZERO_COST, Cost
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, CostRuleError, OpCall, Rule
 
@@ -59,16 +62,28 @@ class AtenCostMode(TorchDispatchMode):
     attribute costs to the module that was running).
     """
 
-    def __init__(self, registry: CostRegistry | None = None, on_cost: Callable[[str, Cost], None] | None = None) -> None:
+    def __init__(
+        self,
+        registry: CostRegistry | None = None,
+        on_cost: Callable[[str, Cost], None] | None = None,
+        existing: Iterable[torch.Tensor] = (),
+    ) -> None:
         super().__init__()
         self.registry = registry or DEFAULT_REGISTRY
         self.on_cost = on_cost
         self.tally = AtenTally()
         self._rules: dict[OpOverload, Rule | None] = {}
+        # allocation tracking: storages made by the ops run here, alive while a tensor holds them
+        self._existing = {t.untyped_storage()._cdata for t in existing}
+        self._holders: dict[int, int] = {}
+        self._sizes: dict[int, int] = {}
+        self.live_bytes = 0
+        self.peak_bytes = 0
 
     def __torch_dispatch__(self, func: OpOverload, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         output = func(*args, **kwargs)
+        self._track(output)
         try:
             rule = self._rules[func]
         except KeyError:
@@ -82,6 +97,28 @@ class AtenCostMode(TorchDispatchMode):
         if self.on_cost is not None:
             self.on_cost(label, cost)
         return output
+
+
+    def _track(self, output: Any) -> None:
+        """Count the new storages ``output`` holds; each is freed when its last tensor is."""
+        for tensor in tensors_in(output):
+            storage = tensor.untyped_storage()
+            key = storage._cdata
+            if key in self._existing:
+                continue
+            if key not in self._holders:
+                self._holders[key] = 0
+                self._sizes[key] = storage.nbytes()
+                self.live_bytes += self._sizes[key]
+                self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+            self._holders[key] += 1
+            weakref.finalize(tensor, self._release, key)
+
+    def _release(self, key: int) -> None:
+        self._holders[key] -= 1
+        if not self._holders[key]:
+            del self._holders[key]
+            self.live_bytes -= self._sizes.pop(key)
 
 
 def _apply(rule: Rule, label: str, call: OpCall) -> Cost:

@@ -176,6 +176,7 @@ class CountingInterpreter(fx.Interpreter):
         self.timing = timing
         self.records: list[NodeRecord] = []
         self.produced: list[dict[int, int]] = []  # storages held by each node's value, for the liveness pass
+        self.inner_peaks: list[int] = []  # peak allocations inside nodes run by the fallback
         self.model_state: set[int] = memory.storage_ids((*gm.parameters(), *gm.buffers()))
 
     def run_node(self, n: fx.Node) -> Any:
@@ -188,7 +189,9 @@ class CountingInterpreter(fx.Interpreter):
             if plan.fallback:
                 if plan.module is not None and next(plan.module.children(), None) is not None:
                     attribution = ModuleAttribution(plan.module, plan.module_qualname or "")
-                mode = AtenCostMode(self.registry, on_cost=attribution.on_cost if attribution else None)
+                existing = (*tensors_in((args, kwargs)), *(plan.module.parameters() if plan.module else ()),
+                            *(plan.module.buffers() if plan.module else ()))
+                mode = AtenCostMode(self.registry, attribution.on_cost if attribution else None, existing)
             start = probe.now()
             try:
                 if mode is None:
@@ -230,6 +233,7 @@ class CountingInterpreter(fx.Interpreter):
         if n.op == "get_attr":
             self.model_state |= held.keys()
         self.produced.append(held)
+        self.inner_peaks.append(mode.peak_bytes if mode is not None else 0)
         moves = n.op not in ("placeholder", "output", "get_attr")
         self.records.append(
             NodeRecord(
@@ -302,7 +306,7 @@ def run(
     with torch.no_grad():
         output = interpreter.run(*inputs)
     records = interpreter.records
-    live = memory.liveness(interpreter.produced, _last_uses(gm), interpreter.model_state)
+    live = memory.liveness(interpreter.produced, _last_uses(gm), interpreter.model_state, interpreter.inner_peaks)
     return output, [dataclasses.replace(r, live_bytes=b) for r, b in zip(records, live.live_after)], live
 
 

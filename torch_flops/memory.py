@@ -9,7 +9,9 @@
   are not activations. ``live_bytes`` of a node is what is still alive after it; the peak is taken
   *while* a node runs (its inputs not yet freed and its outputs allocated).
 
-Memory used inside a leaf node (a module run as one node) beyond its output is not seen.
+Inside a node run as one unit by the aten fallback (a leaf module, the whole model), the allocations of
+its aten ops are followed as they happen (:class:`torch_flops.fallback.AtenCostMode`), so its
+temporaries count toward the peak; a node priced by a rule is seen only through its output.
 """
 
 from __future__ import annotations
@@ -53,9 +55,13 @@ class Liveness:
     peak_index: int
 
 
-def liveness(produced: Sequence[dict[int, int]], last_use: Sequence[int], excluded: set[int]) -> Liveness:
+def liveness(
+    produced: Sequence[dict[int, int]], last_use: Sequence[int], excluded: set[int], inner_peaks: Sequence[int] = ()
+) -> Liveness:
     """``produced[i]``: storages held by node ``i``'s value; ``last_use[i]``: the index of its last user
-    (``len(produced)`` for values the model returns). Storages in ``excluded`` are not counted."""
+    (``len(produced)`` for values the model returns). Storages in ``excluded`` are not counted.
+    ``inner_peaks[i]``: the most a node run as one unit had allocated at once (its temporaries), which
+    replaces its outputs' bytes in the peak while it runs when larger."""
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     size: dict[int, int] = {}
@@ -76,8 +82,9 @@ def liveness(produced: Sequence[dict[int, int]], last_use: Sequence[int], exclud
     live_after, during = [], []
     running = 0
     for i in range(n):
+        inner = inner_peaks[i] if i < len(inner_peaks) else 0
+        during.append(running + max(starts[i], inner))  # inputs still alive, outputs (or temporaries) allocated
         running += starts[i]
-        during.append(running)  # alive while node i runs: everything started, nothing ended at i yet
         running -= ends[i + 1]
         live_after.append(running)
     peak_index = max(range(n), key=during.__getitem__) if n else 0
