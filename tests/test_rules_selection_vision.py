@@ -34,6 +34,8 @@ CASES = [
     ("median_all", lambda x: x.median(), (torch.randn(3, 4),), 11 * 4),  # one line of 12: 11 * ceil(log2 12)
     ("median_dim", lambda x: x.median(dim=1).values, (torch.randn(3, 4),), 3 * 3 * 2),
     ("mode", lambda x: torch.mode(x).values, (torch.randint(0, 3, (2, 5)).float(),), 2 * 4 * 3),
+    # aminmax over the last dim of (3, 4): 2 * 3 * 3 = 18
+    ("aminmax", lambda x: torch.aminmax(x, dim=-1).max, (torch.randn(3, 4),), 18),
     # unique of 6 values: sort 5 * 3 = 15, + 5 neighbour comparisons
     ("unique", lambda x: torch.unique(x), (torch.tensor([3.0, 1, 2, 3, 1, 5]),), 20),
     ("unique_consecutive", lambda x: torch.unique_consecutive(x), (torch.tensor([1.0, 1, 2, 3, 3]),), 4),

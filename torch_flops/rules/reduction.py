@@ -7,6 +7,7 @@ not change the count):
 - log_softmax: ``n`` exps, ``n - 1`` adds, 1 log, ``n`` subtracts: ``rows * 3n``;
 - softmin: a negation per element, then softmax: ``numel + rows * (3n - 1)``;
 - sum, prod, any, all: ``n - 1``; max, min, amax, amin, argmax, argmin: ``n - 1`` comparisons;
+  aminmax: ``2 (n - 1)``;
 - mean: ``n - 1`` adds and a divide, ``n``; MACs equal (an average, as average pooling);
 - var: mean ``n``, subtract ``n``, square ``n``, sum ``n - 1``, divide 1: ``4n``; std: ``4n + 1``
   (the sqrt); ``var_mean`` / ``std_mean`` the same (the mean is shared);
@@ -178,6 +179,16 @@ def max_(call: OpCall) -> Cost:
     if isinstance(call.arg(1, "other", None), torch.Tensor):
         return elementwise_cost(numel(call.output))
     return sum_cost(*_in_out(call))
+
+
+# (min, max) = aminmax([*], dim=None, keepdim=False): both reductions
+@function_rule(torch.aminmax)
+@method_rule("aminmax")
+@aten_rule(*aten_ops("aminmax", "_aminmax"))
+def aminmax(call: OpCall) -> Cost:
+    """``2 * out_numel * (n - 1)`` comparisons."""
+    cost = sum_cost(*_in_out(call))
+    return cost + cost
 
 
 # [reduced] = var / std([*], dim=None, *, correction=1, keepdim=False); (var, mean) = var_mean(...)
