@@ -4,6 +4,8 @@ methods only call :mod:`torch_flops.aggregate` and :mod:`torch_flops.render`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,7 +21,9 @@ from torch.utils import _pytree as pytree
 from torch_flops import aggregate, render
 from torch_flops import inputs as model_inputs
 from torch_flops import memory
+from torch_flops.fastpath import FastRun
 from torch_flops.interpreter import IgnoreSpec, NodeObserver, NodePlan, plan_graph, run
+from torch_flops.registry import CostRuleError
 from torch_flops.measure import Probe, check_memory_function, run_device, tensors_in
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
@@ -80,15 +84,26 @@ class TorchFLOPsByFX:
         concrete_args: Mapping[str, Any] | None = None,
         auto_leaf: bool = True,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"torch_flops expects an nn.Module, got {type(model).__name__}")
+        check_model(model)
         check_memory_function(mem_func_name)
-        if isinstance(ignore_ops, (str, type)) or callable(ignore_ops):
-            ignore_ops = [ignore_ops]
+        ignore_ops = _check_ignore_ops(ignore_ops)
+        if registry is not None and not isinstance(registry, CostRegistry):
+            raise TypeError(f"registry must be a CostRegistry, got {type(registry).__name__}")
+        if extra_rules is not None and not isinstance(extra_rules, Mapping):
+            raise TypeError(f"extra_rules must be a mapping {{key: rule}}, got {type(extra_rules).__name__}")
+        bad_leaves = [t for t in leaf_types if not isinstance(t, type)]
+        if bad_leaves:
+            raise TypeError(f"leaf_types must be module classes, got {bad_leaves!r}")
+        unknown = sorted(set(concrete_args or {}) - set(inspect.signature(model.forward).parameters))
+        if unknown:
+            raise ValueError(
+                f"concrete_args {unknown} are not parameters of {type(model).__name__}.forward"
+                f"{inspect.signature(model.forward)}"
+            )
         self.model = model
         self.mem_func_name = mem_func_name
         self.ignore_ops: tuple[IgnoreSpec, ...] = tuple(ignore_ops)
-        self.registry = (registry or DEFAULT_REGISTRY).overlay(extra_rules or {})
+        self.registry = (registry if registry is not None else DEFAULT_REGISTRY).overlay(extra_rules or {})
         self.leaf_types = tuple(leaf_types)
         self.leaf_paths = (leaf_modules,) if isinstance(leaf_modules, str) else tuple(leaf_modules)
         self.concrete_args = dict(concrete_args or {})
@@ -97,6 +112,9 @@ class TorchFLOPsByFX:
         self._current = self._graph_for(model_inputs.default_bound(model))
         self.records: list[NodeRecord] = []
         self.shape_only = False
+        self.plain_forward_ms: float | None = None
+        self._fast: dict[int, tuple[fx.GraphModule, FastRun]] = {}
+        self._liveness: memory.Liveness | None = None
         self._input_info: list[dict[str, Any]] = []
 
     def _graph_for(self, bound: model_inputs.BoundInputs) -> tuple[TraceResult, dict[fx.Node, NodePlan], dict[str, Any]]:
@@ -131,14 +149,22 @@ class TorchFLOPsByFX:
         return self._current[1]
 
     # -- running ------------------------------------------------------------------------------------
-    def propagate(self, *args: Any, **kwargs: Any) -> Any:
+    def propagate(self, *args: Any, timing: bool = True, warmup: int = 0, repeat: int = 1, **kwargs: Any) -> Any:
         """Run the model on its inputs in eval mode under ``torch.no_grad()`` and record every node.
 
         Returns the model's output. Afterwards the model's and every submodule's training flag is
         restored. If the inputs or the model live on the ``meta`` device, the run is shape-only (see
         :meth:`propagate_shapes`).
+
+        ``timing=False`` counts FLOPs only, through a compiled copy of the graph that runs about as fast
+        as the model itself (no time, memory or byte columns). With timing, the graph runs ``warmup``
+        times untimed, then ``repeat`` times; each node's ``time_ms`` is its median over the timed runs
+        (``time_min_ms`` the fastest), and a plain ``model(...)`` is timed the same way for comparison
+        (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat`` are this method's own.
         """
-        return self._propagate(args, kwargs)
+        if warmup < 0 or repeat < 1:
+            raise ValueError(f"need warmup >= 0 and repeat >= 1, got warmup={warmup}, repeat={repeat}")
+        return self._propagate(args, kwargs, timing=timing, warmup=warmup, repeat=repeat)
 
     def propagate_shapes(
         self, *args: Any, input_shapes: Sequence[Sequence[int]] | None = None, dtype: torch.dtype = torch.float32,
@@ -156,7 +182,11 @@ class TorchFLOPsByFX:
         args, kwargs = pytree.tree_map_only(torch.Tensor, to_meta, (args, kwargs))
         return self._propagate(args, kwargs)
 
-    def _propagate(self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None = None) -> Any:
+    def _propagate(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None = None,
+        timing: bool = True, warmup: int = 0, repeat: int = 1,
+    ) -> Any:
+        self.records = []  # a failed run leaves no stale results behind
         bound = model_inputs.bind(self.model, args, kwargs)
         self._current = result, plans, _ = self._graph_for(bound)
         self._input_info = [
@@ -165,16 +195,45 @@ class TorchFLOPsByFX:
         ]
         gm = result.graph_module
         inputs = model_inputs.flat_inputs(gm, bound, result.concrete_args)
-        state = dict(gm.named_parameters(remove_duplicate=False)) | dict(gm.named_buffers(remove_duplicate=False))
-        shape_only = any(t.device.type == "meta" for t in (*tensors_in(inputs), *state.values()))
-        device = run_device([*tensors_in(inputs), *state.values()])
-        probe = Probe(torch.device("meta") if shape_only else device, self.mem_func_name)
-        meta_state = {name: t if t.device.type == "meta" else torch.empty_like(t, device="meta") for name, t in state.items()}
-        with eval_mode(gm, self.model), (_reparametrize(gm, meta_state) if shape_only else contextlib.nullcontext()):
-            output, records, self._liveness = run(gm, plans, probe, self.registry, inputs, observer, timing=not shape_only)
-        self.records = records
+        state = [*gm.parameters(), *gm.buffers()]
+        shape_only = any(t.device.type == "meta" for t in (*tensors_in(inputs), *state))
         self.shape_only = shape_only
+        if shape_only:  # real inputs to a meta model: their meta stand-ins
+            inputs = pytree.tree_map_only(torch.Tensor, lambda t: t if t.is_meta else torch.empty_like(t, device="meta"), inputs)
+        self.plain_forward_ms = None
+        if not timing and observer is None and not shape_only:
+            with eval_mode(gm, self.model):
+                output, self.records = self._fast_run(gm, plans, inputs)
+            self._liveness = None
+            return output
+        device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state])
+        probe = Probe(device, self.mem_func_name)
+        swap = _reparametrize(gm, _meta_state(gm)) if shape_only else contextlib.nullcontext()
+        timed = timing and not shape_only
+        with eval_mode(gm, self.model), swap:
+            for _ in range(warmup if timed else 0):
+                run(gm, plans, probe, self.registry, inputs, None, timing=False)
+            runs = [run(gm, plans, probe, self.registry, inputs, observer, timing=timed)
+                    for _ in range(repeat if timed else 1)]
+            if timed and repeat > 1:
+                self.plain_forward_ms = _plain_forward_ms(self.model, bound, repeat, device)
+        output, records, self._liveness = runs[-1]
+        if len(runs) > 1:
+            records = _median_times(records, [r[1] for r in runs])
+        self.records = records
         return output
+
+    def _fast_run(self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], inputs: list[Any]) -> tuple[Any, list[NodeRecord]]:
+        fast = self._fast.get(id(gm))
+        if fast is None or fast[0] is not gm:
+            fast = self._fast[id(gm)] = (gm, FastRun(gm, plans, self.registry))
+        try:
+            return fast[1].run(inputs)
+        except CostRuleError:
+            raise
+        except Exception:  # re-run node by node: the interpreter's error names the node
+            _, records, _ = run(gm, plans, Probe(torch.device("cpu"), self.mem_func_name), self.registry, inputs, None, timing=False)
+            raise
 
     def _require_records(self) -> list[NodeRecord]:
         if not self.records:
@@ -212,10 +271,14 @@ class TorchFLOPsByFX:
         return total
 
     def print_total_time(self, show: bool = True) -> float:
-        """Print and return the sum of per-node times in milliseconds."""
+        """Print and return the sum of per-node times (medians when ``repeat > 1``) in milliseconds,
+        beside a plain forward's median when one was timed."""
         total = aggregate.total_time_ms(self._require_records())
         if show:
-            print(f"total_time = {total:.3f} ms")
+            line = f"total_time = {total:.3f} ms"
+            if self.plain_forward_ms is not None:
+                line += f" (sum of per-node medians; a plain forward takes {self.plain_forward_ms:.3f} ms)"
+            print(line)
         return total
 
     def activation_memory(self) -> MemorySummary:
@@ -223,6 +286,8 @@ class TorchFLOPsByFX:
         running when it occurs, and the bytes of parameters and buffers, counted separately."""
         records = self._require_records()
         live = self._liveness
+        if live is None:
+            raise RuntimeError("no memory analysis in a FLOPs-only run: propagate with timing=True")
         return MemorySummary(
             peak_activation_bytes=live.peak_bytes,
             peak_node=records[live.peak_index].name if records else "",
@@ -319,8 +384,9 @@ class TorchFLOPsByFX:
 
     def save_result_to_csv(self, path: str | os.PathLike[str], mode: str = "w") -> None:
         """Write the node table as CSV (raw values) to ``path``."""
+        text = render.to_csv(self._require_records())  # before opening: no results, no truncated file
         with open(path, mode, newline="") as f:
-            f.write(render.to_csv(self._require_records()))
+            f.write(text)
 
 
 def _params_by_owner(model: nn.Module) -> dict[str, int]:
@@ -338,3 +404,64 @@ def layer_rows(model: nn.Module, records: list[NodeRecord]):
 def _reparametrize(module: nn.Module, tensors: Mapping[str, torch.Tensor]):
     """Swap ``module``'s parameters and buffers for ``tensors`` (meta stand-ins) for one run; restored after."""
     return stateless._reparametrize_module(module, dict(tensors), tie_weights=True, strict=False)
+
+
+def _meta_state(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
+    state = dict(gm.named_parameters(remove_duplicate=False)) | dict(gm.named_buffers(remove_duplicate=False))
+    return {name: t if t.device.type == "meta" else torch.empty_like(t, device="meta") for name, t in state.items()}
+
+
+def _median_times(records: list[NodeRecord], runs: list[list[NodeRecord]]) -> list[NodeRecord]:
+    """``records`` with each node's median and minimum time over ``runs``."""
+    out = []
+    for i, record in enumerate(records):
+        times = sorted(r[i].time_ms for r in runs if r[i].time_ms is not None)
+        if not times:
+            out.append(record)
+            continue
+        middle = len(times) // 2
+        median = times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2
+        out.append(dataclasses.replace(record, time_ms=median, time_min_ms=times[0]))
+    return out
+
+
+def _plain_forward_ms(model: nn.Module, bound: model_inputs.BoundInputs, repeat: int, device: torch.device) -> float:
+    """The median of ``repeat`` timed ``model(...)`` calls (after one untimed), in milliseconds."""
+    probe = Probe(device, "memory_allocated")
+    args = [v for name, v in bound.values.items() if bound.kinds[name] is not inspect.Parameter.VAR_KEYWORD]
+    times = []
+    with torch.no_grad():
+        model(*args)
+        for _ in range(repeat):
+            start = probe.now()
+            model(*args)
+            times.append((probe.now() - start) * 1000.0)
+    times.sort()
+    middle = len(times) // 2
+    return times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2
+
+
+def check_model(model: Any) -> None:
+    """Raise ``TypeError`` unless ``model`` is an ``nn.Module`` instance."""
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        raise TypeError(f"torch_flops expects an nn.Module instance, got the class {model.__name__}; create an instance first")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"torch_flops expects an nn.Module, got {type(model).__name__}")
+
+
+def _check_ignore_ops(ignore_ops: Any) -> list[IgnoreSpec]:
+    """``ignore_ops`` as a list of module classes, functions and method names (``None``: nothing)."""
+    if ignore_ops is None:
+        return []
+    if isinstance(ignore_ops, (str, type)) or callable(ignore_ops) and not isinstance(ignore_ops, nn.Module):
+        ignore_ops = [ignore_ops]
+    try:
+        specs = list(ignore_ops)
+    except TypeError:
+        raise TypeError(f"ignore_ops must be module classes, functions or method names, got {ignore_ops!r}") from None
+    for spec in specs:
+        if isinstance(spec, nn.Module):
+            raise TypeError(f"ignore_ops takes module classes, got an instance of {type(spec).__name__}: pass the class")
+        if not (isinstance(spec, (str, type)) or callable(spec)):
+            raise TypeError(f"ignore_ops must be module classes, functions or method names, got {spec!r}")
+    return specs

@@ -126,8 +126,8 @@ def _apply(rule: Rule, label: str, call: OpCall) -> Cost:
         cost = rule.fn(call)
     except Exception as error:
         raise AtenRuleError(f"aten rule {rule.name} failed on {label}: {type(error).__name__}: {error}") from error
-    if not isinstance(cost, Cost) or not isinstance(cost.flops, int) or not isinstance(cost.macs, int):
-        raise AtenRuleError(f"aten rule {rule.name} returned {cost!r} for {label}; expected a Cost of two ints")
+    if not isinstance(cost, Cost) or not all(isinstance(v, int) and v >= 0 for v in (cost.flops, cost.macs)):
+        raise AtenRuleError(f"aten rule {rule.name} returned {cost!r} for {label}; expected a Cost of two non-negative ints")
     return cost
 
 

@@ -50,7 +50,6 @@ class NodePlan:
     ignored: bool
     module: nn.Module | None
     module_qualname: str | None = None  # of a call_module node's module ('' for the whole model)
-    state_bytes: int = 0  # a call_module node's parameters and buffers, which it reads
 
     @property
     def fallback(self) -> bool:
@@ -129,8 +128,7 @@ def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[Ig
             qualname = str(node.target)
             if qualname == ROOT_LEAF and getattr(gm, ROOT_LEAF, None) is module:  # the whole model as one node
                 label, qualname, path, cls = "(root)", "", "", type(module).__name__
-        state = 0 if module is None else sum(memory.tensor_bytes(t) for t in (*module.parameters(), *module.buffers()))
-        plans[node] = NodePlan(label, path, cls, rule, _is_ignored(node, module, ignore), module, qualname, state)
+        plans[node] = NodePlan(label, path, cls, rule, _is_ignored(node, module, ignore), module, qualname)
     return plans
 
 
@@ -177,6 +175,7 @@ class CountingInterpreter(fx.Interpreter):
         self.records: list[NodeRecord] = []
         self.produced: list[dict[int, int]] = []  # storages held by each node's value, for the liveness pass
         self.inner_peaks: list[int] = []  # peak allocations inside nodes run by the fallback
+        self._module_bytes: dict[int, int] = {}
         self.model_state: set[int] = memory.storage_ids((*gm.parameters(), *gm.buffers()))
 
     def run_node(self, n: fx.Node) -> Any:
@@ -203,7 +202,7 @@ class CountingInterpreter(fx.Interpreter):
                     with attribution.hooks(), mode:
                         result = getattr(self, n.op)(n.target, args, kwargs)
             except CostRuleError as error:  # an aten rule of the fallback
-                raise CostRuleError(
+                raise type(error)(
                     f"{error} (node '{n.name}', {n.op} {plan.target}, input shapes [{_describe_inputs(args, kwargs)}])"
                 ) from error
             except Exception as error:
@@ -253,11 +252,21 @@ class CountingInterpreter(fx.Interpreter):
                 unsupported_ops=missing,
                 module_costs=attribution.module_costs() if attribution is not None else (),
                 aten_costs=_aten_costs(mode.tally) if mode is not None else (),
-                read_bytes=memory.bytes_of((args, kwargs)) + plan.state_bytes if moves else 0,
+                read_bytes=memory.bytes_of((args, kwargs)) + self._state_bytes(plan.module) if moves else 0,
                 written_bytes=memory.bytes_of(result) if moves else 0,
             )
         )
         return result
+
+    def _state_bytes(self, module: nn.Module | None) -> int:
+        """Bytes of a module node's parameters and buffers, which it reads (after it ran: lazy modules
+        have their parameters by then)."""
+        if module is None:
+            return 0
+        key = id(module)
+        if key not in self._module_bytes:
+            self._module_bytes[key] = sum(memory.tensor_bytes(t) for t in (*module.parameters(), *module.buffers()))
+        return self._module_bytes[key]
 
     @staticmethod
     def _price(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, result: Any) -> tuple[Status, Cost | None]:
@@ -272,12 +281,20 @@ class CountingInterpreter(fx.Interpreter):
                 f"cost rule {plan.rule.name} failed on node '{n.name}' ({n.op} {plan.target}) with input "
                 f"shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
             ) from error
-        if not isinstance(cost, Cost) or not isinstance(cost.flops, int) or not isinstance(cost.macs, int):
+        if not valid_cost(cost):
             raise CostRuleError(
                 f"cost rule {plan.rule.name} returned {cost!r} for node '{n.name}' ({plan.target}); "
-                f"expected a Cost of two ints"
+                f"expected a Cost of two non-negative ints"
             )
         return Status.RULE, cost
+
+
+def valid_cost(cost: object) -> bool:
+    """A :class:`Cost` of two non-negative ints (``bool`` is not a count)."""
+    return (
+        isinstance(cost, Cost)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (cost.flops, cost.macs))
+    )
 
 
 def _aten_costs(tally: AtenTally) -> tuple[AtenOpCost, ...]:

@@ -43,7 +43,9 @@ def storages(value: object) -> dict[int, int]:
 
 
 def storage_ids(tensors: Iterable[torch.Tensor]) -> set[int]:
-    return {t.untyped_storage()._cdata for t in tensors}
+    """Storage ids of ``tensors`` (uninitialized lazy parameters have none yet)."""
+    lazy = torch.nn.parameter.UninitializedTensorMixin
+    return {t.untyped_storage()._cdata for t in tensors if not isinstance(t, lazy)}
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,18 @@ def liveness(
     (``len(produced)`` for values the model returns). Storages in ``excluded`` are not counted.
     ``inner_peaks[i]``: the most a node run as one unit had allocated at once (its temporaries), which
     replaces its outputs' bytes in the peak while it runs when larger."""
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    size: dict[int, int] = {}
+    first: dict[tuple[int, int], int] = {}
+    last: dict[tuple[int, int], int] = {}
+    size: dict[tuple[int, int], int] = {}
+    generation: dict[int, int] = {}  # a storage id is reused once its storage is freed
     for i, held in enumerate(produced):
-        for key, nbytes in held.items():
-            if key in excluded:
+        for raw, nbytes in held.items():
+            if raw in excluded:
                 continue
+            key = (raw, generation.get(raw, 0))
+            if key in last and last[key] < i:  # the earlier storage died before this node: a new one
+                generation[raw] = key[1] + 1
+                key = (raw, key[1] + 1)
             first.setdefault(key, i)
             last[key] = max(last.get(key, i), last_use[i])
             size[key] = max(size.get(key, 0), nbytes)

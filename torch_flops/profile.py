@@ -112,6 +112,9 @@ def profile(
     shared.
     """
     custom_ops = dict(custom_ops or {})
+    bad_keys = [key for key in custom_ops if not (isinstance(key, type) and issubclass(key, nn.Module))]
+    if bad_keys:
+        raise TypeError(f"custom_ops keys must be nn.Module classes, got {bad_keys!r}")
     args = tuple(tensor) if isinstance(tensor, (tuple, list)) else (() if tensor is None else (tensor,))
     counter = TorchFLOPsByFX(model, leaf_types=tuple(custom_ops))  # custom-counted classes stay whole
     custom_macs: dict[str, int] = {}

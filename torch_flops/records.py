@@ -81,8 +81,8 @@ class NodeRecord:
     """One executed FX node.
 
     ``read_bytes`` / ``written_bytes`` are the bytes the node moves and ``live_bytes`` the activation
-    memory still alive after it (see :mod:`torch_flops.memory`); ``time_ms`` is ``None`` in a
-    shape-only run. ``flops`` and ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``, and then
+    memory still alive after it (see :mod:`torch_flops.memory`). ``time_ms`` is the median over the
+    timed runs and ``time_min_ms`` the fastest; both are ``None`` in a shape-only or FLOPs-only run. ``flops`` and ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``, and then
     ``unsupported_ops`` names the aten ops that had no rule. A ``call_module`` node counted by the
     fallback lists in ``module_costs`` what each module inside it cost, and any fallback node in
     ``aten_costs`` what each aten operator cost (both sum to the node's cost). ``module_path`` is the qualified name of the
@@ -109,6 +109,7 @@ class NodeRecord:
     read_bytes: int = 0
     written_bytes: int = 0
     live_bytes: int | None = None
+    time_min_ms: float | None = None
 
     @property
     def arithmetic_intensity(self) -> float | None:

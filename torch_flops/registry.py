@@ -91,9 +91,15 @@ class CostRegistry:
 
     # -- registration -------------------------------------------------------------------------------
     def add_module_rule(self, classes: Iterable[type], rule: Rule, replace: bool = False) -> None:
-        for cls in classes:
+        classes = list(classes)
+        for cls in classes:  # check them all first: a rejected call registers nothing
             if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
                 raise TypeError(f"module rules are keyed by nn.Module subclasses, got {cls!r}")
+            if cls in self.modules and self.modules[cls] != rule and not replace:
+                raise DuplicateRuleError(
+                    f"{cls.__qualname__} already has the rule {self.modules[cls].name}; pass replace=True to override it"
+                )
+        for cls in classes:
             self._put(self.modules, cls, rule, replace, cls.__qualname__)
 
     def add_function_rule(self, functions: Iterable[Callable[..., Any]], rule: Rule, replace: bool = False) -> None:
@@ -124,6 +130,10 @@ class CostRegistry:
             if not callable(rule):
                 raise TypeError(f"the rule for {key!r} must be callable (call -> Cost), got {rule!r}")
             rule = Rule(rule)
+        if isinstance(key, nn.Module):
+            raise TypeError(
+                f"module rules are keyed by nn.Module subclasses, got an instance of {type(key).__name__}: pass the class"
+            )
         if isinstance(key, type):
             self.add_module_rule([key], rule, replace)
         elif isinstance(key, str) and "::" not in key:
@@ -136,6 +146,8 @@ class CostRegistry:
     def overlay(self, rules: Mapping[Any, Rule | RuleFn]) -> CostRegistry:
         """A copy of this registry with ``rules`` added, replacing any rule of the same key. The
         registry itself is not changed (this is how ``extra_rules`` applies to one counter)."""
+        if not isinstance(rules, Mapping):
+            raise TypeError(f"extra_rules must be a mapping {{key: rule}}, got {type(rules).__name__}")
         copy = CostRegistry(dict(self.modules), dict(self.functions), dict(self.methods), dict(self.aten))
         for key, rule in rules.items():
             copy.add_rule(key, rule, replace=True)

@@ -114,6 +114,8 @@ def trace(
     ``leaf_paths`` stay single ``call_module`` nodes. ``concrete_args`` specialises the graph on
     non-tensor inputs (see :mod:`torch_flops.inputs`).
     """
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        raise TypeError(f"torch_flops expects an nn.Module instance, got the class {model.__name__}; create an instance first")
     if not isinstance(model, nn.Module):
         raise TypeError(f"torch_flops expects an nn.Module, got {type(model).__name__}")
     modules = dict(model.named_modules(remove_duplicate=False))

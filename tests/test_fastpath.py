@@ -1,0 +1,54 @@
+"""propagate(timing=False): the compiled FLOPs-only path gives the same records as the interpreter;
+warm-up and repeated timing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import HasBranchy, SimpleModel, SmallConvNet, TwoInputs
+from torch_flops import NodeExecutionError, TorchFLOPsByFX
+
+torchvision = pytest.importorskip("torchvision")
+
+
+def summary(counter: TorchFLOPsByFX) -> list[tuple]:
+    return [(r.name, r.op, r.target, r.module_path, r.status, r.flops, r.macs, r.input_shapes, r.output_shapes,
+             r.unsupported_ops, r.module_costs, r.aten_costs) for r in counter.records]
+
+
+@pytest.mark.parametrize("model, inputs", [
+    (SmallConvNet(), (torch.randn(2, 3, 8, 8),)),
+    (SimpleModel(add_one=True), (torch.randn(1, 5),)),
+    (TwoInputs(), (torch.randn(2, 3), torch.randn(2, 3))),
+    (HasBranchy(), (torch.rand(3, 4) + 0.1,)),
+    (torchvision.models.resnet18(), (torch.randn(1, 3, 64, 64),)),
+], ids=["small_convnet", "simple_add_one", "two_inputs", "leaf_fallback", "resnet18"])
+def test_flops_only_records_equal_the_interpreters(model: torch.nn.Module, inputs: tuple) -> None:
+    counter = TorchFLOPsByFX(model)
+    expected_out = counter.propagate(*inputs)
+    interpreted = summary(counter)
+    out = counter.propagate(*inputs, timing=False)
+    torch.testing.assert_close(out, expected_out)
+    assert summary(counter) == interpreted
+    assert all(r.time_ms is None for r in counter.records)
+    with pytest.raises(RuntimeError, match="no memory analysis in a FLOPs-only run"):
+        counter.activation_memory()
+
+
+def test_flops_only_errors_name_the_node() -> None:
+    counter = TorchFLOPsByFX(SimpleModel())
+    with pytest.raises(NodeExecutionError, match=r"node 'layer' .* shapes \[\[1, 7\]\]"):
+        counter.propagate(torch.randn(1, 7), timing=False)
+
+
+def test_repeated_timing_reports_medians_and_a_plain_forward(capsys: pytest.CaptureFixture[str]) -> None:
+    counter = TorchFLOPsByFX(SmallConvNet())
+    counter.propagate(torch.randn(2, 3, 8, 8), warmup=1, repeat=3)
+    ops = [r for r in counter.records if r.op == "call_module"]
+    assert all(0 <= r.time_min_ms <= r.time_ms for r in ops)
+    assert counter.plain_forward_ms is not None and counter.plain_forward_ms > 0
+    counter.print_total_time()
+    assert "sum of per-node medians; a plain forward takes" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="need warmup >= 0 and repeat >= 1"):
+        counter.propagate(torch.randn(2, 3, 8, 8), repeat=0)
