@@ -170,10 +170,20 @@ def _trace_once(
             for node in graph.nodes:  # FX's pytree codegen cannot write placeholder defaults
                 if node.op == "placeholder":
                     node.args = ()
-        return fx.GraphModule(tracer.root, graph, type(model).__name__)  # copies the constants
+        return _graph_module(tracer.root, graph, type(model).__name__)  # copies the constants
     finally:  # FX stores tensor constants on the traced module: they belong to the graph module only
         for name in set(vars(model)) - attributes:
             delattr(model, name)
+
+
+def _graph_module(root: nn.Module, graph: fx.Graph, name: str) -> fx.GraphModule:
+    """A ``GraphModule`` whose Python code is generated on first call, not now: the interpreter and the
+    FLOPs-only path never call it, and code generation is a fifth of the cost of tracing."""
+    try:
+        from torch.fx._lazy_graph_module import _LazyGraphModule
+    except ImportError:  # older PyTorch
+        return fx.GraphModule(root, graph, name)
+    return _LazyGraphModule(root, graph, name)
 
 
 def _drop_specialisation_asserts(graph: fx.Graph) -> None:
@@ -215,4 +225,4 @@ def _root_leaf_graph(model: nn.Module) -> fx.GraphModule:
             else:  # by keyword: decorators around forward (transformers') may re-route positional ones
                 kwargs[name] = node
     graph.output(graph.call_module(ROOT_LEAF, tuple(args), kwargs))
-    return fx.GraphModule(holder, graph, type(model).__name__)
+    return _graph_module(holder, graph, type(model).__name__)
