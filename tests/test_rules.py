@@ -468,7 +468,7 @@ ATTENTION_CASES = [
     ("sdpa_mask_positional", Op(lambda q, k, v, mask: F.scaled_dot_product_attention(q, k, v, mask),
                                 mask=randn(4, 4)), _qkv(), 1_080, 512),  # 1,048 + 32
     ("sdpa_bool_mask", Op(lambda q, k, v, mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
-                          mask=torch.ones(4, 4, dtype=torch.bool).tril()), _qkv(), 1_080, 512),  # 1,048 + 32
+                          mask=torch.ones(4, 4, dtype=torch.bool).tril()), _qkv(), 1_096, 512),  # 1,048 + 32 + 16 selects (bool to float mask)
     # B = 2, L = 4, S = 6: scores 48 * 15 = 720, scaling 48, softmax 8 * (18 - 1) = 136,
     # attention x V 64 * (2*6 - 1) = 704; 1,608. MACs 48*8 + 64*6 = 768
     ("sdpa_longer_keys", lambda q, k, v: F.scaled_dot_product_attention(q, k, v), _qkv(kv_len=6), 1_608, 768),

@@ -6,7 +6,8 @@ query heads; grouped-query keys are broadcast to the query heads):
 - scores ``Q K^T``: ``B L S (2E - 1)`` FLOPs, ``B L S E`` MACs;
 - scaling the score matrix: ``B L S``;
 - the mask add, when ``attn_mask`` is given or ``is_causal=True``: ``B L S`` (the full score matrix is
-  counted either way: a causal kernel may skip the masked half, the convention does not);
+  counted either way: a causal kernel may skip the masked half, the convention does not); a boolean
+  ``attn_mask`` is first turned into a float one, ``mask.numel()`` selects, as PyTorch does;
 - softmax over ``S``: ``B L (3S - 1)``;
 - ``attention x V``: ``B L Ev (2S - 1)`` FLOPs, ``B L Ev S`` MACs.
 
@@ -43,8 +44,12 @@ def _sdpa_cost_of(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, m
 @function_rule(F.scaled_dot_product_attention)
 @aten_rule(*aten_ops("scaled_dot_product_attention"))
 def scaled_dot_product_attention(call: OpCall) -> Cost:
-    masked = call.arg(3, "attn_mask", None) is not None or bool(call.arg(5, "is_causal", False))
-    return _sdpa_cost_of(call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value"), masked)
+    mask = call.arg(3, "attn_mask", None)
+    masked = mask is not None or bool(call.arg(5, "is_causal", False))
+    cost = _sdpa_cost_of(call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value"), masked)
+    if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+        cost = cost + Cost(mask.numel(), 0)  # PyTorch turns it into a float mask: where(mask, 0, -inf)
+    return cost
 
 
 # aten kernels, q/k/v as [B, H, L|S, E]:
