@@ -27,6 +27,13 @@ from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall
 
 
+def _out_shapes(value: Any) -> tuple:
+    """``_shapes`` with the common case, one tensor, first."""
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape),)
+    return _shapes(value)
+
+
 class FastRun:
     """A compiled, instrumented copy of ``gm`` (built once per graph); :meth:`run` gives the records."""
 
@@ -43,6 +50,7 @@ class FastRun:
         self.missing: list[tuple] = [()] * n
         self.module_costs: list[tuple] = [()] * n
         self.callables: dict[int, Callable[..., Any]] = {}  # the ops of nodes run by the fallback
+        self.index = {node: i for i, node in enumerate(self.nodes)}
         self.module = self._compile(gm)
 
     def _compile(self, gm: fx.GraphModule) -> fx.GraphModule:
@@ -79,14 +87,19 @@ class FastRun:
             return lambda self_arg, *args, **kwargs: getattr(self_arg, name)(*args, **kwargs)
         return node.target
 
+    def _input_shapes(self, node: fx.Node, index: dict[fx.Node, int]) -> tuple:
+        """A node's input shapes: the output shapes of the nodes it reads, in argument order."""
+        shapes: list = []
+        fx.map_arg((node.args, node.kwargs), lambda arg: shapes.extend(self.out_shapes[index[arg]]))
+        return tuple(shapes)
+
     # -- called from the generated code ---------------------------------------------------------------
     def _record_input(self, i: int, value: Any) -> None:
-        self.out_shapes[i] = _shapes(value)
+        self.out_shapes[i] = _out_shapes(value)
 
     def _record(self, i: int, output: Any, args: tuple, kwargs: dict) -> None:
         plan = self.plans[i]
-        self.in_shapes[i] = _shapes((args, kwargs))
-        self.out_shapes[i] = _shapes(output)
+        self.out_shapes[i] = _out_shapes(output)  # input shapes are the producers' outputs, read after the run
         if plan.ignored:
             self.statuses[i], self.costs[i] = Status.IGNORED, ZERO_COST
             return
@@ -99,7 +112,7 @@ class FastRun:
         except Exception as error:
             raise CostRuleError(
                 f"cost rule {rule.name} failed on node '{self.nodes[i].name}' ({self.nodes[i].op} {plan.target}) "
-                f"with input shapes {list(self.in_shapes[i])}: {type(error).__name__}: {error}"
+                f"with input shapes {list(_shapes((args, kwargs)))}: {type(error).__name__}: {error}"
             ) from error
         if not valid_cost(cost):
             raise CostRuleError(
@@ -124,8 +137,7 @@ class FastRun:
         status, cost, missing = _fallback_price(mode.tally)
         self.statuses[i], self.costs[i], self.missing[i] = status, cost, missing
         self.aten[i] = _aten_costs(mode.tally)
-        self.in_shapes[i] = _shapes((args, kwargs))
-        self.out_shapes[i] = _shapes(output)
+        self.out_shapes[i] = _out_shapes(output)
         return output
 
     # -- a run ------------------------------------------------------------------------------------------
@@ -133,6 +145,7 @@ class FastRun:
         with torch.no_grad():
             output = self.module(*inputs)
         records = []
+        index = self.index
         for i, node in enumerate(self.nodes):
             plan, cost, status = self.plans[i], self.costs[i], self.statuses[i]
             records.append(
@@ -140,7 +153,7 @@ class FastRun:
                     name=node.name, op=node.op, target=plan.target, module_path=plan.module_path,
                     module_class=plan.module_class, status=status,
                     flops=None if cost is None else cost.flops, macs=None if cost is None else cost.macs,
-                    input_shapes=self.in_shapes[i] if node.op != "output" else _shapes(output),
+                    input_shapes=self._input_shapes(node, index) if node.op != "output" else _shapes(output),
                     output_shapes=self.out_shapes[i] if node.op != "output" else _shapes(output),
                     unsupported_ops=self.missing[i], aten_costs=self.aten[i],
                     module_costs=self.module_costs[i],
