@@ -51,6 +51,7 @@ class FastRun:
         self.module_costs: list[tuple] = [()] * n
         self.callables: dict[int, Callable[..., Any]] = {}  # the ops of nodes run by the fallback
         self.index = {node: i for i, node in enumerate(self.nodes)}
+        self.producers = [self._producers(node) for node in self.nodes]  # input shapes = their output shapes
         self.module = self._compile(gm)
 
     def _compile(self, gm: fx.GraphModule) -> fx.GraphModule:
@@ -87,11 +88,11 @@ class FastRun:
             return lambda self_arg, *args, **kwargs: getattr(self_arg, name)(*args, **kwargs)
         return node.target
 
-    def _input_shapes(self, node: fx.Node, index: dict[fx.Node, int]) -> tuple:
-        """A node's input shapes: the output shapes of the nodes it reads, in argument order."""
-        shapes: list = []
-        fx.map_arg((node.args, node.kwargs), lambda arg: shapes.extend(self.out_shapes[index[arg]]))
-        return tuple(shapes)
+    def _producers(self, node: fx.Node) -> tuple[int, ...]:
+        """The indices of the nodes ``node`` reads, in argument order."""
+        found: list[int] = []
+        fx.map_arg((node.args, node.kwargs), lambda arg: found.append(self.index[arg]))
+        return tuple(found)
 
     # -- called from the generated code ---------------------------------------------------------------
     def _record_input(self, i: int, value: Any) -> None:
@@ -145,7 +146,7 @@ class FastRun:
         with torch.no_grad():
             output = self.module(*inputs)
         records = []
-        index = self.index
+        out_shapes = self.out_shapes
         for i, node in enumerate(self.nodes):
             plan, cost, status = self.plans[i], self.costs[i], self.statuses[i]
             records.append(
@@ -153,7 +154,8 @@ class FastRun:
                     name=node.name, op=node.op, target=plan.target, module_path=plan.module_path,
                     module_class=plan.module_class, status=status,
                     flops=None if cost is None else cost.flops, macs=None if cost is None else cost.macs,
-                    input_shapes=self._input_shapes(node, index) if node.op != "output" else _shapes(output),
+                    input_shapes=(tuple(shape for j in self.producers[i] for shape in out_shapes[j])
+                                  if node.op != "output" else _shapes(output)),
                     output_shapes=self.out_shapes[i] if node.op != "output" else _shapes(output),
                     unsupported_ops=self.missing[i], aten_costs=self.aten[i],
                     module_costs=self.module_costs[i],

@@ -60,15 +60,28 @@ class _ScopeTrackingTracer(fx.Tracer):
 
 @contextmanager
 def eval_mode(*roots: nn.Module) -> Iterator[None]:
-    """Put ``roots`` (and so all their submodules) in eval mode; restore every module's own flag after."""
-    flags = [(m, m.training) for root in roots for m in root.modules()]
+    """Put ``roots`` (and so all their submodules) in eval mode; restore every module's own flag after.
+
+    Only modules in training mode are touched. Their flag is set directly (what ``nn.Module.train``
+    does), except for classes that override ``train``, whose own ``train(False)`` runs."""
+    seen: set[int] = set()
+    training: list[nn.Module] = []
+    for root in roots:
+        for module in root.modules():
+            if id(module) not in seen:
+                seen.add(id(module))
+                if module.training:
+                    training.append(module)
     try:
-        for root in roots:
-            root.eval()
+        for module in training:
+            if type(module).train is nn.Module.train:
+                module.__dict__["training"] = False
+            else:
+                module.train(False)
         yield
     finally:
-        for module, flag in flags:
-            module.training = flag
+        for module in training:
+            module.__dict__["training"] = True
 
 
 def first_line(error: BaseException) -> str:
