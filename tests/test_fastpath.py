@@ -28,7 +28,9 @@ def test_flops_only_records_equal_the_interpreters(model: torch.nn.Module, input
     counter = TorchFLOPsByFX(model)
     expected_out = counter.propagate(*inputs)
     interpreted = summary(counter)
-    out = counter.propagate(*inputs, timing=False)
+    counter.propagate(*inputs, timing=False)  # the first FLOPs-only run interprets ...
+    assert summary(counter) == interpreted and all(r.time_ms is None for r in counter.records)
+    out = counter.propagate(*inputs, timing=False)  # ... the second runs the compiled copy
     torch.testing.assert_close(out, expected_out)
     assert summary(counter) == interpreted
     assert all(r.time_ms is None for r in counter.records)
@@ -38,6 +40,9 @@ def test_flops_only_records_equal_the_interpreters(model: torch.nn.Module, input
 
 def test_flops_only_errors_name_the_node() -> None:
     counter = TorchFLOPsByFX(SimpleModel())
+    counter.propagate(torch.randn(1, 5), timing=False)
+    counter.propagate(torch.randn(1, 5), timing=False)
+    assert counter._fast  # the compiled copy exists now
     with pytest.raises(NodeExecutionError, match=r"node 'layer' .* shapes \[\[1, 7\]\]"):
         counter.propagate(torch.randn(1, 7), timing=False)
 

@@ -114,6 +114,7 @@ class TorchFLOPsByFX:
         self.shape_only = False
         self.plain_forward_ms: float | None = None
         self._fast: dict[int, tuple[fx.GraphModule, FastRun]] = {}
+        self._fast_seen: set[int] = set()
         self._liveness: memory.Liveness | None = None
         self._input_info: list[dict[str, Any]] = []
 
@@ -156,8 +157,10 @@ class TorchFLOPsByFX:
         restored. If the inputs or the model live on the ``meta`` device, the run is shape-only (see
         :meth:`propagate_shapes`).
 
-        ``timing=False`` counts FLOPs only, through a compiled copy of the graph that runs about as fast
-        as the model itself (no time, memory or byte columns). With timing, the graph runs ``warmup``
+        ``timing=False`` counts FLOPs only (no time columns). From the second such call on a graph it
+        runs a compiled copy of the graph with pricing inlined, close to the model's own speed (and
+        without memory or byte columns); the first call runs the interpreter, since compiling pays off
+        only when reused. With timing, the graph runs ``warmup``
         times untimed, then ``repeat`` times; each node's ``time_ms`` is its median over the timed runs
         (``time_min_ms`` the fastest), and a plain ``model(...)`` is timed the same way for comparison
         (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat`` are this method's own.
@@ -201,11 +204,14 @@ class TorchFLOPsByFX:
         if shape_only:  # real inputs to a meta model: their meta stand-ins
             inputs = pytree.tree_map_only(torch.Tensor, lambda t: t if t.is_meta else torch.empty_like(t, device="meta"), inputs)
         self.plain_forward_ms = None
-        if not timing and observer is None and not shape_only:
+        if not timing and observer is None and not shape_only and id(gm) in self._fast_seen:
+            # the second FLOPs-only run of a graph compiles it: compiling pays off only when reused
             with eval_mode(gm, self.model):
                 output, self.records = self._fast_run(gm, plans, inputs)
             self._liveness = None
             return output
+        if not timing:
+            self._fast_seen.add(id(gm))
         device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state])
         probe = Probe(device, self.mem_func_name)
         swap = _reparametrize(gm, _meta_state(gm)) if shape_only else contextlib.nullcontext()
