@@ -23,11 +23,10 @@ from torch_flops import inputs as model_inputs
 from torch_flops import memory
 from torch_flops.fastpath import FastRun
 from torch_flops.interpreter import IgnoreSpec, NodeObserver, NodePlan, plan_graph, run
-from torch_flops.registry import CostRuleError
 from torch_flops.measure import Probe, check_memory_function, run_device, tensors_in
 from torch_flops.records import NodeRecord
-from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
-from torch_flops.tracing import TraceResult, eval_mode, trace
+from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, CostRuleError, Rule, RuleFn
+from torch_flops.tracing import TraceResult, check_model, eval_mode, trace
 
 VIEWS = ("nodes", "modules", "ops", "layers")
 
@@ -238,7 +237,7 @@ class TorchFLOPsByFX:
         except CostRuleError:
             raise
         except Exception:  # re-run node by node: the interpreter's error names the node
-            _, records, _ = run(gm, plans, Probe(torch.device("cpu"), self.mem_func_name), self.registry, inputs, None, timing=False)
+            run(gm, plans, Probe(torch.device("cpu"), self.mem_func_name), self.registry, inputs, None, timing=False)
             raise
 
     def _require_records(self) -> list[NodeRecord]:
@@ -445,14 +444,6 @@ def _plain_forward_ms(model: nn.Module, bound: model_inputs.BoundInputs, repeat:
     times.sort()
     middle = len(times) // 2
     return times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2
-
-
-def check_model(model: Any) -> None:
-    """Raise ``TypeError`` unless ``model`` is an ``nn.Module`` instance."""
-    if isinstance(model, type) and issubclass(model, nn.Module):
-        raise TypeError(f"torch_flops expects an nn.Module instance, got the class {model.__name__}; create an instance first")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"torch_flops expects an nn.Module, got {type(model).__name__}")
 
 
 def _check_ignore_ops(ignore_ops: Any) -> list[IgnoreSpec]:

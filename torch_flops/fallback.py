@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from torch_flops.measure import tensors_in
 from torch_flops.records import ZERO_COST, Cost
-from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, CostRuleError, OpCall, Rule
+from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, CostRuleError, OpCall, Rule, valid_cost
 
 
 class AtenRuleError(CostRuleError):
@@ -59,14 +59,15 @@ class AtenCostMode(TorchDispatchMode):
     """Runs every aten op unchanged and adds its cost to :attr:`tally`.
 
     ``on_cost``, when given, is also called with ``(label, cost)`` for every priced op (used to
-    attribute costs to the module that was running).
+    attribute costs to the module that was running). With ``existing`` (the tensors alive before the
+    call) the mode also follows the storages its ops allocate: :attr:`peak_bytes`.
     """
 
     def __init__(
         self,
         registry: CostRegistry | None = None,
         on_cost: Callable[[str, Cost], None] | None = None,
-        existing: Iterable[torch.Tensor] = (),
+        existing: Iterable[torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry or DEFAULT_REGISTRY
@@ -74,7 +75,8 @@ class AtenCostMode(TorchDispatchMode):
         self.tally = AtenTally()
         self._rules: dict[OpOverload, Rule | None] = {}
         # allocation tracking: storages made by the ops run here, alive while a tensor holds them
-        self._existing = {t.untyped_storage()._cdata for t in existing}
+        self._track_memory = existing is not None
+        self._existing = {t.untyped_storage()._cdata for t in existing or ()}
         self._holders: dict[int, int] = {}
         self._sizes: dict[int, int] = {}
         self.live_bytes = 0
@@ -83,7 +85,8 @@ class AtenCostMode(TorchDispatchMode):
     def __torch_dispatch__(self, func: OpOverload, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         output = func(*args, **kwargs)
-        self._track(output)
+        if self._track_memory:
+            self._track(output)
         try:
             rule = self._rules[func]
         except KeyError:
@@ -126,7 +129,7 @@ def _apply(rule: Rule, label: str, call: OpCall) -> Cost:
         cost = rule.fn(call)
     except Exception as error:
         raise AtenRuleError(f"aten rule {rule.name} failed on {label}: {type(error).__name__}: {error}") from error
-    if not isinstance(cost, Cost) or not all(isinstance(v, int) and v >= 0 for v in (cost.flops, cost.macs)):
+    if not valid_cost(cost):
         raise AtenRuleError(f"aten rule {rule.name} returned {cost!r} for {label}; expected a Cost of two non-negative ints")
     return cost
 

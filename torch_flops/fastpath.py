@@ -20,11 +20,17 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from torch_flops.attribution import ModuleAttribution
-from torch_flops.fallback import AtenCostMode
-from torch_flops.interpreter import NodePlan, _aten_costs, _fallback_price, _shapes, valid_cost
+from torch_flops.interpreter import (
+    NodePlan,
+    _aten_costs,
+    _fallback_price,
+    _shapes,
+    fallback_scope,
+    price,
+    start_fallback,
+)
 from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status
-from torch_flops.registry import CostRegistry, CostRuleError, OpCall
+from torch_flops.registry import CostRegistry
 
 
 def _out_shapes(value: Any) -> tuple:
@@ -99,44 +105,16 @@ class FastRun:
         self.out_shapes[i] = _out_shapes(value)
 
     def _record(self, i: int, output: Any, args: tuple, kwargs: dict) -> None:
-        plan = self.plans[i]
         self.out_shapes[i] = _out_shapes(output)  # input shapes are the producers' outputs, read after the run
-        if plan.ignored:
-            self.statuses[i], self.costs[i] = Status.IGNORED, ZERO_COST
-            return
-        rule = plan.rule
-        if rule.known_zero:
-            self.statuses[i], self.costs[i] = Status.ZERO, ZERO_COST
-            return
-        try:
-            cost = rule.fn(OpCall(args, kwargs, output, plan.module))
-        except Exception as error:
-            raise CostRuleError(
-                f"cost rule {rule.name} failed on node '{self.nodes[i].name}' ({self.nodes[i].op} {plan.target}) "
-                f"with input shapes {list(_shapes((args, kwargs)))}: {type(error).__name__}: {error}"
-            ) from error
-        if not valid_cost(cost):
-            raise CostRuleError(
-                f"cost rule {rule.name} returned {cost!r} for node '{self.nodes[i].name}' ({plan.target}); "
-                f"expected a Cost of two non-negative ints"
-            )
-        self.statuses[i], self.costs[i] = Status.RULE, cost
+        self.statuses[i], self.costs[i] = price(self.nodes[i], self.plans[i], args, kwargs, output)
 
     def _run_fallback(self, i: int, args: tuple, kwargs: dict) -> Any:
-        plan, fn = self.plans[i], self.callables[i]
-        attribution = None
-        if plan.module is not None and next(plan.module.children(), None) is not None:
-            attribution = ModuleAttribution(plan.module, plan.module_qualname or "")
-        mode = AtenCostMode(self.registry, attribution.on_cost if attribution else None)
-        if attribution is None:
-            with mode:
-                output = fn(*args, **kwargs)
-        else:
-            with attribution.hooks(), mode:
-                output = fn(*args, **kwargs)
+        mode, attribution = start_fallback(self.plans[i], self.registry)
+        with fallback_scope(mode, attribution):
+            output = self.callables[i](*args, **kwargs)
+        if attribution is not None:
             self.module_costs[i] = attribution.module_costs()
-        status, cost, missing = _fallback_price(mode.tally)
-        self.statuses[i], self.costs[i], self.missing[i] = status, cost, missing
+        self.statuses[i], self.costs[i], self.missing[i] = _fallback_price(mode.tally)
         self.aten[i] = _aten_costs(mode.tally)
         self.out_shapes[i] = _out_shapes(output)
         return output

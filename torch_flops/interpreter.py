@@ -9,9 +9,10 @@ exactly what ``model(*inputs)`` returns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from torch_flops.fallback import AtenCostMode, AtenTally
 from torch_flops import memory
 from torch_flops.measure import Probe, tensors_in
 from torch_flops.records import ZERO_COST, AtenOpCost, Cost, NodeRecord, Shape, Status
-from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule
+from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, valid_cost
 from torch_flops.tracing import ROOT_LEAF
 
 IgnoreSpec = type | Callable[..., Any] | str
@@ -184,23 +185,15 @@ class CountingInterpreter(fx.Interpreter):
         with self._set_current_node(n):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             mem_before = probe.memory()
+            in_tensors = tensors_in((args, kwargs))
             mode = attribution = None
             if plan.fallback:
-                if plan.module is not None and next(plan.module.children(), None) is not None:
-                    attribution = ModuleAttribution(plan.module, plan.module_qualname or "")
-                existing = (*tensors_in((args, kwargs)), *(plan.module.parameters() if plan.module else ()),
-                            *(plan.module.buffers() if plan.module else ()))
-                mode = AtenCostMode(self.registry, attribution.on_cost if attribution else None, existing)
+                state = (*plan.module.parameters(), *plan.module.buffers()) if plan.module is not None else ()
+                mode, attribution = start_fallback(plan, self.registry, existing=(*in_tensors, *state))
             start = probe.now()
             try:
-                if mode is None:
+                with fallback_scope(mode, attribution):
                     result = getattr(self, n.op)(n.target, args, kwargs)
-                elif attribution is None:
-                    with mode:
-                        result = getattr(self, n.op)(n.target, args, kwargs)
-                else:
-                    with attribution.hooks(), mode:
-                        result = getattr(self, n.op)(n.target, args, kwargs)
             except CostRuleError as error:  # an aten rule of the fallback
                 raise type(error)(
                     f"{error} (node '{n.name}', {n.op} {plan.target}, input shapes [{_describe_inputs(args, kwargs)}])"
@@ -216,7 +209,7 @@ class CountingInterpreter(fx.Interpreter):
             time_ms = (probe.now() - start) * 1000.0 if self.timing else None
             mem_after = probe.memory()
         if mode is None:
-            status, cost, missing = *self._price(n, plan, args, kwargs, result), ()
+            status, cost, missing = *price(n, plan, args, kwargs, result), ()
         else:
             status, cost, missing = _fallback_price(mode.tally)
         if self.observer is not None:
@@ -228,7 +221,8 @@ class CountingInterpreter(fx.Interpreter):
                     f"{f' in module {plan.module_path!r} ({plan.module_class})' if plan.module_path else ''}) with "
                     f"input shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
                 ) from error
-        held = memory.storages(result)
+        out_tensors = tensors_in(result)
+        held = memory.storages(out_tensors)
         if n.op == "get_attr":
             self.model_state |= held.keys()
         self.produced.append(held)
@@ -244,16 +238,16 @@ class CountingInterpreter(fx.Interpreter):
                 status=status,
                 flops=None if cost is None else cost.flops,
                 macs=None if cost is None else cost.macs,
-                input_shapes=_shapes((args, kwargs)),
-                output_shapes=_shapes(result),
+                input_shapes=tuple(tuple(t.shape) for t in in_tensors),
+                output_shapes=tuple(tuple(t.shape) for t in out_tensors),
                 time_ms=time_ms,
                 mem_before_bytes=mem_before,
                 mem_after_bytes=mem_after,
                 unsupported_ops=missing,
                 module_costs=attribution.module_costs() if attribution is not None else (),
                 aten_costs=_aten_costs(mode.tally) if mode is not None else (),
-                read_bytes=memory.bytes_of((args, kwargs)) + self._state_bytes(plan.module) if moves else 0,
-                written_bytes=memory.bytes_of(result) if moves else 0,
+                read_bytes=memory.bytes_of(in_tensors) + self._state_bytes(plan.module) if moves else 0,
+                written_bytes=memory.bytes_of(out_tensors) if moves else 0,
             )
         )
         return result
@@ -268,33 +262,46 @@ class CountingInterpreter(fx.Interpreter):
             self._module_bytes[key] = sum(memory.tensor_bytes(t) for t in (*module.parameters(), *module.buffers()))
         return self._module_bytes[key]
 
-    @staticmethod
-    def _price(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, result: Any) -> tuple[Status, Cost | None]:
-        if plan.ignored:
-            return Status.IGNORED, ZERO_COST
-        if plan.rule.known_zero:
-            return Status.ZERO, ZERO_COST
-        try:
-            cost = plan.rule.fn(OpCall(args, kwargs, result, plan.module))
-        except Exception as error:
-            raise CostRuleError(
-                f"cost rule {plan.rule.name} failed on node '{n.name}' ({n.op} {plan.target}) with input "
-                f"shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
-            ) from error
-        if not valid_cost(cost):
-            raise CostRuleError(
-                f"cost rule {plan.rule.name} returned {cost!r} for node '{n.name}' ({plan.target}); "
-                f"expected a Cost of two non-negative ints"
-            )
-        return Status.RULE, cost
+
+def price(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, result: Any) -> tuple[Status, Cost]:
+    """A node with a rule (or ignored): its status and cost, or a :class:`CostRuleError` naming the rule
+    and the node."""
+    if plan.ignored:
+        return Status.IGNORED, ZERO_COST
+    if plan.rule.known_zero:
+        return Status.ZERO, ZERO_COST
+    try:
+        cost = plan.rule.fn(OpCall(args, kwargs, result, plan.module))
+    except Exception as error:
+        raise CostRuleError(
+            f"cost rule {plan.rule.name} failed on node '{n.name}' ({n.op} {plan.target}) with input "
+            f"shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
+        ) from error
+    if not valid_cost(cost):
+        raise CostRuleError(
+            f"cost rule {plan.rule.name} returned {cost!r} for node '{n.name}' ({plan.target}); "
+            f"expected a Cost of two non-negative ints"
+        )
+    return Status.RULE, cost
 
 
-def valid_cost(cost: object) -> bool:
-    """A :class:`Cost` of two non-negative ints (``bool`` is not a count)."""
-    return (
-        isinstance(cost, Cost)
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (cost.flops, cost.macs))
-    )
+def start_fallback(
+    plan: NodePlan, registry: CostRegistry, existing: tuple[torch.Tensor, ...] | None = None
+) -> tuple[AtenCostMode, ModuleAttribution | None]:
+    """The aten counter for a node without a rule; for a module with children, also the attribution of
+    its costs to them. ``existing``: the tensors alive before the call, to follow its allocations."""
+    attribution = None
+    if plan.module is not None and next(plan.module.children(), None) is not None:
+        attribution = ModuleAttribution(plan.module, plan.module_qualname or "")
+    return AtenCostMode(registry, attribution.on_cost if attribution else None, existing), attribution
+
+
+@contextlib.contextmanager
+def fallback_scope(mode: AtenCostMode | None, attribution: ModuleAttribution | None) -> Iterator[None]:
+    """Run under ``mode`` (and ``attribution``'s hooks), or plainly when there is no mode."""
+    with attribution.hooks() if attribution is not None else contextlib.nullcontext():
+        with mode if mode is not None else contextlib.nullcontext():
+            yield
 
 
 def _aten_costs(tally: AtenTally) -> tuple[AtenOpCost, ...]:

@@ -21,22 +21,20 @@ from dataclasses import dataclass
 
 import torch
 
-from torch_flops.measure import tensors_in
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
 
-def bytes_of(value: object) -> int:
-    """Bytes of every tensor inside ``value`` (nested tuples, lists, dicts)."""
-    return sum(tensor_bytes(t) for t in tensors_in(value))
+def bytes_of(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(tensor_bytes(t) for t in tensors)
 
 
-def storages(value: object) -> dict[int, int]:
-    """``{storage id: storage bytes}`` of the tensors inside ``value``."""
+def storages(tensors: Iterable[torch.Tensor]) -> dict[int, int]:
+    """``{storage id: storage bytes}`` of ``tensors``."""
     found: dict[int, int] = {}
-    for tensor in tensors_in(value):
+    for tensor in tensors:
         storage = tensor.untyped_storage()
         found[storage._cdata] = storage.nbytes()
     return found

@@ -76,6 +76,13 @@ class CostRuleError(RuntimeError):
     """A cost rule raised or returned something that is not a cost; the message names rule and node."""
 
 
+def valid_cost(cost: object) -> bool:
+    """A :class:`Cost` of two non-negative ints (``bool`` is not a count)."""
+    return isinstance(cost, Cost) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (cost.flops, cost.macs)
+    )
+
+
 class DuplicateRuleError(ValueError):
     """A key already has a rule and ``replace=True`` was not given."""
 

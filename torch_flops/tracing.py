@@ -84,6 +84,14 @@ def eval_mode(*roots: nn.Module) -> Iterator[None]:
             module.__dict__["training"] = True
 
 
+def check_model(model: Any) -> None:
+    """Raise ``TypeError`` unless ``model`` is an ``nn.Module`` instance."""
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        raise TypeError(f"torch_flops expects an nn.Module instance, got the class {model.__name__}; create an instance first")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"torch_flops expects an nn.Module, got {type(model).__name__}")
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -93,6 +101,7 @@ ROOT_LEAF = "root_module"
 """The attribute under which a graph that runs the whole model as one node holds the model."""
 
 _SPECIALISED = "has been specialized to have value"
+_assert_is_none = torch.fx._symbolic_trace._assert_is_none
 
 
 @dataclass(frozen=True)
@@ -127,10 +136,7 @@ def trace(
     ``leaf_paths`` stay single ``call_module`` nodes. ``concrete_args`` specialises the graph on
     non-tensor inputs (see :mod:`torch_flops.inputs`).
     """
-    if isinstance(model, type) and issubclass(model, nn.Module):
-        raise TypeError(f"torch_flops expects an nn.Module instance, got the class {model.__name__}; create an instance first")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"torch_flops expects an nn.Module, got {type(model).__name__}")
+    check_model(model)
     modules = dict(model.named_modules(remove_duplicate=False))
     unknown = sorted(set(leaf_paths) - set(modules))
     if unknown:
@@ -206,15 +212,11 @@ def _drop_specialisation_asserts(graph: fx.Graph) -> None:
         if node.op != "call_function" or len(node.args) < 2:
             continue
         message = node.args[1]
-        if isinstance(message, str) and _SPECIALISED in message and node.target in (torch._assert, _assert_is_none()):
+        if isinstance(message, str) and _SPECIALISED in message and node.target in (torch._assert, _assert_is_none):
             condition = node.args[0]
             graph.erase_node(node)
             if isinstance(condition, fx.Node) and condition.op == "call_function" and not condition.users:
                 graph.erase_node(condition)
-
-
-def _assert_is_none() -> Any:
-    return torch.fx._symbolic_trace._assert_is_none
 
 
 def _root_leaf_graph(model: nn.Module) -> fx.GraphModule:
