@@ -77,11 +77,7 @@ def to_text(records: Sequence[NodeRecord], columns: Sequence[Column] = ALL_COLUM
 
 def to_csv(records: Sequence[NodeRecord], columns: Sequence[Column] = ALL_COLUMNS) -> str:
     """CSV of the raw values (empty cells for ``None``)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([c.header for c in columns])
-    writer.writerows(["" if v is None else v for v in row] for row in to_rows(records, columns))
-    return buffer.getvalue()
+    return _table([c.header for c in columns], to_rows(records, columns), "csv", ())
 
 
 def total_flops_line(total: int, not_counted: Counter[str]) -> str:
@@ -173,15 +169,7 @@ def to_layer_table(layers: Sequence[LayerRecord], total: LayerTotal, kind: str =
             _layer_numbers(total.params, total.params, fmt, kind),
         ]
     )
-    if kind == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(headers)
-        writer.writerows(rows)
-        return buffer.getvalue()
-    align = ["left"] * 4 + ["right"] * 2
-    tablefmt = "github" if kind == "md" else "simple"
-    return tabulate(rows, headers, tablefmt=tablefmt, colalign=align, disable_numparse=True)
+    return _table(headers, rows, kind, ["left"] * 4 + ["right"] * 2)
 
 
 # -- module and op-type views, exports -----------------------------------------------------------------

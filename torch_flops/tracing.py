@@ -116,10 +116,6 @@ class TraceResult:
     leaf_modules: dict[str, str] = field(default_factory=dict)
     concrete_args: dict[str, Any] = field(default_factory=dict)  # what the graph is specialised on
 
-    @property
-    def root_is_leaf(self) -> bool:
-        return "" in self.leaf_modules or bool(getattr(self.graph_module, ROOT_LEAF, None) is not None)
-
 
 def trace(
     model: nn.Module,

@@ -21,12 +21,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, lookup_by_mro, module_rule, numel, prod
+from torch_flops.registry import (
+    OpCall,
+    aten_ops,
+    aten_rule,
+    first_output,
+    function_rule,
+    lookup_by_mro,
+    module_rule,
+    numel,
+    prod,
+)
 
 
 def _expand(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
@@ -77,16 +86,11 @@ def _ndim_of(module: nn.Module) -> int:
     return ndim
 
 
-def _first_output(output: object) -> torch.Tensor:
-    # max pooling with return_indices=True returns (values, indices)
-    return output[0] if isinstance(output, tuple) else output
-
-
 # [N, C, *out] = MaxPoolNd(kernel_size)([N, C, *in])
 @module_rule(*_MAX)
 def max_pool_module(call: OpCall) -> Cost:
     window = prod(_expand(call.module.kernel_size, _ndim_of(call.module)))
-    return max_pool_cost(numel(_first_output(call.output)), window)
+    return max_pool_cost(numel(first_output(call.output)), window)
 
 
 # [N, C, *out] = AvgPoolNd(kernel_size)([N, C, *in])
@@ -99,7 +103,7 @@ def avg_pool_module(call: OpCall) -> Cost:
 # [N, C, *out] = AdaptiveMaxPoolNd(out)([N, C, *in])
 @module_rule(*_ADAPTIVE_MAX)
 def adaptive_max_pool_module(call: OpCall) -> Cost:
-    out = _first_output(call.output)
+    out = first_output(call.output)
     windows, outputs = adaptive_pool_windows(call.arg(0, "input").shape, out.shape, _ndim_of(call.module))
     return Cost(windows - outputs, 0)
 
@@ -129,7 +133,7 @@ def _max_pool_function_rule(ndim: int):
     # F.max_poolNd(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
     def rule(call: OpCall) -> Cost:
         window = prod(_expand(call.arg(1, "kernel_size"), ndim))
-        return max_pool_cost(numel(_first_output(call.output)), window)
+        return max_pool_cost(numel(first_output(call.output)), window)
 
     rule.__qualname__ = f"max_pool{ndim}d_function"
     return rule
@@ -148,7 +152,7 @@ def _avg_pool_function_rule(ndim: int):
 def _adaptive_function_rule(ndim: int, is_max: bool):
     # F.adaptive_{max,avg}_poolNd(input, output_size, ...)
     def rule(call: OpCall) -> Cost:
-        out = _first_output(call.output)
+        out = first_output(call.output)
         windows, outputs = adaptive_pool_windows(call.arg(0, "input").shape, out.shape, ndim)
         return Cost(windows - outputs, 0) if is_max else Cost(windows, windows)
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, numel
+from torch_flops.registry import OpCall, aten_ops, aten_rule, first_output, function_rule, numel
 from torch_flops.rules.selection import sort_cost
 
 # interpolation_mode of grid_sample: 0 bilinear, 1 nearest, 2 bicubic
@@ -94,15 +94,11 @@ def roi_align(call: OpCall) -> Cost:
 def roi_pool(call: OpCall) -> Cost:
     input_, rois = call.args[0], call.args[1]
     scale, ph, pw = call.args[2:5]
-    values = numel(first_tensor(call.output))
+    values = numel(first_output(call.output))
     per_box = values // max(rois.shape[0], 1)
     bin_h, bin_w = _bin_sizes(rois, scale, (ph, pw), aligned=False)
     window = (torch.ceil(bin_h) * torch.ceil(bin_w)).clamp(min=1).to(torch.int64)
     return Cost(int(((window - 1) * per_box).sum()), 0)
-
-
-def first_tensor(value: object) -> torch.Tensor:
-    return value[0] if isinstance(value, (tuple, list)) else value
 
 
 def nms_cost(n: int) -> Cost:
