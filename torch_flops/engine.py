@@ -23,12 +23,29 @@ from torch_flops import inputs as model_inputs
 from torch_flops import memory
 from torch_flops.fastpath import FastRun
 from torch_flops.interpreter import IgnoreSpec, NodeObserver, NodePlan, plan_graph, run
-from torch_flops.measure import Probe, check_memory_function, run_device, tensors_in
+from torch_flops.measure import Probe, check_memory_function, gc_paused, run_device, tensors_in
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, CostRuleError, Rule, RuleFn
-from torch_flops.tracing import TraceResult, check_model, eval_mode, trace
+from torch_flops.tracing import TraceResult, check_model, eval_mode, modules_of, trace
 
 VIEWS = ("nodes", "modules", "ops", "layers")
+
+
+@dataclass
+class _Graph:
+    """A traced graph for one input signature, with what runs of it reuse: its plans, the concrete
+    arguments it is specialised on, the modules to put in eval mode, and (built on first use) its
+    FLOPs-only runner."""
+
+    result: TraceResult
+    plans: dict[fx.Node, NodePlan]
+    concrete: dict[str, Any]
+    modules: list[nn.Module]
+    fast: FastRun | None = None
+
+    @property
+    def graph_module(self) -> fx.GraphModule:
+        return self.result.graph_module
 
 
 @dataclass(frozen=True)
@@ -107,17 +124,16 @@ class TorchFLOPsByFX:
         self.leaf_paths = (leaf_modules,) if isinstance(leaf_modules, str) else tuple(leaf_modules)
         self.concrete_args = dict(concrete_args or {})
         self.auto_leaf = auto_leaf
-        self._graphs: dict[Any, tuple[TraceResult, dict[fx.Node, NodePlan], dict[str, Any]]] = {}
-        self._current = self._graph_for(model_inputs.default_bound(model))
+        self._graphs: dict[Any, _Graph] = {}
+        with gc_paused():
+            self._current = self._graph_for(model_inputs.default_bound(model))
         self.records: list[NodeRecord] = []
         self.shape_only = False
         self.plain_forward_ms: float | None = None
-        self._fast: dict[int, tuple[fx.GraphModule, FastRun]] = {}
-        self._fast_seen: set[int] = set()
         self._liveness: memory.Liveness | None = None
         self._input_info: list[dict[str, Any]] = []
 
-    def _graph_for(self, bound: model_inputs.BoundInputs) -> tuple[TraceResult, dict[fx.Node, NodePlan], dict[str, Any]]:
+    def _graph_for(self, bound: model_inputs.BoundInputs) -> _Graph:
         """The traced graph, its plans and concrete arguments for inputs like ``bound`` (cached)."""
         key = (model_inputs.input_spec(bound), tuple(sorted(self.concrete_args.items(), key=lambda kv: kv[0])))
         try:
@@ -126,7 +142,8 @@ class TorchFLOPsByFX:
             pass
         concrete = model_inputs.concrete_args(bound) | self.concrete_args
         result = trace(self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf)
-        entry = (result, plan_graph(result.graph_module, self.registry, self.ignore_ops), concrete)
+        plans = plan_graph(result.graph_module, self.registry, self.ignore_ops)
+        entry = _Graph(result, plans, concrete, modules_of(result.graph_module, self.model))
         try:
             self._graphs[key] = entry
         except TypeError:  # an unhashable concrete value: do not cache
@@ -136,17 +153,17 @@ class TorchFLOPsByFX:
     @property
     def graph_model(self) -> fx.GraphModule:
         """The graph of the last :meth:`propagate` (or, before it, of tensor inputs and default arguments)."""
-        return self._current[0].graph_module
+        return self._current.graph_module
 
     @property
     def leaf_modules(self) -> dict[str, str]:
         """Modules kept whole in the current graph, by qualified name ('' for the whole model), with why:
         the first line of the trace error that made them leaves, or ``"named by the user"``."""
-        return dict(self._current[0].leaf_modules)
+        return dict(self._current.result.leaf_modules)
 
     @property
     def _plans(self) -> dict[fx.Node, NodePlan]:
-        return self._current[1]
+        return self._current.plans
 
     # -- running ------------------------------------------------------------------------------------
     def propagate(self, *args: Any, timing: bool = True, warmup: int = 0, repeat: int = 1, **kwargs: Any) -> Any:
@@ -156,10 +173,9 @@ class TorchFLOPsByFX:
         restored. If the inputs or the model live on the ``meta`` device, the run is shape-only (see
         :meth:`propagate_shapes`).
 
-        ``timing=False`` counts FLOPs only (no time columns). From the second such call on a graph it
-        runs a compiled copy of the graph with pricing inlined, close to the model's own speed (and
-        without memory or byte columns); the first call runs the interpreter, since compiling pays off
-        only when reused. With timing, the graph runs ``warmup``
+        ``timing=False`` counts FLOPs only: the graph runs through a flat list of resolved steps
+        (:mod:`torch_flops.fastpath`), close to the model's own speed, without time, memory or byte
+        columns. With timing, the graph runs ``warmup``
         times untimed, then ``repeat`` times; each node's ``time_ms`` is its median over the timed runs
         (``time_min_ms`` the fastest), and a plain ``model(...)`` is timed the same way for comparison
         (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat`` are this method's own.
@@ -188,34 +204,41 @@ class TorchFLOPsByFX:
         self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None = None,
         timing: bool = True, warmup: int = 0, repeat: int = 1,
     ) -> Any:
+        with gc_paused():
+            return self._run(args, kwargs, observer, timing, warmup, repeat)
+
+    def _run(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None,
+        timing: bool, warmup: int, repeat: int,
+    ) -> Any:
         self.records = []  # a failed run leaves no stale results behind
         bound = model_inputs.bind(self.model, args, kwargs)
-        self._current = result, plans, _ = self._graph_for(bound)
+        self._current = graph = self._graph_for(bound)
+        result, plans = graph.result, graph.plans
         self._input_info = [
             {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
             for name, value in bound.values.items() for t in tensors_in(value)
         ]
         gm = result.graph_module
         inputs = model_inputs.flat_inputs(gm, bound, result.concrete_args)
-        state = [*gm.parameters(), *gm.buffers()]
+        state = [t for module in graph.modules for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
         shape_only = any(t.device.type == "meta" for t in (*tensors_in(inputs), *state))
         self.shape_only = shape_only
         if shape_only:  # real inputs to a meta model: their meta stand-ins
             inputs = pytree.tree_map_only(torch.Tensor, lambda t: t if t.is_meta else torch.empty_like(t, device="meta"), inputs)
         self.plain_forward_ms = None
-        if not timing and observer is None and not shape_only and id(gm) in self._fast_seen:
-            # the second FLOPs-only run of a graph compiles it: compiling pays off only when reused
-            with eval_mode(gm, self.model):
-                output, self.records = self._fast_run(gm, plans, inputs)
+        if not timing and observer is None and not shape_only:
+            if graph.fast is None:
+                graph.fast = FastRun(gm, plans, self.registry)
+            with eval_mode(modules=graph.modules):
+                output, self.records = graph.fast.run(inputs)
             self._liveness = None
             return output
-        if not timing:
-            self._fast_seen.add(id(gm))
         device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state])
         probe = Probe(device, self.mem_func_name)
         swap = _reparametrize(gm, _meta_state(gm)) if shape_only else contextlib.nullcontext()
         timed = timing and not shape_only
-        with eval_mode(gm, self.model), swap:
+        with eval_mode(modules=graph.modules), swap:
             for _ in range(warmup if timed else 0):
                 run(gm, plans, probe, self.registry, inputs, None, timing=False)
             runs = [run(gm, plans, probe, self.registry, inputs, observer, timing=timed)
@@ -227,18 +250,6 @@ class TorchFLOPsByFX:
             records = _median_times(records, [r[1] for r in runs])
         self.records = records
         return output
-
-    def _fast_run(self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], inputs: list[Any]) -> tuple[Any, list[NodeRecord]]:
-        fast = self._fast.get(id(gm))
-        if fast is None or fast[0] is not gm:
-            fast = self._fast[id(gm)] = (gm, FastRun(gm, plans, self.registry))
-        try:
-            return fast[1].run(inputs)
-        except CostRuleError:
-            raise
-        except Exception:  # re-run node by node: the interpreter's error names the node
-            run(gm, plans, Probe(torch.device("cpu"), self.mem_func_name), self.registry, inputs, None, timing=False)
-            raise
 
     def _require_records(self) -> list[NodeRecord]:
         if not self.records:

@@ -111,26 +111,55 @@ def _is_ignored(node: fx.Node, module: nn.Module | None, ignore: Collection[Igno
 
 
 def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[IgnoreSpec]) -> dict[fx.Node, NodePlan]:
-    """Resolve every node's rule once, before any tensor runs."""
+    """Resolve every node's rule once, before any tensor runs (lookups are shared by nodes with the
+    same module class, function or method)."""
     plans: dict[fx.Node, NodePlan] = {}
+    modules = dict(gm.named_modules(remove_duplicate=False))
+    rules: dict[tuple[str, Any], Rule | None] = {}
+    labels: dict[Any, str] = {}
     for node in gm.graph.nodes:
-        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        module = None
         if node.op == "call_module":
-            rule = registry.module_rule(module)
-        elif node.op == "call_function":
-            rule = registry.function_rule(node.target)
-        elif node.op == "call_method":
-            rule = registry.method_rule(node.target)
+            module = modules[node.target] if node.target in modules else gm.get_submodule(node.target)
+            key: tuple[str, Any] = (node.op, type(module))
+        elif node.op in ("call_function", "call_method"):
+            key = (node.op, node.target)
         else:  # placeholder, get_attr, output
-            rule = _STRUCTURAL
+            key = ("", None)
+        try:
+            rule = rules[key]
+        except KeyError:
+            rule = rules[key] = _lookup_rule(registry, node, module)
+        except TypeError:  # an unhashable target
+            rule = _lookup_rule(registry, node, module)
         path, cls = owning_module(node)
-        label, qualname = target_label(node), None
+        qualname = None
+        if node.op == "call_function":
+            try:
+                label = labels[node.target]
+            except KeyError:
+                label = labels[node.target] = target_label(node)
+            except TypeError:
+                label = target_label(node)
+        else:
+            label = str(node.target)
         if node.op == "call_module":
             qualname = str(node.target)
             if qualname == ROOT_LEAF and getattr(gm, ROOT_LEAF, None) is module:  # the whole model as one node
                 label, qualname, path, cls = "(root)", "", "", type(module).__name__
-        plans[node] = NodePlan(label, path, cls, rule, _is_ignored(node, module, ignore), module, qualname)
+        ignored = bool(ignore) and _is_ignored(node, module, ignore)
+        plans[node] = NodePlan(label, path, cls, rule, ignored, module, qualname)
     return plans
+
+
+def _lookup_rule(registry: CostRegistry, node: fx.Node, module: nn.Module | None) -> Rule | None:
+    if node.op == "call_module":
+        return registry.module_rule(module)
+    if node.op == "call_function":
+        return registry.function_rule(node.target)
+    if node.op == "call_method":
+        return registry.method_rule(node.target)
+    return _STRUCTURAL
 
 
 def _structural(call: OpCall) -> Cost:
@@ -194,18 +223,8 @@ class CountingInterpreter(fx.Interpreter):
             try:
                 with fallback_scope(mode, attribution):
                     result = getattr(self, n.op)(n.target, args, kwargs)
-            except CostRuleError as error:  # an aten rule of the fallback
-                raise type(error)(
-                    f"{error} (node '{n.name}', {n.op} {plan.target}, input shapes [{_describe_inputs(args, kwargs)}])"
-                ) from error
             except Exception as error:
-                where = f"node '{n.name}' ({n.op} {plan.target}"
-                where += f" in module '{plan.module_path}' ({plan.module_class}))" if plan.module_path else ")"
-                raise NodeExecutionError(
-                    f"{where} failed on inputs with shapes [{_describe_inputs(args, kwargs)}]: "
-                    f"{type(error).__name__}: {error}",
-                    n.name,
-                ) from error
+                raise node_error(n, plan, args, kwargs, error) from error
             time_ms = (probe.now() - start) * 1000.0 if self.timing else None
             mem_after = probe.memory()
         if mode is None:
@@ -263,6 +282,20 @@ class CountingInterpreter(fx.Interpreter):
         return self._module_bytes[key]
 
 
+def node_error(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, error: Exception) -> Exception:
+    """The error to raise when running node ``n`` raised ``error``: a :class:`CostRuleError` (an aten
+    rule of the fallback failed) or a :class:`NodeExecutionError`, naming the node, its target, its
+    module and the shapes it saw."""
+    if isinstance(error, CostRuleError):
+        return type(error)(f"{error} (node '{n.name}', {n.op} {plan.target}, input shapes [{_describe_inputs(args, kwargs)}])")
+    where = f"node '{n.name}' ({n.op} {plan.target}"
+    where += f" in module '{plan.module_path}' ({plan.module_class}))" if plan.module_path else ")"
+    return NodeExecutionError(
+        f"{where} failed on inputs with shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}",
+        n.name,
+    )
+
+
 def price(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, result: Any) -> tuple[Status, Cost]:
     """A node with a rule (or ignored): its status and cost, or a :class:`CostRuleError` naming the rule
     and the node."""
@@ -273,16 +306,26 @@ def price(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, result: Any) ->
     try:
         cost = plan.rule.fn(OpCall(args, kwargs, result, plan.module))
     except Exception as error:
-        raise CostRuleError(
-            f"cost rule {plan.rule.name} failed on node '{n.name}' ({n.op} {plan.target}) with input "
-            f"shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
-        ) from error
+        raise rule_error(n, plan, args, kwargs, error) from error
+    check_cost(cost, n, plan)
+    return Status.RULE, cost
+
+
+def rule_error(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, error: Exception) -> CostRuleError:
+    """The error for ``plan``'s rule raising ``error`` on node ``n``."""
+    return CostRuleError(
+        f"cost rule {plan.rule.name} failed on node '{n.name}' ({n.op} {plan.target}) with input "
+        f"shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
+    )
+
+
+def check_cost(cost: Any, n: fx.Node, plan: NodePlan) -> None:
+    """Raise :class:`CostRuleError` unless ``cost``, returned by ``plan``'s rule for node ``n``, is valid."""
     if not valid_cost(cost):
         raise CostRuleError(
             f"cost rule {plan.rule.name} returned {cost!r} for node '{n.name}' ({plan.target}); "
             f"expected a Cost of two non-negative ints"
         )
-    return Status.RULE, cost
 
 
 def start_fallback(

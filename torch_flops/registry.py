@@ -34,17 +34,23 @@ _MISSING = object()
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
 class OpCall:
     """What a rule sees of one executed op: its arguments, its output and, for modules, the module.
 
     For ``call_method`` nodes ``args[0]`` is the tensor the method is called on, exactly as FX stores it.
+    (A plain class with slots rather than a dataclass: one is made for every node of every run.)
     """
 
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any]
-    output: Any
-    module: nn.Module | None = None
+    __slots__ = ("args", "kwargs", "output", "module")
+
+    def __init__(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], output: Any, module: nn.Module | None = None) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self.output = output
+        self.module = module
+
+    def __repr__(self) -> str:
+        return f"OpCall(args={self.args!r}, kwargs={self.kwargs!r}, output={self.output!r}, module={self.module!r})"
 
     def arg(self, index: int, name: str, default: Any = _MISSING) -> Any:
         """The argument passed as ``name=`` or at position ``index``, else ``default``."""
@@ -78,6 +84,8 @@ class CostRuleError(RuntimeError):
 
 def valid_cost(cost: object) -> bool:
     """A :class:`Cost` of two non-negative ints (``bool`` is not a count)."""
+    if type(cost) is Cost and type(cost.flops) is int and type(cost.macs) is int:  # the common case, quickly
+        return cost.flops >= 0 and cost.macs >= 0
     return isinstance(cost, Cost) and all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (cost.flops, cost.macs)
     )

@@ -11,7 +11,7 @@ leaf: the graph is one node that runs the whole model. The modules made leaves, 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,9 @@ class TraceError(RuntimeError):
         self.module_class = module_class
 
 
+_PLAIN_CONSTANTS = frozenset({type(None), bool, int, float, complex, str, torch.dtype, torch.device, torch.layout, torch.memory_format, type(...)})
+
+
 class _ScopeTrackingTracer(fx.Tracer):
     """A ``Tracer`` that remembers which modules' ``forward`` it is inside, so a failure can be blamed
     on the innermost one, and that keeps instances of ``leaf_types`` and the modules at ``leaf_paths``
@@ -51,27 +54,95 @@ class _ScopeTrackingTracer(fx.Tracer):
             or super().is_leaf_module(m, module_qualified_name)
         )
 
+    def create_arg(self, a: Any) -> Any:
+        """FX's ``create_arg`` with the common cases first: proxies, plain constants and tuples, lists
+        and string-keyed dicts of them are lowered here; anything else (parameters, tensors, modules,
+        named tuples, ...) goes to FX."""
+        kind = type(a)
+        if kind is fx.Proxy:
+            return a.node
+        if kind in _PLAIN_CONSTANTS:
+            return a
+        if kind is tuple:
+            return tuple([self.create_arg(element) for element in a])
+        if kind is list:
+            return [self.create_arg(element) for element in a]
+        if kind is dict and all(type(key) is str for key in a):
+            return {key: self.create_arg(value) for key, value in a.items()}
+        return super().create_arg(a)
+
+    def create_node(self, kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    name: str | None = None, type_expr: Any | None = None) -> fx.Node:
+        """FX's ``create_node`` made cheaper, with the same graph as the result.
+
+        The arguments are attached after the node is made (as ``Node.__init__`` attaches them):
+        ``Graph.create_node`` otherwise walks every argument looking for symbolic ints, which tracing a
+        module with real shapes never produces. And a target whose name is already lower case is its
+        own name candidate (FX would run it through a regular expression that leaves it unchanged). The
+        module stack is copied into the node's meta with ``OrderedDict.copy``, not ``copy.copy``."""
+        if name is None:
+            label = getattr(target, "__name__", None) if callable(target) else target
+            if type(label) is str and label == label.lower() and not (label.startswith("__") and label.endswith("__")):
+                name = label
+        stack = getattr(self, "module_stack", None)
+        if stack and not fx.traceback.has_preserved_node_meta():  # FX would copy.copy it: slow for an OrderedDict
+            self.module_stack = type(stack)()
+            try:
+                node = super().create_node(kind, target, (), {}, name, type_expr)
+            finally:
+                self.module_stack = stack
+            node.meta["nn_module_stack"] = stack.copy()
+        else:
+            node = super().create_node(kind, target, (), {}, name, type_expr)
+        if args or kwargs:
+            if _ATTACH_ARGS is not None:
+                _ATTACH_ARGS(node, args, kwargs)
+            else:
+                node.args, node.kwargs = args, kwargs
+        return node
+
     def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        self.open_scopes.append((self.path_of_module(m), type(m)))
-        result = super().call_module(m, forward, args, kwargs)
+        """``Tracer.call_module`` (the same scope, module stack and call counts), without the copy of the
+        scope FX makes per call; remembers the module so a failure can be blamed on it."""
+        path = self.path_of_module(m)
+        self.open_scopes.append((path, type(m)))
+        if not _FX_CALL_MODULE_STATE or not all(hasattr(self, a) for a in _FX_CALL_MODULE_STATE):
+            result = super().call_module(m, forward, args, kwargs)
+        else:
+            scope = self.scope
+            outer = scope.module_path, scope.module_type
+            scope.module_path, scope.module_type = path, type(m)
+            calls = self.num_calls.get(path, 0)
+            self.module_stack[f"{path}@{calls}" if calls > 0 else path] = (path, type(m))
+            self.num_calls[path] = calls + 1
+            if self.is_leaf_module(m, path):
+                result = self.create_proxy("call_module", path, args, kwargs)
+            else:
+                result = forward(*args, **kwargs)
+            self.module_stack.popitem(last=True)
+            scope.module_path, scope.module_type = outer
         self.open_scopes.pop()
         return result
 
 
+_ATTACH_ARGS = getattr(fx.Node, "_update_args_kwargs", None)  # what Node.__init__ calls; setters otherwise
+_FX_CALL_MODULE_STATE = ("scope", "module_stack", "num_calls")
+
+
+def modules_of(*roots: nn.Module) -> list[nn.Module]:
+    """Every module under ``roots`` (the roots included), once each."""
+    return list({id(module): module for root in roots for module in root.modules()}.values())
+
+
 @contextmanager
-def eval_mode(*roots: nn.Module) -> Iterator[None]:
-    """Put ``roots`` (and so all their submodules) in eval mode; restore every module's own flag after.
+def eval_mode(*roots: nn.Module, modules: Iterable[nn.Module] = ()) -> Iterator[None]:
+    """Put ``roots`` (and so all their submodules) and ``modules`` in eval mode; restore every module's
+    own flag after.
 
     Only modules in training mode are touched. Their flag is set directly (what ``nn.Module.train``
     does), except for classes that override ``train``, whose own ``train(False)`` runs."""
-    seen: set[int] = set()
-    training: list[nn.Module] = []
-    for root in roots:
-        for module in root.modules():
-            if id(module) not in seen:
-                seen.add(id(module))
-                if module.training:
-                    training.append(module)
+    every = {id(module): module for module in (*modules_of(*roots), *modules)}
+    training = [module for module in every.values() if module.training]
     try:
         for module in training:
             if type(module).train is nn.Module.train:
