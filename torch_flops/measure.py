@@ -75,18 +75,18 @@ class Probe:
 
 
 def tensors_in(values: Any) -> list[torch.Tensor]:
-    """Every tensor inside nested tuples, lists and dicts."""
-    found: list[torch.Tensor] = []
+    """Every tensor inside nested tuples, lists and dicts, in order.
 
-    def visit(value: Any) -> None:
+    (A loop, not a recursive closure: a closure that calls itself is a reference cycle, which would
+    keep the list, and so the tensors, alive until the cyclic garbage collector runs.)"""
+    found: list[torch.Tensor] = []
+    stack = [values]
+    while stack:
+        value = stack.pop()
         if isinstance(value, torch.Tensor):
             found.append(value)
         elif isinstance(value, (tuple, list)):
-            for item in value:
-                visit(item)
+            stack.extend(reversed(value))
         elif isinstance(value, dict):
-            for item in value.values():
-                visit(item)
-
-    visit(values)
+            stack.extend(reversed(list(value.values())))
     return found

@@ -1,0 +1,111 @@
+"""propagate(timing=False): the FLOPs-only path gives the same records as the interpreter;
+warm-up and repeated timing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import HasBranchy, SimpleModel, SmallConvNet, TwoInputs
+from torch_flops import NodeExecutionError, TorchFLOPsByFX
+
+torchvision = pytest.importorskip("torchvision")
+
+
+def summary(counter: TorchFLOPsByFX) -> list[tuple]:
+    return [(r.name, r.op, r.target, r.module_path, r.status, r.flops, r.macs, r.input_shapes, r.output_shapes,
+             r.unsupported_ops, r.module_costs, r.aten_costs) for r in counter.records]
+
+
+@pytest.mark.parametrize("model, inputs", [
+    (SmallConvNet(), (torch.randn(2, 3, 8, 8),)),
+    (SimpleModel(add_one=True), (torch.randn(1, 5),)),
+    (TwoInputs(), (torch.randn(2, 3), torch.randn(2, 3))),
+    (HasBranchy(), (torch.rand(3, 4) + 0.1,)),
+    (torchvision.models.resnet18(), (torch.randn(1, 3, 64, 64),)),
+], ids=["small_convnet", "simple_add_one", "two_inputs", "leaf_fallback", "resnet18"])
+def test_flops_only_records_equal_the_interpreters(model: torch.nn.Module, inputs: tuple) -> None:
+    counter = TorchFLOPsByFX(model)
+    expected_out = counter.propagate(*inputs)
+    interpreted = summary(counter)
+    out = counter.propagate(*inputs, timing=False)
+    torch.testing.assert_close(out, expected_out)
+    assert summary(counter) == interpreted and all(r.time_ms is None for r in counter.records)
+    first = counter.records
+    counter.propagate(*inputs, timing=False)  # a repeat reuses the (immutable) records
+    assert summary(counter) == interpreted and counter.records == first
+    assert all(r.time_ms is None for r in counter.records)
+    with pytest.raises(RuntimeError, match="no memory analysis in a FLOPs-only run"):
+        counter.activation_memory()
+
+
+def test_flops_only_errors_name_the_node() -> None:
+    counter = TorchFLOPsByFX(SimpleModel())
+    counter.propagate(torch.randn(1, 5), timing=False)
+    with pytest.raises(NodeExecutionError, match=r"node 'layer' .* shapes \[\[1, 7\]\]"):
+        counter.propagate(torch.randn(1, 7), timing=False)
+
+
+def test_repeated_timing_reports_medians_and_a_plain_forward(capsys: pytest.CaptureFixture[str]) -> None:
+    counter = TorchFLOPsByFX(SmallConvNet())
+    counter.propagate(torch.randn(2, 3, 8, 8), warmup=1, repeat=3)
+    ops = [r for r in counter.records if r.op == "call_module"]
+    assert all(0 <= r.time_min_ms <= r.time_ms for r in ops)
+    assert counter.plain_forward_ms is not None and counter.plain_forward_ms > 0
+    counter.print_total_time()
+    assert "sum of per-node medians; a plain forward takes" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="need warmup >= 0 and repeat >= 1"):
+        counter.propagate(torch.randn(2, 3, 8, 8), repeat=0)
+
+
+class Unpacking(torch.nn.Module):
+    """Containers of nodes as arguments, keyword arguments, a parameter read, a starred unpack and an
+    unused value: every way a step finds its arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.full((4,), 2.0))
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = x.chunk(2, dim=0)  # a tuple output, unpacked
+        _unused = torch.exp(y)
+        joined = torch.cat([a, b, y], dim=0)  # a list of nodes
+        scaled = torch.mul(joined, other=self.scale)  # a keyword argument, a parameter
+        return self.fc(scaled).sum(dim=-1, keepdim=True), scaled
+
+
+@pytest.mark.parametrize("timing", [False, True])
+def test_every_argument_form_runs_as_the_model_does(timing: bool) -> None:
+    model = Unpacking()
+    x, y = torch.randn(4, 4), torch.randn(3, 4)
+    counter = TorchFLOPsByFX(model)
+    out = counter.propagate(x, y, timing=timing)
+    expected = model(x, y)
+    torch.testing.assert_close(out, expected)
+    by_name = {r.name: r for r in counter.records}
+    assert by_name["cat"].input_shapes == ((2, 4), (2, 4), (3, 4)) and by_name["cat"].output_shapes == ((7, 4),)
+    assert by_name["mul"].flops == 7 * 4  # x * scale, broadcast: one multiply per output element
+    assert by_name["exp"].flops == 3 * 4  # the unused value is still run and counted
+    assert by_name["fc"].flops == 7 * 4 * (2 * 4 - 1) + 7 * 4
+
+
+@pytest.mark.parametrize("timing", [False, True])
+def test_values_are_freed_after_their_last_use(timing: bool) -> None:
+    """With the cyclic collector off, an activation must die as soon as its last user has run: the
+    runner keeps no reference to it (values, argument lists, the tensors it counts bytes of)."""
+    import gc
+    import weakref
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+    seen: dict[str, weakref.ref] = {}
+    alive_when_last_ran: list[bool] = []
+    model[0].register_forward_hook(lambda m, i, o: seen.__setitem__("first", weakref.ref(o)))
+    model[3].register_forward_hook(lambda m, i, o: alive_when_last_ran.append(seen["first"]() is not None))
+    counter = TorchFLOPsByFX(model)
+    gc.disable()
+    try:
+        counter.propagate(torch.randn(2, 8), timing=timing)
+    finally:
+        gc.enable()
+    assert alive_when_last_ran == [False]  # layer 0's output died once the ReLU (its only user) ran
