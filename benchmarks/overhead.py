@@ -8,12 +8,17 @@ residual add (batch 1), where per-node overhead dominates; the 70B-dimension dec
 examples/llm_meta.py, shape-only. Tools: a plain ``model(x)`` under ``no_grad``; ``TorchFLOPsByFX``
 construction (trace) and ``propagate`` separately, FLOPs only (``timing=False``) and with per-node
 timing; a bare ``torch.fx.Interpreter``; ``torch.utils.flop_counter.FlopCounterMode``; thop, ptflops and
-fvcore when installed. Times are medians of ``--repeat`` runs (construction: one run). One thread.
+fvcore when installed. One thread.
+
+The machine's speed drifts by ±20 % over seconds, so tools are timed in ``--repeat`` interleaved rounds
+(each round runs every tool once, after a ``gc.collect()``) and every ratio is the median over rounds of
+two times taken in the same round. The last table checks the targets of issue 8.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -43,32 +48,41 @@ class MLP(nn.Module):
         return x
 
 
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
+def interleaved(tools: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
+    """Each tool's times (ms) over ``repeat`` rounds.
+
+    Every tool runs once to warm up; then ``repeat`` rounds run every tool once, in order, each after
+    a ``gc.collect()`` (as ``timeit`` keeps the collector out of the timed code). A tool's ratio in a
+    round is its time over the plain forward's time in the same round, so a machine that speeds up or
+    slows down between rounds moves both; the reported ratio is the median over rounds."""
+    for fn in tools.values():
         fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in tools}
+    for _ in range(repeat):
+        for name, fn in tools.items():
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return times
 
 
-def once_ms(fn: Callable[[], object]) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn()
-    return (time.perf_counter() - start) * 1000.0, result
+def median_ratio(times: dict[str, list[float]], tool: str, baseline: str) -> float:
+    """The median over rounds of ``tool``'s time over ``baseline``'s time in the same round."""
+    return statistics.median(a / b for a, b in zip(times[tool], times[baseline]))
 
 
-def peers(model: nn.Module, x: torch.Tensor, repeat: int) -> dict[str, float | str]:
+def peer_tools(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object] | str]:
+    """The other counters, as callables (or why one is missing)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    results: dict[str, float | str] = {}
+    tools: dict[str, Callable[[], object] | str] = {}
 
     def flop_counter() -> None:
         with torch.no_grad(), FlopCounterMode(display=False):
             model(x)
 
-    results["FlopCounterMode"] = median_ms(flop_counter, repeat)
+    tools["FlopCounterMode"] = flop_counter
     try:
         import thop
 
@@ -81,19 +95,17 @@ def peers(model: nn.Module, x: torch.Tensor, repeat: int) -> dict[str, float | s
                     m._buffers.pop(name, None)
                 m._forward_hooks.clear()
 
-        results["thop"] = median_ms(run_thop, repeat)
+        tools["thop"] = run_thop
     except ImportError:
-        results["thop"] = "not installed"
+        tools["thop"] = "not installed"
     try:
         from ptflops import get_model_complexity_info
 
         shape = tuple(x.shape[1:])
-        results["ptflops (aten)"] = median_ms(
-            lambda: get_model_complexity_info(model, shape, backend="aten", print_per_layer_stat=False, as_strings=False, verbose=False),
-            repeat,
-        )
+        tools["ptflops (aten)"] = lambda: get_model_complexity_info(
+            model, shape, backend="aten", print_per_layer_stat=False, as_strings=False, verbose=False)
     except ImportError:
-        results["ptflops (aten)"] = "not installed"
+        tools["ptflops (aten)"] = "not installed"
     try:
         from fvcore.nn import FlopCountAnalysis
 
@@ -103,51 +115,58 @@ def peers(model: nn.Module, x: torch.Tensor, repeat: int) -> dict[str, float | s
             analysis.uncalled_modules_warnings(False)
             analysis.total()
 
-        results["fvcore"] = median_ms(run_fvcore, repeat)
+        tools["fvcore"] = run_fvcore
     except ImportError:
-        results["fvcore"] = "not installed"
-    return results
+        tools["fvcore"] = "not installed"
+    return tools
 
 
-def measure(name: str, model: nn.Module, x: torch.Tensor, repeat: int, with_peers: bool) -> list[list[object]]:
+def measure(name: str, model: nn.Module, x: torch.Tensor, repeat: int, with_peers: bool) -> tuple[list[list[object]], dict[str, list[float]]]:
+    """The table rows for one model, and every tool's times by round."""
     model.eval()
-    with torch.no_grad():
-        plain = median_ms(lambda: model(x), repeat)
-    construct_ms, counter = once_ms(lambda: TorchFLOPsByFX(model))
+    counter = TorchFLOPsByFX(model)
     nodes = len(counter.graph_model.graph.nodes)
-    flops_only = median_ms(lambda: counter.propagate(x, timing=False), repeat)
-    timed = median_ms(lambda: counter.propagate(x), repeat)
     gm = counter.graph_model
+
+    def plain() -> None:
+        with torch.no_grad():
+            model(x)
 
     def bare_interpreter() -> None:
         with torch.no_grad():
             fx.Interpreter(gm).run(x)
 
-    bare = median_ms(bare_interpreter, repeat)
-    def one_shot(timing: bool) -> None:  # what a user does once: a new counter and one propagate
-        TorchFLOPsByFX(model).propagate(x, timing=timing)
-
-    one_shot_flops = median_ms(lambda: one_shot(False), max(1, repeat // 2))
-    one_shot_timed = median_ms(lambda: one_shot(True), max(1, repeat // 2))
-    rows = [
-        [name, "plain model(x)", plain, 1.0, ""],
-        [name, f"TorchFLOPsByFX construction ({nodes:,} nodes)", construct_ms, construct_ms / plain, ""],
-        [name, "propagate, FLOPs only (repeated)", flops_only, flops_only / plain, f"{(flops_only - plain) * 1000 / nodes:.2f}"],
-        [name, "propagate, with per-node timing (repeated)", timed, timed / plain, f"{(timed - plain) * 1000 / nodes:.2f}"],
-        [name, "new counter + first propagate, FLOPs only", one_shot_flops, one_shot_flops / plain, ""],
-        [name, "new counter + first propagate, with timing", one_shot_timed, one_shot_timed / plain, ""],
-        [name, "bare torch.fx.Interpreter", bare, bare / plain, f"{(bare - plain) * 1000 / nodes:.2f}"],
-    ]
+    tools: dict[str, Callable[[], object]] = {
+        "plain model(x)": plain,
+        f"TorchFLOPsByFX construction ({nodes:,} nodes)": lambda: TorchFLOPsByFX(model),
+        "propagate, FLOPs only (repeated)": lambda: counter.propagate(x, timing=False),
+        "propagate, with per-node timing (repeated)": lambda: counter.propagate(x),
+        "new counter + first propagate, FLOPs only": lambda: TorchFLOPsByFX(model).propagate(x, timing=False),
+        "new counter + first propagate, with timing": lambda: TorchFLOPsByFX(model).propagate(x),
+        "bare torch.fx.Interpreter": bare_interpreter,
+    }
+    missing: dict[str, str] = {}
     if with_peers:
-        for tool, value in peers(model, x, repeat).items():
-            if isinstance(value, str):
-                rows.append([name, tool, value, "", ""])
+        for tool, fn in peer_tools(model, x).items():
+            if isinstance(fn, str):
+                missing[tool] = fn
             else:
-                rows.append([name, tool, value, value / plain, f"{(value - plain) * 1000 / nodes:.2f}"])
-    return rows
+                tools[tool] = fn
+    times = interleaved({"plain": tools.pop("plain model(x)"), **tools}, repeat)
+    plain_ms = statistics.median(times["plain"])
+    rows: list[list[object]] = [[name, "plain model(x)", plain_ms, 1.0, ""]]
+    per_node = ("propagate", "bare", "FlopCounterMode", "thop", "ptflops", "fvcore")
+    for tool, values in times.items():
+        if tool == "plain":
+            continue
+        ms = statistics.median(values)
+        over = f"{(ms - plain_ms) * 1000 / nodes:.2f}" if tool.startswith(per_node) else ""
+        rows.append([name, tool, ms, median_ratio(times, tool, "plain"), over])
+    rows += [[name, tool, why, "", ""] for tool, why in missing.items()]
+    return rows, times
 
 
-def faithful_timing(repeat: int) -> str:
+def faithful_timing(repeat: int) -> tuple[str, float]:
     import torchvision
 
     model, x = torchvision.models.resnet50().eval(), torch.randn(1, 3, 224, 224)
@@ -155,20 +174,26 @@ def faithful_timing(repeat: int) -> str:
     counter.propagate(x, warmup=2, repeat=repeat)
     total = counter.print_total_time(show=False)
     plain = counter.plain_forward_ms
-    return (f"resnet50, repeat={repeat}: sum of per-node medians {total:.1f} ms, plain forward median "
+    line = (f"resnet50, repeat={repeat}: sum of per-node medians {total:.1f} ms, plain forward median "
             f"{plain:.1f} ms: {100.0 * (total - plain) / plain:+.1f}%")
+    return line, (total - plain) / plain
 
 
 def scaling(blocks: list[int], repeat: int) -> list[list[object]]:
     rows = []
     for n in blocks:
         model, x = MLP(n).eval(), torch.randn(1, 32)
-        with torch.no_grad():
-            plain = median_ms(lambda: model(x), repeat)
-        construct_ms, counter = once_ms(lambda: TorchFLOPsByFX(model))
+        counter = TorchFLOPsByFX(model)
         nodes = len(counter.graph_model.graph.nodes)
-        flops_only = median_ms(lambda: counter.propagate(x, timing=False), repeat)
-        rows.append([n, nodes, plain, construct_ms, flops_only, 1000 * construct_ms / nodes, 1000 * flops_only / nodes])
+
+        def plain() -> None:
+            with torch.no_grad():
+                model(x)
+
+        times = interleaved({"plain": plain, "construction": lambda: TorchFLOPsByFX(model),
+                             "propagate": lambda: counter.propagate(x, timing=False)}, repeat)
+        plain_ms, construct_ms, flops_only = (statistics.median(times[k]) for k in ("plain", "construction", "propagate"))
+        rows.append([n, nodes, plain_ms, construct_ms, flops_only, 1000 * construct_ms / nodes, 1000 * flops_only / nodes])
     return rows
 
 
@@ -198,19 +223,38 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     chosen = set(args.models.split(","))
     rows: list[list[object]] = []
+    targets: list[list[object]] = []
+
+    def target(what: str, value: float, limit: float) -> None:
+        targets.append([what, f"{value:.2f}", f"<= {limit:.2f}", "met" if value <= limit else "NOT met"])
+
     if "mlp" in chosen:
-        rows += measure(f"MLP x{args.blocks}", MLP(args.blocks), torch.randn(1, 32), args.repeat, with_peers=True)
+        table, times = measure(f"MLP x{args.blocks}", MLP(args.blocks), torch.randn(1, 32), args.repeat, with_peers=True)
+        rows += table
+        target("MLP: propagate, FLOPs only / plain", median_ratio(times, "propagate, FLOPs only (repeated)", "plain"), 2.0)
+        if "FlopCounterMode" in times:
+            target("MLP: new counter + first propagate (FLOPs only) / FlopCounterMode",
+                   median_ratio(times, "new counter + first propagate, FLOPs only", "FlopCounterMode"), 0.75)
+    models = []
     if "resnet50" in chosen:
         import torchvision
 
-        rows += measure("resnet50", torchvision.models.resnet50(), torch.randn(1, 3, 224, 224), args.repeat, True)
+        models.append(("resnet50", torchvision.models.resnet50()))
     if "vit" in chosen:
         import timm
 
-        rows += measure("vit_base_patch16_224", timm.create_model("vit_base_patch16_224"), torch.randn(1, 3, 224, 224), args.repeat, True)
+        models.append(("vit_base_patch16_224", timm.create_model("vit_base_patch16_224")))
+    for name, model in models:
+        table, times = measure(name, model, torch.randn(1, 3, 224, 224), args.repeat, True)
+        rows += table
+        target(f"{name}: new counter + first propagate, FLOPs only / plain",
+               median_ratio(times, "new counter + first propagate, FLOPs only", "plain"), 1.10)
+        target(f"{name}: new counter + first propagate, with timing / plain",
+               median_ratio(times, "new counter + first propagate, with timing", "plain"), 1.25)
     headers = ["model", "what", "ms", "x plain", "µs / node over plain"]
     shown = [[m, w, f"{t:,.1f}" if isinstance(t, float) else t, f"{r:.2f}" if isinstance(r, float) else r, o] for m, w, t, r, o in rows]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeat} runs\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.repeat} interleaved rounds: "
+          f"ms is the median time, 'x plain' the median over rounds of the time over the same round's plain forward\n")
     if rows:
         print(tabulate(shown, headers, tablefmt="github", disable_numparse=True))
     if "scaling" in chosen:
@@ -219,11 +263,18 @@ def main() -> None:
         print(tabulate([[b, n, f"{p:.1f}", f"{c:.1f}", f"{f:.1f}", f"{cn:.1f}", f"{fn:.2f}"] for b, n, p, c, f, cn, fn in table],
                        ["blocks", "nodes", "plain ms", "construction ms", "propagate (FLOPs) ms", "construction µs/node", "propagate µs/node"],
                        tablefmt="github", disable_numparse=True))
-        print(f"propagate µs/node at 8,000 blocks / at 500 blocks: {table[-1][6] / table[0][6]:.2f}")
+        growth = table[-1][6] / table[0][6]
+        print(f"propagate µs/node at 8,000 blocks / at 500 blocks: {growth:.2f}")
+        target("scaling: propagate µs/node at 8,000 blocks / at 500", growth, 1.3)
     if "timing" in chosen:
-        print("\n" + faithful_timing(10))
+        line, excess = faithful_timing(10)
+        print("\n" + line)
+        target("resnet50 repeat=10: |sum of per-node medians / plain median - 1|", abs(excess), 0.15)
     if "decoder" in chosen:
         print("\n" + meta_decoder())
+    if targets:
+        print("\nTargets (issue 8):")
+        print(tabulate(targets, ["target", "measured", "limit", ""], tablefmt="github", disable_numparse=True))
 
 
 if __name__ == "__main__":

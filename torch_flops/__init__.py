@@ -3,7 +3,7 @@
 from torch_flops import rules as _rules  # noqa: F401  (registers the built-in cost rules)
 from torch_flops.engine import TorchFLOPsByFX
 from torch_flops.fallback import AtenCostMode, AtenTally, count_aten
-from torch_flops.interpreter import NodeExecutionError
+from torch_flops.planning import NodeExecutionError
 from torch_flops.profile import LayerInfo, profile
 from torch_flops.records import Cost, LayerRecord, ModuleCost, NodeRecord, Status
 from torch_flops.registry import (

@@ -21,8 +21,8 @@ from torch.utils import _pytree as pytree
 from torch_flops import aggregate, render
 from torch_flops import inputs as model_inputs
 from torch_flops import memory
-from torch_flops.fastpath import FastRun
-from torch_flops.interpreter import IgnoreSpec, NodeObserver, NodePlan, plan_graph, run
+from torch_flops.planning import IgnoreSpec, NodeObserver, NodePlan, plan_graph
+from torch_flops.runner import GraphRunner
 from torch_flops.measure import Probe, check_memory_function, gc_paused, run_device, tensors_in
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, CostRuleError, Rule, RuleFn
@@ -34,14 +34,13 @@ VIEWS = ("nodes", "modules", "ops", "layers")
 @dataclass
 class _Graph:
     """A traced graph for one input signature, with what runs of it reuse: its plans, the concrete
-    arguments it is specialised on, the modules to put in eval mode, and (built on first use) its
-    FLOPs-only runner."""
+    arguments it is specialised on, the modules to put in eval mode, and its runner."""
 
     result: TraceResult
     plans: dict[fx.Node, NodePlan]
     concrete: dict[str, Any]
     modules: list[nn.Module]
-    fast: FastRun | None = None
+    runner: GraphRunner
 
     @property
     def graph_module(self) -> fx.GraphModule:
@@ -143,7 +142,8 @@ class TorchFLOPsByFX:
         concrete = model_inputs.concrete_args(bound) | self.concrete_args
         result = trace(self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf)
         plans = plan_graph(result.graph_module, self.registry, self.ignore_ops)
-        entry = _Graph(result, plans, concrete, modules_of(result.graph_module, self.model))
+        gm = result.graph_module
+        entry = _Graph(result, plans, concrete, modules_of(gm, self.model), GraphRunner(gm, plans, self.registry))
         try:
             self._graphs[key] = entry
         except TypeError:  # an unhashable concrete value: do not cache
@@ -173,9 +173,8 @@ class TorchFLOPsByFX:
         restored. If the inputs or the model live on the ``meta`` device, the run is shape-only (see
         :meth:`propagate_shapes`).
 
-        ``timing=False`` counts FLOPs only: the graph runs through a flat list of resolved steps
-        (:mod:`torch_flops.fastpath`), close to the model's own speed, without time, memory or byte
-        columns. With timing, the graph runs ``warmup``
+        ``timing=False`` counts FLOPs only, close to the model's own speed, without time, memory or
+        byte columns (:mod:`torch_flops.runner`). With timing, the graph runs ``warmup``
         times untimed, then ``repeat`` times; each node's ``time_ms`` is its median over the timed runs
         (``time_min_ms`` the fastest), and a plain ``model(...)`` is timed the same way for comparison
         (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat`` are this method's own.
@@ -214,7 +213,7 @@ class TorchFLOPsByFX:
         self.records = []  # a failed run leaves no stale results behind
         bound = model_inputs.bind(self.model, args, kwargs)
         self._current = graph = self._graph_for(bound)
-        result, plans = graph.result, graph.plans
+        result = graph.result
         self._input_info = [
             {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
             for name, value in bound.values.items() for t in tensors_in(value)
@@ -228,10 +227,8 @@ class TorchFLOPsByFX:
             inputs = pytree.tree_map_only(torch.Tensor, lambda t: t if t.is_meta else torch.empty_like(t, device="meta"), inputs)
         self.plain_forward_ms = None
         if not timing and observer is None and not shape_only:
-            if graph.fast is None:
-                graph.fast = FastRun(gm, plans, self.registry)
             with eval_mode(modules=graph.modules):
-                output, self.records = graph.fast.run(inputs)
+                output, self.records = graph.runner.run_flops(inputs)
             self._liveness = None
             return output
         device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state])
@@ -240,9 +237,8 @@ class TorchFLOPsByFX:
         timed = timing and not shape_only
         with eval_mode(modules=graph.modules), swap:
             for _ in range(warmup if timed else 0):
-                run(gm, plans, probe, self.registry, inputs, None, timing=False)
-            runs = [run(gm, plans, probe, self.registry, inputs, observer, timing=timed)
-                    for _ in range(repeat if timed else 1)]
+                graph.runner.run_flops(inputs)
+            runs = [graph.runner.run(inputs, probe, timing=timed, observer=observer) for _ in range(repeat if timed else 1)]
             if timed and repeat > 1:
                 self.plain_forward_ms = _plain_forward_ms(self.model, bound, repeat, device)
         output, records, self._liveness = runs[-1]

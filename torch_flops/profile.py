@@ -17,7 +17,7 @@ from torch import nn
 
 from torch_flops import aggregate, render
 from torch_flops.engine import TorchFLOPsByFX
-from torch_flops.interpreter import NodePlan
+from torch_flops.planning import NodePlan
 from torch_flops.records import LayerRecord, NodeRecord
 from torch_flops.registry import lookup_by_mro
 from torch_flops.render import LayerTotal

@@ -10,6 +10,11 @@ leaf: the graph is one node that runs the whole model. The modules made leaves, 
 
 from __future__ import annotations
 
+import bisect
+import dis
+import inspect
+import sys
+import types
 import warnings
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,6 +38,52 @@ class TraceError(RuntimeError):
         self.module_class = module_class
 
 
+class _UnpackCached:
+    """``Proxy.__iter__`` with its bytecode lookup cached per call site.
+
+    FX decides what ``a, b = proxy`` means by disassembling the whole calling function on every
+    iteration (is the instruction at the call site an ``UNPACK_SEQUENCE``, and of how many values?).
+    The answer depends only on the code object and the instruction offset, so it is looked up once."""
+
+    def __iter__(self) -> Iterator[fx.Proxy]:
+        frame = inspect.currentframe()
+        calling = frame.f_back if frame is not None else None
+        if calling is None:
+            return super().__iter__()  # type: ignore[misc]
+        key = (calling.f_code, calling.f_lasti)
+        sites = self.tracer._unpack_sites  # type: ignore[attr-defined]
+        if key not in sites:
+            sites[key] = _unpack_count(calling.f_code, calling.f_lasti)
+        count = sites[key]
+        if count is not None:
+            return (self[i] for i in range(count))  # type: ignore[index]
+        return self.tracer.iter(self)  # type: ignore[attr-defined]
+
+    def __getattr__(self, k: str) -> fx.proxy.Attribute:
+        return _Attribute(self, k)
+
+
+def _unpack_count(code: types.CodeType, offset: int) -> int | None:
+    """How many values the instruction at ``offset`` unpacks, if it is an ``UNPACK_SEQUENCE`` (as FX's
+    ``Proxy.__iter__`` finds it)."""
+    instructions = list(dis.get_instructions(code))
+    if sys.version_info >= (3, 11):
+        index = bisect.bisect_left(instructions, offset, key=lambda instruction: instruction.offset)
+    else:
+        index = offset // 2
+    if index < len(instructions) and instructions[index].opname == "UNPACK_SEQUENCE":
+        return instructions[index].argval
+    return None
+
+
+class _Proxy(_UnpackCached, fx.Proxy):
+    pass
+
+
+class _Attribute(_UnpackCached, fx.proxy.Attribute):
+    pass
+
+
 _PLAIN_CONSTANTS = frozenset({type(None), bool, int, float, complex, str, torch.dtype, torch.device, torch.layout, torch.memory_format, type(...)})
 
 
@@ -46,6 +97,39 @@ class _ScopeTrackingTracer(fx.Tracer):
         self.open_scopes: list[tuple[str, type]] = []
         self.leaf_types = leaf_types
         self.leaf_paths = frozenset(leaf_paths)
+        self._unpack_sites: dict[tuple[types.CodeType, int], int | None] = {}
+        self._names_of: tuple[Any, dict[int, str], dict[int, str]] | None = None  # root, parameter and buffer names
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _Proxy(node, self)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        """FX's ``Tracer.getattr`` (a parameter or, with ``proxy_buffer_attributes``, a buffer of the
+        root becomes a ``get_attr`` node, once per name), finding the name in a table built once per
+        trace instead of walking every parameter of the model on each access."""
+        if not isinstance(attr_val, torch.Tensor):
+            return attr_val
+        if self._names_of is None or self._names_of[0] is not self.root:
+            parameters: dict[int, str] = {}
+            for name, parameter in self.root.named_parameters():
+                parameters.setdefault(id(parameter), name)
+            buffers: dict[int, str] = {}
+            for name, buffer in self.root.named_buffers():
+                buffers.setdefault(id(buffer), name)
+            self._names_of = (self.root, parameters, buffers)
+        name = None
+        if isinstance(attr_val, nn.Parameter):
+            name = self._names_of[1].get(id(attr_val))
+        if name is None and self.proxy_buffer_attributes:
+            name = self._names_of[2].get(id(attr_val))
+        if name is None:
+            return attr_val
+        if name not in parameter_proxy_cache:
+            factory = None
+            if self.param_shapes_constant:
+                factory = lambda node: fx.proxy.ParameterProxy(self, node, name, attr_val)  # noqa: E731
+            parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {}, proxy_factory_fn=factory)
+        return parameter_proxy_cache[name]
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return (
@@ -59,7 +143,7 @@ class _ScopeTrackingTracer(fx.Tracer):
         and string-keyed dicts of them are lowered here; anything else (parameters, tensors, modules,
         named tuples, ...) goes to FX."""
         kind = type(a)
-        if kind is fx.Proxy:
+        if kind is _Proxy or kind is fx.Proxy:
             return a.node
         if kind in _PLAIN_CONSTANTS:
             return a
@@ -288,7 +372,6 @@ def _drop_specialisation_asserts(graph: fx.Graph) -> None:
 
 def _root_leaf_graph(model: nn.Module) -> fx.GraphModule:
     """A graph of one ``call_module`` node that runs the whole model (held as :data:`ROOT_LEAF`)."""
-    import inspect
 
     holder = nn.Module()
     holder.add_module(ROOT_LEAF, model)  # the holder refers to the model; the model is not changed

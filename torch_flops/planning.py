@@ -1,16 +1,14 @@
-"""The FX ``Interpreter`` that runs real tensors node by node and emits one :class:`NodeRecord` each.
+"""What is known about each node before it runs, and how a node is priced.
 
-Rules are resolved once per node when the plan is built (:func:`plan_graph`); running a node only
-executes it, reads the clock (and CUDA memory) around it, and prices it with its planned rule. A node
-with no rule runs under the aten-level counter (:mod:`torch_flops.fallback`) instead, once: it is never
-executed twice, so in-place ops stay correct. Values are returned untouched, so the model's output is
-exactly what ``model(*inputs)`` returns.
+:func:`plan_graph` resolves every node's rule once per graph (a :class:`NodePlan`: rule, labels, owning
+module); :func:`price` prices a node with its rule, :func:`start_fallback` / :func:`fallback_scope` run a
+node without one under the aten-level counter (:mod:`torch_flops.fallback`). The errors a run raises
+name the node, its target, its module and the shapes it saw. :mod:`torch_flops.runner` runs the graph.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,8 +20,7 @@ from torch import nn
 
 from torch_flops.attribution import ModuleAttribution
 from torch_flops.fallback import AtenCostMode, AtenTally
-from torch_flops import memory
-from torch_flops.measure import Probe, tensors_in
+from torch_flops.measure import tensors_in
 from torch_flops.records import ZERO_COST, AtenOpCost, Cost, NodeRecord, Shape, Status
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, valid_cost
 from torch_flops.tracing import ROOT_LEAF
@@ -179,109 +176,6 @@ def _describe_inputs(args: Iterable[Any], kwargs: dict[str, Any]) -> str:
     return ", ".join(shapes) if shapes else "no tensors"
 
 
-class CountingInterpreter(fx.Interpreter):
-    """Runs the graph under ``probe`` and appends one :class:`NodeRecord` per node to ``records``.
-
-    ``observer``, when given, is called after each node with ``(node, plan, args, kwargs, result)``
-    (the layer-wise view uses it for user-supplied per-module counters).
-    """
-
-    def __init__(
-        self,
-        gm: fx.GraphModule,
-        plans: dict[fx.Node, NodePlan],
-        probe: Probe,
-        registry: CostRegistry,
-        observer: NodeObserver | None = None,
-        timing: bool = True,
-    ) -> None:
-        super().__init__(gm, garbage_collect_values=True)
-        self.extra_traceback = False  # our errors already name the node
-        self.plans = plans
-        self.probe = probe
-        self.registry = registry
-        self.observer = observer
-        self.timing = timing
-        self.records: list[NodeRecord] = []
-        self.produced: list[dict[int, int]] = []  # storages held by each node's value, for the liveness pass
-        self.inner_peaks: list[int] = []  # peak allocations inside nodes run by the fallback
-        self._module_bytes: dict[int, int] = {}
-        self.model_state: set[int] = memory.storage_ids((*gm.parameters(), *gm.buffers()))
-
-    def run_node(self, n: fx.Node) -> Any:
-        plan = self.plans[n]
-        probe = self.probe
-        with self._set_current_node(n):
-            args, kwargs = self.fetch_args_kwargs_from_env(n)
-            mem_before = probe.memory()
-            in_tensors = tensors_in((args, kwargs))
-            mode = attribution = None
-            if plan.fallback:
-                state = (*plan.module.parameters(), *plan.module.buffers()) if plan.module is not None else ()
-                mode, attribution = start_fallback(plan, self.registry, existing=(*in_tensors, *state))
-            start = probe.now()
-            try:
-                with fallback_scope(mode, attribution):
-                    result = getattr(self, n.op)(n.target, args, kwargs)
-            except Exception as error:
-                raise node_error(n, plan, args, kwargs, error) from error
-            time_ms = (probe.now() - start) * 1000.0 if self.timing else None
-            mem_after = probe.memory()
-        if mode is None:
-            status, cost, missing = *price(n, plan, args, kwargs, result), ()
-        else:
-            status, cost, missing = _fallback_price(mode.tally)
-        if self.observer is not None:
-            try:
-                self.observer(n, plan, args, kwargs, result)
-            except Exception as error:
-                raise CostRuleError(
-                    f"custom counter failed on node '{n.name}' ({n.op} {plan.target}"
-                    f"{f' in module {plan.module_path!r} ({plan.module_class})' if plan.module_path else ''}) with "
-                    f"input shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
-                ) from error
-        out_tensors = tensors_in(result)
-        held = memory.storages(out_tensors)
-        if n.op == "get_attr":
-            self.model_state |= held.keys()
-        self.produced.append(held)
-        self.inner_peaks.append(mode.peak_bytes if mode is not None else 0)
-        moves = n.op not in ("placeholder", "output", "get_attr")
-        self.records.append(
-            NodeRecord(
-                name=n.name,
-                op=n.op,
-                target=plan.target,
-                module_path=plan.module_path,
-                module_class=plan.module_class,
-                status=status,
-                flops=None if cost is None else cost.flops,
-                macs=None if cost is None else cost.macs,
-                input_shapes=tuple(tuple(t.shape) for t in in_tensors),
-                output_shapes=tuple(tuple(t.shape) for t in out_tensors),
-                time_ms=time_ms,
-                mem_before_bytes=mem_before,
-                mem_after_bytes=mem_after,
-                unsupported_ops=missing,
-                module_costs=attribution.module_costs() if attribution is not None else (),
-                aten_costs=_aten_costs(mode.tally) if mode is not None else (),
-                read_bytes=memory.bytes_of(in_tensors) + self._state_bytes(plan.module) if moves else 0,
-                written_bytes=memory.bytes_of(out_tensors) if moves else 0,
-            )
-        )
-        return result
-
-    def _state_bytes(self, module: nn.Module | None) -> int:
-        """Bytes of a module node's parameters and buffers, which it reads (after it ran: lazy modules
-        have their parameters by then)."""
-        if module is None:
-            return 0
-        key = id(module)
-        if key not in self._module_bytes:
-            self._module_bytes[key] = sum(memory.tensor_bytes(t) for t in (*module.parameters(), *module.buffers()))
-        return self._module_bytes[key]
-
-
 def node_error(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, error: Exception) -> Exception:
     """The error to raise when running node ``n`` raised ``error``: a :class:`CostRuleError` (an aten
     rule of the fallback failed) or a :class:`NodeExecutionError`, naming the node, its target, its
@@ -309,6 +203,15 @@ def price(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, result: Any) ->
         raise rule_error(n, plan, args, kwargs, error) from error
     check_cost(cost, n, plan)
     return Status.RULE, cost
+
+
+def observer_error(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, error: Exception) -> CostRuleError:
+    """The error for a user-supplied per-node observer (the layer-wise view's custom counters) raising."""
+    where = f" in module {plan.module_path!r} ({plan.module_class})" if plan.module_path else ""
+    return CostRuleError(
+        f"custom counter failed on node '{n.name}' ({n.op} {plan.target}{where}) with "
+        f"input shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
+    )
 
 
 def rule_error(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, error: Exception) -> CostRuleError:
@@ -355,37 +258,3 @@ def _fallback_price(tally: AtenTally) -> tuple[Status, Cost | None, tuple[str, .
     if tally.unsupported:
         return Status.UNSUPPORTED, None, tuple(tally.unsupported)
     return Status.FALLBACK, tally.cost, ()
-
-
-def run(
-    gm: fx.GraphModule,
-    plans: dict[fx.Node, NodePlan],
-    probe: Probe,
-    registry: CostRegistry,
-    inputs: list[Any],
-    observer: NodeObserver | None = None,
-    timing: bool = True,
-) -> tuple[Any, list[NodeRecord], memory.Liveness]:
-    """Run ``gm`` on ``inputs`` under ``torch.no_grad``; return the output, the records with the live
-    activation bytes of the liveness pass filled in, and that pass (:mod:`torch_flops.memory`)."""
-    interpreter = CountingInterpreter(gm, plans, probe, registry, observer, timing)
-    probe.start()
-    with torch.no_grad():
-        output = interpreter.run(*inputs)
-    records = interpreter.records
-    live = memory.liveness(interpreter.produced, _last_uses(gm), interpreter.model_state, interpreter.inner_peaks)
-    return output, [dataclasses.replace(r, live_bytes=b) for r, b in zip(records, live.live_after)], live
-
-
-def _last_uses(gm: fx.GraphModule) -> list[int]:
-    """For each node in order, the index of its last user; the output node's arguments live to the end."""
-    nodes = list(gm.graph.nodes)
-    index = {node: i for i, node in enumerate(nodes)}
-    last = []
-    for i, node in enumerate(nodes):
-        users = [index[u] for u in node.users]
-        if node.op == "output" or any(u.op == "output" for u in node.users):
-            last.append(len(nodes))
-        else:
-            last.append(max(users, default=i))
-    return last

@@ -1,0 +1,76 @@
+"""The tracer builds exactly the graph ``torch.fx.Tracer`` builds (code, node names, arguments and the
+module stack every node records), only faster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.fx as fx
+from torch import nn
+
+from torch_flops.tracing import _ScopeTrackingTracer
+
+torchvision = pytest.importorskip("torchvision")
+timm = pytest.importorskip("timm")
+
+
+def graph_summary(graph: fx.Graph) -> tuple[str, list[tuple]]:
+    nodes = [(n.name, n.op, str(n.target), repr(n.args), repr(n.kwargs), n.meta.get("nn_module_stack")) for n in graph.nodes]
+    return graph.python_code("self").src, nodes
+
+
+class Unpacks(nn.Module):
+    """Tuple unpacking of proxies and of ``x.shape``, a parameter read twice, a buffer and a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(4))
+        self.register_buffer("offset", torch.zeros(4))
+        self.inner = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, features = x.shape
+        a, b = x.chunk(2, dim=-1)
+        y = torch.cat((b, a), dim=-1) * self.weight + self.weight
+        return self.inner(y + self.offset).reshape(batch, features) + torch.tensor(1.0)
+
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "unpacks": Unpacks,
+    "resnet18": lambda: torchvision.models.resnet18(),
+    "swin_t": lambda: torchvision.models.swin_t(),
+    "vit_tiny": lambda: timm.create_model("vit_tiny_patch16_224"),
+    "levit_128": lambda: timm.create_model("levit_128"),  # caches a tensor per device in eval mode
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_graph_equals_fx_tracers(name: str) -> None:
+    torch.manual_seed(0)
+    reference = fx.Tracer().trace(MODELS[name]().eval())
+    torch.manual_seed(0)
+    ours = _ScopeTrackingTracer().trace(MODELS[name]().eval())  # a fresh model: LeViT caches proxies
+    assert graph_summary(ours) == graph_summary(reference)
+
+
+def test_buffers_as_attributes_and_constant_parameter_shapes() -> None:
+    """The tracer options FX's getattr honours: buffers become get_attr nodes when asked, and with
+    ``param_shapes_constant`` a parameter's shape is a constant, not a node."""
+
+    class Shaped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(3, 4))
+            self.register_buffer("scale", torch.ones(4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(-1, self.weight.shape[1]) * self.scale @ self.weight.t()
+
+    for options in ({"proxy_buffer_attributes": True}, {"param_shapes_constant": True}):
+        reference, ours = fx.Tracer(), _ScopeTrackingTracer()
+        for tracer in (reference, ours):
+            for key, value in options.items():
+                setattr(tracer, key, value)
+        assert graph_summary(ours.trace(Shaped())) == graph_summary(reference.trace(Shaped())), options

@@ -1,0 +1,369 @@
+"""Runs a traced graph on real (or meta) tensors, node by node, and emits one :class:`NodeRecord` each.
+
+The graph is flattened once (per graph) into a list of steps: what each node calls (its module,
+function or method, resolved when the step is built), where each argument comes from (a slot of a flat
+value list, or a constant) and which values die after it. A run is one loop over the steps, so a node
+costs a few attribute reads on top of its own work, not ``torch.fx.Interpreter``'s per-node dispatch
+(environment lookups, ``map_arg``, ``getattr`` on the op kind, a context manager). Values are freed
+after their last use, as ``Interpreter``'s ``garbage_collect_values`` does, so memory stays bounded.
+
+Each node is priced with the rule planned for it (:func:`torch_flops.planning.plan_graph`); a node
+without a rule runs once, never twice, under the aten-level counter (:mod:`torch_flops.fallback`), so
+in-place ops stay correct. Outputs are returned untouched: the model's output is exactly what
+``model(*inputs)`` returns.
+
+Two loops share the steps:
+
+- :meth:`GraphRunner.run_flops` counts FLOPs only (``propagate(..., timing=False)``): no clocks, no
+  memory bookkeeping; a repeated run with the same shapes and costs returns the previous (immutable)
+  records.
+- :meth:`GraphRunner.run` also times each node (when asked), reads CUDA memory around it, counts the
+  bytes it reads and writes, follows the storages its values hold for the liveness pass
+  (:mod:`torch_flops.memory`), and calls an observer after each node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from torch_flops import memory
+from torch_flops.planning import (
+    NodeObserver,
+    NodePlan,
+    _aten_costs,
+    _fallback_price,
+    _shapes,
+    check_cost,
+    fallback_scope,
+    node_error,
+    observer_error,
+    rule_error,
+    start_fallback,
+)
+from torch_flops.measure import Probe, tensors_in
+from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status
+from torch_flops.registry import CostRegistry, OpCall
+
+_Tensor = torch.Tensor
+_CALL = 0  # kinds of steps
+_FALLBACK = 1
+_GET_ATTR = 2
+_CONTAINERS = (tuple, list, dict, slice)  # arguments that may hold nodes
+
+
+def _call_method(name: str) -> Callable[..., Any]:
+    def call(self_arg: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self_arg, name)(*args, **kwargs)
+
+    return call
+
+
+def _status(plan: NodePlan) -> Status:
+    """The status of a node not run by the fallback (a fallback node's comes from its run)."""
+    if plan.ignored:
+        return Status.IGNORED
+    if plan.rule is None or not plan.rule.known_zero:
+        return Status.RULE
+    return Status.ZERO
+
+
+class _Step:
+    """One op node, resolved: what to call, where its arguments come from, which values die after it."""
+
+    __slots__ = ("index", "kind", "fn", "args", "arg_slots", "kwargs", "kwarg_slots", "nested", "free", "node", "plan",
+                 "rule", "module")
+
+    def __init__(self, index: int, kind: int, fn: Any, node: fx.Node, plan: NodePlan, slot: dict[fx.Node, int]) -> None:
+        self.index, self.kind, self.fn, self.node, self.plan = index, kind, fn, node, plan
+        priced = kind == _CALL and not plan.ignored and not plan.rule.known_zero
+        self.rule = plan.rule.fn if priced else None  # None: the node's status alone gives its cost (0)
+        self.module = plan.module
+        self.free: tuple[int, ...] = ()
+        args, kwargs = node.args, node.kwargs
+        self.nested = any(isinstance(a, _CONTAINERS) for a in args) or any(isinstance(v, _CONTAINERS) for v in kwargs.values())
+        self.args = tuple([None if type(a) is fx.Node else a for a in args])
+        self.arg_slots = tuple([(p, slot[a]) for p, a in enumerate(args) if type(a) is fx.Node])
+        self.kwargs = {k: v for k, v in kwargs.items() if type(v) is not fx.Node}
+        self.kwarg_slots = tuple([(k, slot[v]) for k, v in kwargs.items() if type(v) is fx.Node])
+
+    def arguments(self, values: list[Any], slot: dict[fx.Node, int]) -> tuple[Any, dict[str, Any]]:
+        """The step's arguments, from the values computed so far."""
+        if self.nested:
+            lookup = lambda node: values[slot[node]]  # noqa: E731
+            return fx.map_arg(self.node.args, lookup), fx.map_arg(self.node.kwargs, lookup)
+        args = self.args
+        if self.arg_slots:
+            args = list(args)
+            for position, source in self.arg_slots:
+                args[position] = values[source]
+        kwargs = self.kwargs
+        if self.kwarg_slots:
+            kwargs = dict(kwargs)
+            for key, source in self.kwarg_slots:
+                kwargs[key] = values[source]
+        return args, kwargs
+
+
+class GraphRunner:
+    """Runs one graph (built once per graph, reused by every run of it)."""
+
+    def __init__(self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], registry: CostRegistry) -> None:
+        self.gm = gm
+        self.registry = registry
+        self.nodes = list(gm.graph.nodes)
+        self.plans = [plans[n] for n in self.nodes]
+        self.statuses = [_status(plan) for plan in self.plans]
+        self.slot = {node: i for i, node in enumerate(self.nodes)}
+        self.placeholders = [node for node in self.nodes if node.op == "placeholder"]
+        self.output_node = next((node for node in self.nodes if node.op == "output"), None)
+        self.steps = [self._step(i, node) for i, node in enumerate(self.nodes) if node.op not in ("placeholder", "output")]
+        self.last_use = self._last_uses()
+        step_at = {step.index: step for step in self.steps}
+        frees: dict[int, list[int]] = {}
+        for i, last in enumerate(self.last_use):
+            if last in step_at:
+                frees.setdefault(last, []).append(i)
+        for step in self.steps:
+            step.free = tuple(frees.get(step.index, ()))
+        self.producers = [self._producers(node) for node in self.nodes]  # input shapes = their output shapes
+        self._previous: tuple[tuple, list[NodeRecord]] | None = None  # the last FLOPs-only run and its records
+        self._state_bytes: dict[int, int] = {}
+
+    def _step(self, i: int, node: fx.Node) -> _Step:
+        plan = self.plans[i]
+        if node.op == "get_attr":
+            owner, _, name = node.target.rpartition(".")
+            return _Step(i, _GET_ATTR, (self.gm.get_submodule(owner) if owner else self.gm, name), node, plan, self.slot)
+        if node.op == "call_module":
+            fn = plan.module if plan.module is not None else self.gm.get_submodule(node.target)
+        elif node.op == "call_method":
+            fn = _call_method(node.target)
+        else:
+            fn = node.target
+        return _Step(i, _FALLBACK if plan.fallback else _CALL, fn, node, plan, self.slot)
+
+    def _last_uses(self) -> list[int]:
+        """For each node, the index of its last user; a value nobody uses dies where it is made, and the
+        output's arguments live to the end (index ``len(nodes)``)."""
+        last = []
+        for i, node in enumerate(self.nodes):
+            if node.op == "output" or any(user.op == "output" for user in node.users):
+                last.append(len(self.nodes))
+            else:
+                last.append(max((self.slot[user] for user in node.users), default=i))
+        return last
+
+    def _producers(self, node: fx.Node) -> tuple[int, ...]:
+        """The slots of the nodes ``node`` reads, in argument order."""
+        found: list[int] = []
+        fx.map_arg((node.args, node.kwargs), lambda arg: found.append(self.slot[arg]))
+        return tuple(found)
+
+    def _bind_inputs(self, inputs: tuple | list, values: list[Any]) -> None:
+        """Placeholders take the inputs in order, as ``fx.Interpreter`` does: a starred one takes the
+        rest, a missing one its default."""
+        remaining = list(inputs)
+        for node in self.placeholders:
+            if node.target.startswith("*"):
+                value, remaining = remaining, []
+            elif remaining:
+                value = remaining.pop(0)
+            elif node.args:
+                value = node.args[0]
+            else:
+                raise RuntimeError(f"expected a value for the input '{node.target}' of the graph, got {len(inputs)} inputs")
+            values[self.slot[node]] = value
+
+    def _output(self, values: list[Any]) -> Any:
+        if self.output_node is None:
+            return None
+        return self.gm.graph.process_outputs(fx.map_arg(self.output_node.args[0], lambda node: values[self.slot[node]]))
+
+    # -- FLOPs only ---------------------------------------------------------------------------------------
+    def run_flops(self, inputs: list[Any]) -> tuple[Any, list[NodeRecord]]:
+        """Run under ``torch.no_grad``; return the output and the records (no time or memory columns)."""
+        n = len(self.nodes)
+        values: list[Any] = [None] * n
+        shapes: list[tuple] = [()] * n
+        costs: list[Cost | None] = [ZERO_COST] * n
+        fallbacks: dict[int, tuple] = {}  # status, missing ops, aten costs and module costs of fallback nodes
+        self._bind_inputs(self.gm.graph.process_inputs(*inputs), values)
+        for node in self.placeholders:
+            shapes[self.slot[node]] = _shapes(values[self.slot[node]])
+        registry, slot = self.registry, self.slot
+        with torch.no_grad():
+            for step in self.steps:
+                args, kwargs = step.arguments(values, slot)
+                kind = step.kind
+                try:
+                    if kind == _CALL:
+                        output = step.fn(*args, **kwargs)
+                    elif kind == _GET_ATTR:
+                        output = getattr(*step.fn)
+                    else:
+                        mode, attribution = start_fallback(step.plan, registry)
+                        with fallback_scope(mode, attribution):
+                            output = step.fn(*args, **kwargs)
+                except Exception as error:
+                    raise node_error(step.node, step.plan, args, kwargs, error) from error
+                i = step.index
+                values[i] = output
+                shapes[i] = (tuple(output.shape),) if isinstance(output, _Tensor) else _shapes(output)
+                if step.rule is not None:  # price() inlined: this is the per-node hot spot
+                    try:
+                        cost = step.rule(OpCall(args, kwargs, output, step.module))
+                    except Exception as error:
+                        raise rule_error(step.node, step.plan, args, kwargs, error) from error
+                    if type(cost) is not Cost or type(cost.flops) is not int or type(cost.macs) is not int \
+                            or cost.flops < 0 or cost.macs < 0:
+                        check_cost(cost, step.node, step.plan)
+                    costs[i] = cost
+                elif kind == _FALLBACK:
+                    status, costs[i], missing = _fallback_price(mode.tally)
+                    modules = attribution.module_costs() if attribution is not None else ()
+                    fallbacks[i] = (status, missing, _aten_costs(mode.tally), modules)
+                for dead in step.free:
+                    values[dead] = None
+            output = self._output(values)
+        run = (shapes, costs, fallbacks, _shapes(output))
+        if self._previous is not None and self._previous[0] == run:
+            return output, list(self._previous[1])
+        records = [
+            self._record(i, shapes, costs[i], *(fallbacks.get(i) or (self.statuses[i], (), (), ())), output_shapes=run[3])
+            for i in range(n)
+        ]
+        self._previous = (run, records)
+        return output, list(records)
+
+    def _record(
+        self, i: int, shapes: list[tuple], cost: Cost | None, status: Status, missing: tuple, aten: tuple, modules: tuple,
+        output_shapes: tuple, **measured: Any,
+    ) -> NodeRecord:
+        node, plan = self.nodes[i], self.plans[i]
+        if node.op == "output":
+            inputs = outputs = output_shapes
+        else:
+            inputs = tuple([shape for j in self.producers[i] for shape in shapes[j]])
+            outputs = shapes[i]
+        return NodeRecord(
+            name=node.name, op=node.op, target=plan.target, module_path=plan.module_path,
+            module_class=plan.module_class, status=status,
+            flops=None if cost is None else cost.flops, macs=None if cost is None else cost.macs,
+            input_shapes=inputs, output_shapes=outputs,
+            unsupported_ops=missing, aten_costs=aten, module_costs=modules, **measured,
+        )
+
+    # -- everything ---------------------------------------------------------------------------------------
+    def run(
+        self, inputs: list[Any], probe: Probe, timing: bool = True, observer: NodeObserver | None = None,
+    ) -> tuple[Any, list[NodeRecord], memory.Liveness]:
+        """Run under ``torch.no_grad`` and ``probe``; return the output, the records (time when
+        ``timing``, CUDA memory, bytes read and written, live bytes) and the liveness pass."""
+        n = len(self.nodes)
+        values: list[Any] = [None] * n
+        shapes: list[tuple] = [()] * n
+        costs: list[Cost | None] = [ZERO_COST] * n
+        details: list[tuple] = [(self.statuses[i], (), (), ()) for i in range(n)]
+        measured: list[dict[str, Any]] = [{} for _ in range(n)]
+        produced: list[dict[int, int]] = [{}] * n  # storages held by each node's value
+        inner_peaks = [0] * n  # peak allocations inside nodes run by the fallback
+        model_state = memory.storage_ids((*self.gm.parameters(), *self.gm.buffers()))
+        registry, slot = self.registry, self.slot
+        probe.start()
+        with torch.no_grad():
+            self._bind_inputs(self.gm.graph.process_inputs(*inputs), values)
+            for node in self.placeholders:
+                i = slot[node]
+                held = tensors_in(values[i])
+                shapes[i], produced[i] = tuple(tuple(t.shape) for t in held), memory.storages(held)
+                measured[i] = {"time_ms": 0.0 if timing else None, "mem_before_bytes": probe.memory(),
+                               "mem_after_bytes": probe.memory()}
+                self._observe(observer, node, values[i], (), {})
+            for step in self.steps:
+                i, kind, plan = step.index, step.kind, step.plan
+                args, kwargs = step.arguments(values, slot)
+                mem_before = probe.memory()
+                in_tensors = tensors_in((args, kwargs))
+                mode = attribution = None
+                if kind == _FALLBACK:
+                    state = (*plan.module.parameters(), *plan.module.buffers()) if plan.module is not None else ()
+                    mode, attribution = start_fallback(plan, registry, existing=(*in_tensors, *state))
+                start = probe.now()
+                try:
+                    if kind == _CALL:
+                        output = step.fn(*args, **kwargs)
+                    elif kind == _GET_ATTR:
+                        output = getattr(*step.fn)
+                    else:
+                        with fallback_scope(mode, attribution):
+                            output = step.fn(*args, **kwargs)
+                except Exception as error:
+                    raise node_error(step.node, plan, args, kwargs, error) from error
+                time_ms = (probe.now() - start) * 1000.0 if timing else None
+                mem_after = probe.memory()
+                values[i] = output
+                if step.rule is not None:
+                    try:
+                        cost = step.rule(OpCall(args, kwargs, output, step.module))
+                    except Exception as error:
+                        raise rule_error(step.node, plan, args, kwargs, error) from error
+                    check_cost(cost, step.node, plan)
+                    costs[i] = cost
+                elif mode is not None:
+                    status, costs[i], missing = _fallback_price(mode.tally)
+                    modules = attribution.module_costs() if attribution is not None else ()
+                    details[i] = (status, missing, _aten_costs(mode.tally), modules)
+                    inner_peaks[i] = mode.peak_bytes
+                self._observe(observer, step.node, output, args, kwargs)
+                out_tensors = [output] if isinstance(output, _Tensor) else tensors_in(output)
+                shapes[i] = tuple([tuple(t.shape) for t in out_tensors])
+                produced[i] = held = memory.storages(out_tensors)
+                if kind == _GET_ATTR:
+                    model_state |= held.keys()
+                    read = written = 0
+                else:
+                    read = memory.bytes_of(in_tensors) + self._module_bytes(plan.module)
+                    written = memory.bytes_of(out_tensors)
+                measured[i] = {"time_ms": time_ms, "mem_before_bytes": mem_before, "mem_after_bytes": mem_after,
+                               "read_bytes": read, "written_bytes": written}
+                for dead in step.free:
+                    values[dead] = None
+            output = self._output(values)
+            if self.output_node is not None:
+                i = slot[self.output_node]
+                held = tensors_in(output)
+                produced[i] = memory.storages(held)
+                measured[i] = {"time_ms": 0.0 if timing else None, "mem_before_bytes": probe.memory(),
+                               "mem_after_bytes": probe.memory()}
+                self._observe(observer, self.output_node, output, (output,), {})
+        live = memory.liveness(produced, self.last_use, model_state, inner_peaks)
+        output_shapes = _shapes(output)
+        records = [
+            self._record(i, shapes, costs[i], *details[i], output_shapes=output_shapes, live_bytes=live.live_after[i], **measured[i])
+            for i in range(n)
+        ]
+        return output, records, live
+
+    def _observe(self, observer: NodeObserver | None, node: fx.Node, result: Any, args: tuple, kwargs: dict) -> None:
+        if observer is None:
+            return
+        plan = self.plans[self.slot[node]]
+        try:
+            observer(node, plan, args, kwargs, result)
+        except Exception as error:
+            raise observer_error(node, plan, args, kwargs, error) from error
+
+    def _module_bytes(self, module: nn.Module | None) -> int:
+        """Bytes of a module node's parameters and buffers, which it reads (after it ran: lazy modules
+        have their parameters by then)."""
+        if module is None:
+            return 0
+        key = id(module)
+        if key not in self._state_bytes:
+            self._state_bytes[key] = sum(memory.tensor_bytes(t) for t in (*module.parameters(), *module.buffers()))
+        return self._state_bytes[key]
