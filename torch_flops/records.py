@@ -1,4 +1,4 @@
-"""Typed records: what the interpreter emits for each FX node.
+"""Typed records: what the runner emits for each FX node.
 
 Records hold raw values only (``int`` FLOPs, ``float`` milliseconds, ``int`` bytes). Units, thousands
 separators and percentages are added by :mod:`torch_flops.render`.

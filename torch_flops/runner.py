@@ -130,7 +130,8 @@ class GraphRunner:
                 frees.setdefault(last, []).append(i)
         for step in self.steps:
             step.free = tuple(frees.get(step.index, ()))
-        self.producers = [self._producers(node) for node in self.nodes]  # input shapes = their output shapes
+        steps = {step.index: step for step in self.steps}
+        self.producers = [self._producers(node, steps.get(i)) for i, node in enumerate(self.nodes)]  # input shapes = their output shapes
         self._previous: tuple[tuple, list[NodeRecord]] | None = None  # the last FLOPs-only run and its records
         self._state_bytes: dict[int, int] = {}
 
@@ -158,8 +159,10 @@ class GraphRunner:
                 last.append(max((self.slot[user] for user in node.users), default=i))
         return last
 
-    def _producers(self, node: fx.Node) -> tuple[int, ...]:
+    def _producers(self, node: fx.Node, step: _Step | None) -> tuple[int, ...]:
         """The slots of the nodes ``node`` reads, in argument order."""
+        if step is not None and not step.nested:
+            return tuple([j for _, j in step.arg_slots] + [j for _, j in step.kwarg_slots])
         found: list[int] = []
         fx.map_arg((node.args, node.kwargs), lambda arg: found.append(self.slot[arg]))
         return tuple(found)

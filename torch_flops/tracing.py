@@ -288,8 +288,7 @@ def trace(
     non-tensor inputs (see :mod:`torch_flops.inputs`).
     """
     check_model(model)
-    modules = dict(model.named_modules(remove_duplicate=False))
-    unknown = sorted(set(leaf_paths) - set(modules))
+    unknown = sorted(set(leaf_paths) - set(dict(model.named_modules(remove_duplicate=False)))) if leaf_paths else []
     if unknown:
         raise ValueError(f"leaf_modules {unknown} are not submodules of {type(model).__name__}")
     leaves = {path: "named by the user" for path in leaf_paths}
@@ -347,8 +346,8 @@ def _trace_once(
 
 
 def _graph_module(root: nn.Module, graph: fx.Graph, name: str) -> fx.GraphModule:
-    """A ``GraphModule`` whose Python code is generated on first call, not now: the interpreter and the
-    FLOPs-only path never call it, and code generation is a fifth of the cost of tracing."""
+    """A ``GraphModule`` whose Python code is generated on first call, not now: the runner never calls
+    it, and code generation is a fifth of the cost of tracing."""
     try:
         from torch.fx._lazy_graph_module import _LazyGraphModule
     except ImportError:  # older PyTorch
