@@ -11,8 +11,8 @@ timing; a bare ``torch.fx.Interpreter``; ``torch.utils.flop_counter.FlopCounterM
 fvcore when installed. One thread.
 
 The machine's speed drifts by ±20 % over seconds, so tools are timed in ``--repeat`` interleaved rounds
-(each round runs every tool once, after a ``gc.collect()``) and every ratio is the median over rounds of
-two times taken in the same round. The last table checks the targets of issue 8.
+(in each round every tool is timed right after a plain forward, each after a ``gc.collect()``) and every
+ratio is the median over rounds of two times taken back to back. The last table checks the targets of issue 8.
 """
 
 from __future__ import annotations
@@ -48,28 +48,36 @@ class MLP(nn.Module):
         return x
 
 
-def interleaved(tools: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    """Each tool's times (ms) over ``repeat`` rounds.
+def interleaved(tools: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[tuple[float, float]]]:
+    """For each tool other than ``"plain"``, ``repeat`` pairs (plain ms, tool ms) timed back to back.
 
-    Every tool runs once to warm up; then ``repeat`` rounds run every tool once, in order, each after
-    a ``gc.collect()`` (as ``timeit`` keeps the collector out of the timed code). A tool's ratio in a
-    round is its time over the plain forward's time in the same round, so a machine that speeds up or
-    slows down between rounds moves both; the reported ratio is the median over rounds."""
+    Every tool runs once to warm up. Then each of ``repeat`` rounds times, for every tool in turn, a
+    plain forward and right after it the tool, each after a ``gc.collect()`` (as ``timeit`` keeps the
+    collector out of the timed code). A ratio is a tool's time over the plain forward timed just before
+    it, so neither the machine's drift (±20 % over seconds here) nor what the previous tool left behind
+    in the allocator favours one side; ratios are reported as the median over rounds."""
     for fn in tools.values():
         fn()
-    times: dict[str, list[float]] = {name: [] for name in tools}
+    plain = tools["plain"]
+    pairs: dict[str, list[tuple[float, float]]] = {name: [] for name in tools if name != "plain"}
     for _ in range(repeat):
-        for name, fn in tools.items():
-            gc.collect()
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1000.0)
-    return times
+        for name in pairs:
+            timed = []
+            for fn in (plain, tools[name]):
+                gc.collect()
+                start = time.perf_counter()
+                fn()
+                timed.append((time.perf_counter() - start) * 1000.0)
+            pairs[name].append((timed[0], timed[1]))
+    return pairs
 
 
-def median_ratio(times: dict[str, list[float]], tool: str, baseline: str) -> float:
-    """The median over rounds of ``tool``'s time over ``baseline``'s time in the same round."""
-    return statistics.median(a / b for a, b in zip(times[tool], times[baseline]))
+def median_ratio(pairs: dict[str, list[tuple[float, float]]], tool: str, baseline: str = "plain") -> float:
+    """The median over rounds of ``tool``'s time over the plain forward's (``baseline="plain"``), or over
+    another tool's time relative to its own plain forward."""
+    if baseline == "plain":
+        return statistics.median(t / p for p, t in pairs[tool])
+    return statistics.median((t / p) / (b / q) for (p, t), (q, b) in zip(pairs[tool], pairs[baseline]))
 
 
 def peer_tools(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object] | str]:
@@ -121,8 +129,8 @@ def peer_tools(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], obje
     return tools
 
 
-def measure(name: str, model: nn.Module, x: torch.Tensor, repeat: int, with_peers: bool) -> tuple[list[list[object]], dict[str, list[float]]]:
-    """The table rows for one model, and every tool's times by round."""
+def measure(name: str, model: nn.Module, x: torch.Tensor, repeat: int, with_peers: bool) -> tuple[list[list[object]], dict[str, list[tuple[float, float]]]]:
+    """The table rows for one model, and every tool's (plain, tool) times by round."""
     model.eval()
     counter = TorchFLOPsByFX(model)
     nodes = len(counter.graph_model.graph.nodes)
@@ -153,15 +161,13 @@ def measure(name: str, model: nn.Module, x: torch.Tensor, repeat: int, with_peer
             else:
                 tools[tool] = fn
     times = interleaved({"plain": tools.pop("plain model(x)"), **tools}, repeat)
-    plain_ms = statistics.median(times["plain"])
+    plain_ms = statistics.median(p for pairs in times.values() for p, _ in pairs)
     rows: list[list[object]] = [[name, "plain model(x)", plain_ms, 1.0, ""]]
     per_node = ("propagate", "bare", "FlopCounterMode", "thop", "ptflops", "fvcore")
-    for tool, values in times.items():
-        if tool == "plain":
-            continue
-        ms = statistics.median(values)
-        over = f"{(ms - plain_ms) * 1000 / nodes:.2f}" if tool.startswith(per_node) else ""
-        rows.append([name, tool, ms, median_ratio(times, tool, "plain"), over])
+    for tool, pairs in times.items():
+        ms = statistics.median(t for _, t in pairs)
+        over = f"{statistics.median(t - p for p, t in pairs) * 1000 / nodes:.2f}" if tool.startswith(per_node) else ""
+        rows.append([name, tool, ms, median_ratio(times, tool), over])
     rows += [[name, tool, why, "", ""] for tool, why in missing.items()]
     return rows, times
 
@@ -192,7 +198,8 @@ def scaling(blocks: list[int], repeat: int) -> list[list[object]]:
 
         times = interleaved({"plain": plain, "construction": lambda: TorchFLOPsByFX(model),
                              "propagate": lambda: counter.propagate(x, timing=False)}, repeat)
-        plain_ms, construct_ms, flops_only = (statistics.median(times[k]) for k in ("plain", "construction", "propagate"))
+        plain_ms = statistics.median(p for p, _ in times["propagate"])
+        construct_ms, flops_only = (statistics.median(t for _, t in times[k]) for k in ("construction", "propagate"))
         rows.append([n, nodes, plain_ms, construct_ms, flops_only, 1000 * construct_ms / nodes, 1000 * flops_only / nodes])
     return rows
 
@@ -253,8 +260,9 @@ def main() -> None:
                median_ratio(times, "new counter + first propagate, with timing", "plain"), 1.25)
     headers = ["model", "what", "ms", "x plain", "µs / node over plain"]
     shown = [[m, w, f"{t:,.1f}" if isinstance(t, float) else t, f"{r:.2f}" if isinstance(r, float) else r, o] for m, w, t, r, o in rows]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.repeat} interleaved rounds: "
-          f"ms is the median time, 'x plain' the median over rounds of the time over the same round's plain forward\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.repeat} rounds, each tool timed right "
+          f"after a plain forward: ms is the median time, 'x plain' the median of the tool's time over the plain "
+          f"forward timed just before it, µs/node the median of their difference per node\n")
     if rows:
         print(tabulate(shown, headers, tablefmt="github", disable_numparse=True))
     if "scaling" in chosen:

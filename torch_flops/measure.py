@@ -1,8 +1,11 @@
-"""Wall-clock timing and the CUDA memory probe.
+"""Per-node timing and the CUDA memory probe.
 
-Time comes from ``time.perf_counter``; the device is synchronised only when the run is on CUDA, so a
-CPU run never touches CUDA. Memory is read from ``torch.cuda.memory_allocated`` or
-``torch.cuda.max_memory_allocated`` on CUDA and is ``None`` elsewhere.
+On CPU a node's time is ``time.perf_counter`` around it. On CUDA a pair of CUDA events is recorded
+around each node and the run synchronises once, at its end, to read them: the time is what the node
+took on the device, and the kernels of successive nodes queue as they do in a plain forward (a
+synchronisation per node would drain the queue every time). Memory is read from
+``torch.cuda.memory_allocated`` or ``torch.cuda.max_memory_allocated`` (host-side allocator counters,
+no synchronisation) on CUDA and is ``None`` elsewhere. A CPU run never touches CUDA.
 """
 
 from __future__ import annotations
@@ -69,6 +72,26 @@ class Probe:
         if self.on_cuda:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+    def mark(self) -> Any:
+        """A point in time to measure from or to: a recorded CUDA event on CUDA (no synchronisation),
+        ``perf_counter`` seconds elsewhere. Read pairs with :meth:`elapsed_ms` after :meth:`finish`."""
+        if self.on_cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self.device))
+            return event
+        return time.perf_counter()
+
+    def finish(self) -> None:
+        """Wait for the device's queued work, so that every mark can be read."""
+        if self.on_cuda:
+            torch.cuda.synchronize(self.device)
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        """Milliseconds between two marks (CUDA events: the device time between them)."""
+        if self.on_cuda:
+            return start.elapsed_time(end)
+        return (end - start) * 1000.0
 
     def memory(self) -> int | None:
         return self._memory(self.device) if self._memory is not None else None

@@ -17,7 +17,8 @@ Two loops share the steps:
 - :meth:`GraphRunner.run_flops` counts FLOPs only (``propagate(..., timing=False)``): no clocks, no
   memory bookkeeping; a repeated run with the same shapes and costs returns the previous (immutable)
   records.
-- :meth:`GraphRunner.run` also times each node (when asked), reads CUDA memory around it, counts the
+- :meth:`GraphRunner.run` also times each node (when asked; on CUDA with a pair of events per node and
+  one synchronisation per run, see :mod:`torch_flops.measure`), reads CUDA memory around it, counts the
   bytes it reads and writes, follows the storages its values hold for the liveness pass
   (:mod:`torch_flops.memory`), and calls an observer after each node.
 """
@@ -84,12 +85,26 @@ class _Step:
         self.rule = plan.rule.fn if priced else None  # None: the node's status alone gives its cost (0)
         self.module = plan.module
         self.free: tuple[int, ...] = ()
-        args, kwargs = node.args, node.kwargs
-        self.nested = any(isinstance(a, _CONTAINERS) for a in args) or any(isinstance(v, _CONTAINERS) for v in kwargs.values())
-        self.args = tuple([None if type(a) is fx.Node else a for a in args])
-        self.arg_slots = tuple([(p, slot[a]) for p, a in enumerate(args) if type(a) is fx.Node])
-        self.kwargs = {k: v for k, v in kwargs.items() if type(v) is not fx.Node}
-        self.kwarg_slots = tuple([(k, slot[v]) for k, v in kwargs.items() if type(v) is fx.Node])
+        self.nested = False
+        args: list[Any] = []
+        arg_slots: list[tuple[int, int]] = []
+        for position, arg in enumerate(node.args):
+            if type(arg) is fx.Node:
+                arg_slots.append((position, slot[arg]))
+                arg = None
+            elif isinstance(arg, _CONTAINERS):
+                self.nested = True
+            args.append(arg)
+        self.args, self.arg_slots = tuple(args), tuple(arg_slots)
+        self.kwargs: dict[str, Any] = {}
+        kwarg_slots: list[tuple[str, int]] = []
+        for key, value in node.kwargs.items():
+            if type(value) is fx.Node:
+                kwarg_slots.append((key, slot[value]))
+            else:
+                self.nested = self.nested or isinstance(value, _CONTAINERS)
+                self.kwargs[key] = value
+        self.kwarg_slots = tuple(kwarg_slots)
 
     def arguments(self, values: list[Any], slot: dict[fx.Node, int]) -> tuple[Any, dict[str, Any]]:
         """The step's arguments, from the values computed so far."""
@@ -275,6 +290,7 @@ class GraphRunner:
         measured: list[dict[str, Any]] = [{} for _ in range(n)]
         produced: list[dict[int, int]] = [{}] * n  # storages held by each node's value
         inner_peaks = [0] * n  # peak allocations inside nodes run by the fallback
+        marks: list[tuple[Any, Any] | None] = [None] * n  # (start, end) of each timed node
         model_state = memory.storage_ids((*self.gm.parameters(), *self.gm.buffers()))
         registry, slot = self.registry, self.slot
         probe.start()
@@ -284,8 +300,7 @@ class GraphRunner:
                 i = slot[node]
                 held = tensors_in(values[i])
                 shapes[i], produced[i] = tuple(tuple(t.shape) for t in held), memory.storages(held)
-                measured[i] = {"time_ms": 0.0 if timing else None, "mem_before_bytes": probe.memory(),
-                               "mem_after_bytes": probe.memory()}
+                measured[i] = {"mem_before_bytes": probe.memory(), "mem_after_bytes": probe.memory()}
                 self._observe(observer, node, values[i], (), {})
             for step in self.steps:
                 i, kind, plan = step.index, step.kind, step.plan
@@ -296,7 +311,7 @@ class GraphRunner:
                 if kind == _FALLBACK:
                     state = (*plan.module.parameters(), *plan.module.buffers()) if plan.module is not None else ()
                     mode, attribution = start_fallback(plan, registry, existing=(*in_tensors, *state))
-                start = probe.now()
+                start = probe.mark() if timing else None
                 try:
                     if kind == _CALL:
                         output = step.fn(*args, **kwargs)
@@ -307,7 +322,7 @@ class GraphRunner:
                             output = step.fn(*args, **kwargs)
                 except Exception as error:
                     raise node_error(step.node, plan, args, kwargs, error) from error
-                time_ms = (probe.now() - start) * 1000.0 if timing else None
+                marks[i] = (start, probe.mark()) if timing else None
                 mem_after = probe.memory()
                 values[i] = output
                 if step.rule is not None:
@@ -332,7 +347,7 @@ class GraphRunner:
                 else:
                     read = memory.bytes_of(in_tensors) + self._module_bytes(plan.module)
                     written = memory.bytes_of(out_tensors)
-                measured[i] = {"time_ms": time_ms, "mem_before_bytes": mem_before, "mem_after_bytes": mem_after,
+                measured[i] = {"mem_before_bytes": mem_before, "mem_after_bytes": mem_after,
                                "read_bytes": read, "written_bytes": written}
                 for dead in step.free:
                     values[dead] = None
@@ -341,9 +356,12 @@ class GraphRunner:
                 i = slot[self.output_node]
                 held = tensors_in(output)
                 produced[i] = memory.storages(held)
-                measured[i] = {"time_ms": 0.0 if timing else None, "mem_before_bytes": probe.memory(),
-                               "mem_after_bytes": probe.memory()}
+                measured[i] = {"mem_before_bytes": probe.memory(), "mem_after_bytes": probe.memory()}
                 self._observe(observer, self.output_node, output, (output,), {})
+        if timing:
+            probe.finish()
+            for i, pair in enumerate(marks):
+                measured[i]["time_ms"] = probe.elapsed_ms(*pair) if pair is not None else 0.0
         live = memory.liveness(produced, self.last_use, model_state, inner_peaks)
         output_shapes = _shapes(output)
         records = [
