@@ -124,6 +124,30 @@ class _Step:
         return args, kwargs
 
 
+    def call(self, args: Any, kwargs: dict[str, Any], mode: Any = None, attribution: Any = None) -> Any:
+        """Run the node (a fallback node under its counter ``mode``); an error names the node."""
+        try:
+            if self.kind == _CALL:
+                return self.fn(*args, **kwargs)
+            if self.kind == _GET_ATTR:
+                return getattr(*self.fn)
+            with fallback_scope(mode, attribution):
+                return self.fn(*args, **kwargs)
+        except Exception as error:
+            raise node_error(self.node, self.plan, args, kwargs, error) from error
+
+    def price(self, args: Any, kwargs: dict[str, Any], output: Any) -> Cost:
+        """The node's cost by its rule (a step with ``rule`` set), checked; an error names rule and node."""
+        try:
+            cost = self.rule(OpCall(args, kwargs, output, self.module))
+        except Exception as error:
+            raise rule_error(self.node, self.plan, args, kwargs, error) from error
+        if type(cost) is not Cost or type(cost.flops) is not int or type(cost.macs) is not int \
+                or cost.flops < 0 or cost.macs < 0:
+            check_cost(cost, self.node, self.plan)  # the common case is checked above, quickly
+        return cost
+
+
 class GraphRunner:
     """Runs one graph (built once per graph, reused by every run of it)."""
 
@@ -218,29 +242,16 @@ class GraphRunner:
             for step in self.steps:
                 args, kwargs = step.arguments(values, slot)
                 kind = step.kind
-                try:
-                    if kind == _CALL:
-                        output = step.fn(*args, **kwargs)
-                    elif kind == _GET_ATTR:
-                        output = getattr(*step.fn)
-                    else:
-                        mode, attribution = start_fallback(step.plan, registry)
-                        with fallback_scope(mode, attribution):
-                            output = step.fn(*args, **kwargs)
-                except Exception as error:
-                    raise node_error(step.node, step.plan, args, kwargs, error) from error
+                if kind == _FALLBACK:
+                    mode, attribution = start_fallback(step.plan, registry)
+                    output = step.call(args, kwargs, mode, attribution)
+                else:
+                    output = step.call(args, kwargs)
                 i = step.index
                 values[i] = output
                 shapes[i] = (tuple(output.shape),) if isinstance(output, _Tensor) else _shapes(output)
-                if step.rule is not None:  # price() inlined: this is the per-node hot spot
-                    try:
-                        cost = step.rule(OpCall(args, kwargs, output, step.module))
-                    except Exception as error:
-                        raise rule_error(step.node, step.plan, args, kwargs, error) from error
-                    if type(cost) is not Cost or type(cost.flops) is not int or type(cost.macs) is not int \
-                            or cost.flops < 0 or cost.macs < 0:
-                        check_cost(cost, step.node, step.plan)
-                    costs[i] = cost
+                if step.rule is not None:
+                    costs[i] = step.price(args, kwargs, output)
                 elif kind == _FALLBACK:
                     status, costs[i], missing = _fallback_price(mode.tally)
                     modules = attribution.module_costs() if attribution is not None else ()
@@ -312,26 +323,12 @@ class GraphRunner:
                     state = (*plan.module.parameters(), *plan.module.buffers()) if plan.module is not None else ()
                     mode, attribution = start_fallback(plan, registry, existing=(*in_tensors, *state))
                 start = probe.mark() if timing else None
-                try:
-                    if kind == _CALL:
-                        output = step.fn(*args, **kwargs)
-                    elif kind == _GET_ATTR:
-                        output = getattr(*step.fn)
-                    else:
-                        with fallback_scope(mode, attribution):
-                            output = step.fn(*args, **kwargs)
-                except Exception as error:
-                    raise node_error(step.node, plan, args, kwargs, error) from error
+                output = step.call(args, kwargs, mode, attribution)
                 marks[i] = (start, probe.mark()) if timing else None
                 mem_after = probe.memory()
                 values[i] = output
                 if step.rule is not None:
-                    try:
-                        cost = step.rule(OpCall(args, kwargs, output, step.module))
-                    except Exception as error:
-                        raise rule_error(step.node, plan, args, kwargs, error) from error
-                    check_cost(cost, step.node, plan)
-                    costs[i] = cost
+                    costs[i] = step.price(args, kwargs, output)
                 elif mode is not None:
                     status, costs[i], missing = _fallback_price(mode.tally)
                     modules = attribution.module_costs() if attribution is not None else ()
