@@ -25,7 +25,7 @@ from torch_flops.planning import IgnoreSpec, NodeObserver, NodePlan, plan_graph
 from torch_flops.runner import GraphRunner
 from torch_flops.measure import Probe, check_memory_function, gc_paused, run_device, tensors_in
 from torch_flops.records import NodeRecord
-from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, CostRuleError, Rule, RuleFn
+from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
 from torch_flops.tracing import TraceResult, check_model, eval_mode, modules_of, trace
 
 VIEWS = ("nodes", "modules", "ops", "layers")

@@ -1,8 +1,8 @@
 """What is known about each node before it runs, and how a node is priced.
 
 :func:`plan_graph` resolves every node's rule once per graph (a :class:`NodePlan`: rule, labels, owning
-module); :func:`price` prices a node with its rule, :func:`start_fallback` / :func:`fallback_scope` run a
-node without one under the aten-level counter (:mod:`torch_flops.fallback`). The errors a run raises
+module); :func:`start_fallback` / :func:`fallback_scope` run a node without one under the aten-level
+counter (:mod:`torch_flops.fallback`). The errors a run raises
 name the node, its target, its module and the shapes it saw. :mod:`torch_flops.runner` runs the graph.
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 from torch_flops.attribution import ModuleAttribution
 from torch_flops.fallback import AtenCostMode, AtenTally
 from torch_flops.measure import tensors_in
-from torch_flops.records import ZERO_COST, AtenOpCost, Cost, NodeRecord, Shape, Status
+from torch_flops.records import ZERO_COST, AtenOpCost, Cost, Shape, Status
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, valid_cost
 from torch_flops.tracing import ROOT_LEAF
 
@@ -188,21 +188,6 @@ def node_error(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, error: Exc
         f"{where} failed on inputs with shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}",
         n.name,
     )
-
-
-def price(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, result: Any) -> tuple[Status, Cost]:
-    """A node with a rule (or ignored): its status and cost, or a :class:`CostRuleError` naming the rule
-    and the node."""
-    if plan.ignored:
-        return Status.IGNORED, ZERO_COST
-    if plan.rule.known_zero:
-        return Status.ZERO, ZERO_COST
-    try:
-        cost = plan.rule.fn(OpCall(args, kwargs, result, plan.module))
-    except Exception as error:
-        raise rule_error(n, plan, args, kwargs, error) from error
-    check_cost(cost, n, plan)
-    return Status.RULE, cost
 
 
 def observer_error(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, error: Exception) -> CostRuleError:
