@@ -19,7 +19,7 @@ import torch.fx as fx
 from torch import nn
 
 from torch_flops.attribution import ModuleAttribution
-from torch_flops.fallback import AtenCostMode, AtenTally
+from torch_flops.fallback import AtenCostMode
 from torch_flops.measure import tensors_in
 from torch_flops.records import ZERO_COST, AtenOpCost, Cost, Shape, Status
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, valid_cost
@@ -235,11 +235,14 @@ def fallback_scope(mode: AtenCostMode | None, attribution: ModuleAttribution | N
             yield
 
 
-def _aten_costs(tally: AtenTally) -> tuple[AtenOpCost, ...]:
-    return tuple(AtenOpCost(label, tally.calls[label], cost.flops, cost.macs) for label, cost in tally.by_op.items())
-
-
-def _fallback_price(tally: AtenTally) -> tuple[Status, Cost | None, tuple[str, ...]]:
+def fallback_result(
+    mode: AtenCostMode, attribution: ModuleAttribution | None
+) -> tuple[Cost | None, tuple[Status, tuple[str, ...], tuple[AtenOpCost, ...], tuple]]:
+    """What a node run under ``mode`` cost, and its details: ``(cost, (status, unsupported ops, aten
+    costs, module costs))``. The cost is ``None`` (status ``UNSUPPORTED``) when an aten op had no rule."""
+    tally = mode.tally
+    aten = tuple(AtenOpCost(label, tally.calls[label], cost.flops, cost.macs) for label, cost in tally.by_op.items())
+    modules = attribution.module_costs() if attribution is not None else ()
     if tally.unsupported:
-        return Status.UNSUPPORTED, None, tuple(tally.unsupported)
-    return Status.FALLBACK, tally.cost, ()
+        return None, (Status.UNSUPPORTED, tuple(tally.unsupported), aten, modules)
+    return tally.cost, (Status.FALLBACK, (), aten, modules)

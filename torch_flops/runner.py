@@ -36,10 +36,9 @@ from torch_flops import memory
 from torch_flops.planning import (
     NodeObserver,
     NodePlan,
-    _aten_costs,
-    _fallback_price,
     _shapes,
     check_cost,
+    fallback_result,
     fallback_scope,
     node_error,
     observer_error,
@@ -123,7 +122,6 @@ class _Step:
                 kwargs[key] = values[source]
         return args, kwargs
 
-
     def call(self, args: Any, kwargs: dict[str, Any], mode: Any = None, attribution: Any = None) -> Any:
         """Run the node (a fallback node under its counter ``mode``); an error names the node."""
         try:
@@ -142,9 +140,7 @@ class _Step:
             cost = self.rule(OpCall(args, kwargs, output, self.module))
         except Exception as error:
             raise rule_error(self.node, self.plan, args, kwargs, error) from error
-        if type(cost) is not Cost or type(cost.flops) is not int or type(cost.macs) is not int \
-                or cost.flops < 0 or cost.macs < 0:
-            check_cost(cost, self.node, self.plan)  # the common case is checked above, quickly
+        check_cost(cost, self.node, self.plan)
         return cost
 
 
@@ -169,8 +165,7 @@ class GraphRunner:
                 frees.setdefault(last, []).append(i)
         for step in self.steps:
             step.free = tuple(frees.get(step.index, ()))
-        steps = {step.index: step for step in self.steps}
-        self.producers = [self._producers(node, steps.get(i)) for i, node in enumerate(self.nodes)]  # input shapes = their output shapes
+        self.producers = [self._producers(node, step_at.get(i)) for i, node in enumerate(self.nodes)]  # input shapes = their output shapes
         self._previous: tuple[tuple, list[NodeRecord]] | None = None  # the last FLOPs-only run and its records
         self._state_bytes: dict[int, int] = {}
 
@@ -253,9 +248,7 @@ class GraphRunner:
                 if step.rule is not None:
                     costs[i] = step.price(args, kwargs, output)
                 elif kind == _FALLBACK:
-                    status, costs[i], missing = _fallback_price(mode.tally)
-                    modules = attribution.module_costs() if attribution is not None else ()
-                    fallbacks[i] = (status, missing, _aten_costs(mode.tally), modules)
+                    costs[i], fallbacks[i] = fallback_result(mode, attribution)
                 for dead in step.free:
                     values[dead] = None
             output = self._output(values)
@@ -330,9 +323,7 @@ class GraphRunner:
                 if step.rule is not None:
                     costs[i] = step.price(args, kwargs, output)
                 elif mode is not None:
-                    status, costs[i], missing = _fallback_price(mode.tally)
-                    modules = attribution.module_costs() if attribution is not None else ()
-                    details[i] = (status, missing, _aten_costs(mode.tally), modules)
+                    costs[i], details[i] = fallback_result(mode, attribution)
                     inner_peaks[i] = mode.peak_bytes
                 self._observe(observer, step.node, output, args, kwargs)
                 out_tensors = [output] if isinstance(output, _Tensor) else tensors_in(output)
