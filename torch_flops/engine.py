@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import statistics
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,12 +34,11 @@ VIEWS = ("nodes", "modules", "ops", "layers")
 
 @dataclass
 class _Graph:
-    """A traced graph for one input signature, with what runs of it reuse: its plans, the concrete
-    arguments it is specialised on, the modules to put in eval mode, and its runner."""
+    """A traced graph for one input signature, with what runs of it reuse: its plans, the modules to
+    put in eval mode, and its runner."""
 
     result: TraceResult
     plans: dict[fx.Node, NodePlan]
-    concrete: dict[str, Any]
     modules: list[nn.Module]
     runner: GraphRunner
 
@@ -143,7 +143,7 @@ class TorchFLOPsByFX:
         result = trace(self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf)
         plans = plan_graph(result.graph_module, self.registry, self.ignore_ops)
         gm = result.graph_module
-        entry = _Graph(result, plans, concrete, modules_of(gm, self.model), GraphRunner(gm, plans, self.registry))
+        entry = _Graph(result, plans, modules_of(gm, self.model), GraphRunner(gm, plans, self.registry))
         try:
             self._graphs[key] = entry
         except TypeError:  # an unhashable concrete value: do not cache
@@ -427,13 +427,11 @@ def _median_times(records: list[NodeRecord], runs: list[list[NodeRecord]]) -> li
     """``records`` with each node's median and minimum time over ``runs``."""
     out = []
     for i, record in enumerate(records):
-        times = sorted(r[i].time_ms for r in runs if r[i].time_ms is not None)
+        times = [r[i].time_ms for r in runs if r[i].time_ms is not None]
         if not times:
             out.append(record)
             continue
-        middle = len(times) // 2
-        median = times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2
-        out.append(dataclasses.replace(record, time_ms=median, time_min_ms=times[0]))
+        out.append(dataclasses.replace(record, time_ms=statistics.median(times), time_min_ms=min(times)))
     return out
 
 
@@ -448,9 +446,7 @@ def _plain_forward_ms(model: nn.Module, bound: model_inputs.BoundInputs, repeat:
             start = probe.now()
             model(*args)
             times.append((probe.now() - start) * 1000.0)
-    times.sort()
-    middle = len(times) // 2
-    return times[middle] if len(times) % 2 else (times[middle - 1] + times[middle]) / 2
+    return statistics.median(times)
 
 
 def _check_ignore_ops(ignore_ops: Any) -> list[IgnoreSpec]:

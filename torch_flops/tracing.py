@@ -76,6 +76,14 @@ def _unpack_count(code: types.CodeType, offset: int) -> int | None:
     return None
 
 
+def _first_names(named: Iterable[tuple[str, torch.Tensor]]) -> dict[int, str]:
+    """``{id(tensor): its first name}``: the name FX's search in the same order would find."""
+    names: dict[int, str] = {}
+    for name, tensor in named:
+        names.setdefault(id(tensor), name)
+    return names
+
+
 class _Proxy(_UnpackCached, fx.Proxy):
     pass
 
@@ -110,13 +118,7 @@ class _ScopeTrackingTracer(fx.Tracer):
         if not isinstance(attr_val, torch.Tensor):
             return attr_val
         if self._names_of is None or self._names_of[0] is not self.root:
-            parameters: dict[int, str] = {}
-            for name, parameter in self.root.named_parameters():
-                parameters.setdefault(id(parameter), name)
-            buffers: dict[int, str] = {}
-            for name, buffer in self.root.named_buffers():
-                buffers.setdefault(id(buffer), name)
-            self._names_of = (self.root, parameters, buffers)
+            self._names_of = (self.root, _first_names(self.root.named_parameters()), _first_names(self.root.named_buffers()))
         name = None
         if isinstance(attr_val, nn.Parameter):
             name = self._names_of[1].get(id(attr_val))
