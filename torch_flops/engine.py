@@ -23,6 +23,7 @@ from torch_flops import aggregate, render
 from torch_flops import inputs as model_inputs
 from torch_flops import memory
 from torch_flops.planning import IgnoreSpec, NodeObserver, NodePlan, plan_graph
+from torch_flops.layers import layer_rows, params_by_owner
 from torch_flops.runner import GraphRunner
 from torch_flops.measure import Probe, check_memory_function, gc_paused, run_device, tensors_in
 from torch_flops.records import NodeRecord
@@ -330,7 +331,7 @@ class TorchFLOPsByFX:
         root; ``sort`` by ``"path"`` (tree order) or a numeric field (``"flops"``, ``"macs"``,
         ``"params"``, ``"time_ms"``, ``"self_flops"`` ...), largest first; the first ``top`` rows."""
         rows = aggregate.by_module(
-            self._require_records(), type(self.model).__name__, _params_by_owner(self.model), depth,
+            self._require_records(), type(self.model).__name__, params_by_owner(self.model), depth,
             {name: type(m).__name__ for name, m in self.model.named_modules()},
         )
         return aggregate.sort_rows(rows, sort, top)
@@ -399,18 +400,6 @@ class TorchFLOPsByFX:
         text = render.to_csv(self._require_records())  # before opening: no results, no truncated file
         with open(path, mode, newline="") as f:
             f.write(text)
-
-
-def _params_by_owner(model: nn.Module) -> dict[str, int]:
-    from torch_flops.profile import _params_by_owner as params_by_owner
-
-    return params_by_owner(model)
-
-
-def layer_rows(model: nn.Module, records: list[NodeRecord]):
-    from torch_flops.profile import layer_rows as rows
-
-    return rows(model, records)
 
 
 def _reparametrize(module: nn.Module, tensors: Mapping[str, torch.Tensor]):
