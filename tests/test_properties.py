@@ -380,8 +380,11 @@ class ConvSpec(Spec):
 
 
 # ---- normalisation
-@dataclass(frozen=True)
-class BatchNormSpec(Spec):
+class NormSpec(Spec):
+    """What batch, layer and group norm share: one normalisation cost, MACs equal to FLOPs, and (unless
+    overridden) the module form only when weight and bias are both given or both left out. Each
+    subclass declares ``weight`` and ``bias`` among its dataclass fields."""
+
     weight: bool
     bias: bool
 
@@ -394,6 +397,12 @@ class BatchNormSpec(Spec):
 
     def flops_from_macs(self, macs: int, n: int) -> int:
         return macs
+
+
+@dataclass(frozen=True)
+class BatchNormSpec(NormSpec):
+    weight: bool
+    bias: bool
 
     def build(self, form: str) -> Step:
         c = self.s[0]
@@ -411,7 +420,7 @@ class BatchNormSpec(Spec):
 
 
 @dataclass(frozen=True)
-class LayerNormSpec(Spec):
+class LayerNormSpec(NormSpec):
     dims: int  # normalised over the last ``dims`` dimensions
     weight: bool
     bias: bool
@@ -420,12 +429,6 @@ class LayerNormSpec(Spec):
     def forms(self) -> tuple[str, ...]:
         module = self.weight or not self.bias  # nn.LayerNorm has no bias without a weight
         return (("module",) if module else ()) + ("F_positional", "F_keyword")
-
-    def node_costs(self, n: int) -> list[CostPair]:
-        return [normalisation(n * prod(self.s), self.weight, self.bias)]
-
-    def flops_from_macs(self, macs: int, n: int) -> int:
-        return macs
 
     def build(self, form: str) -> Step:
         shape = self.s[-self.dims:]
@@ -440,20 +443,10 @@ class LayerNormSpec(Spec):
 
 
 @dataclass(frozen=True)
-class GroupNormSpec(Spec):
+class GroupNormSpec(NormSpec):
     groups: int
     weight: bool
     bias: bool
-
-    @property
-    def forms(self) -> tuple[str, ...]:
-        return (("module",) if self.weight == self.bias else ()) + ("F_positional", "F_keyword")
-
-    def node_costs(self, n: int) -> list[CostPair]:
-        return [normalisation(n * prod(self.s), self.weight, self.bias)]
-
-    def flops_from_macs(self, macs: int, n: int) -> int:
-        return macs
 
     def build(self, form: str) -> Step:
         c = self.s[0]
