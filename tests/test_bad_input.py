@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from models import NoParams, Op, SimpleModel, SmallConvNet, TwoInputs
-from test_side_effects import assert_unchanged, one_thread, record_facts, snapshot  # noqa: F401 (autouse fixture)
+from test_side_effects import assert_unchanged, record_facts, snapshot
 from torch_flops import (
     DEFAULT_REGISTRY,
     Cost,
@@ -40,6 +40,7 @@ from torch_flops import (
 )
 from torch_flops.fallback import AtenRuleError
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 aten = torch.ops.aten
 
 

@@ -77,13 +77,7 @@ def examples(n: int) -> settings:
     return settings(settings.get_profile(f"torch_flops-{PROFILE}"), max_examples=n * SCALE[PROFILE])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster and leaves the second core to the test runner."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # -- hand formulas (docs/conventions.md), independent of torch_flops.rules -----------------------------

@@ -27,14 +27,7 @@ FAST_PATH = "aten._native_multi_head_attention"
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors are tiny: one intra-op thread spares an OpenMP wake-up per op (seconds on a busy
-    machine). The setting is restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 class Attend(nn.Module):

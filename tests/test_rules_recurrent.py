@@ -37,15 +37,7 @@ aten = torch.ops.aten
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The layers here are tiny; oneDNN's threading overhead per ``mkldnn_rnn_layer`` call (measured up
-    to 0.2 s on a loaded 2-core machine, 0.25 ms with one thread) would dominate the file's run time.
-    Counts do not depend on threads; the setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 class WithState(nn.Module):

@@ -24,13 +24,7 @@ from models import HasBranchy, NoParams, Op, SimpleModel, SmallConvNet, TwoInput
 from torch_flops import DEFAULT_REGISTRY, Cost, OpCall, Status, TorchFLOPsByFX, profile
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to a busy machine's oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # -- the shared helper -----------------------------------------------------------------------------

@@ -104,12 +104,7 @@ def _relation(packet, args, kwargs, out) -> int:
     return scores + outputs - scores * (2 if masked else 1) - softmax
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.mark.parametrize("name", list(MODELS))
