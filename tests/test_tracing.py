@@ -10,7 +10,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from torch_flops.tracing import _ScopeTrackingTracer
+from torch_flops.tracing import _ScopeTrackingTracer, trace
 
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
@@ -74,3 +74,38 @@ def test_buffers_as_attributes_and_constant_parameter_shapes() -> None:
             for key, value in options.items():
                 setattr(tracer, key, value)
         assert graph_summary(ours.trace(Shaped())) == graph_summary(reference.trace(Shaped())), options
+
+
+@pytest.mark.parametrize("name", ["unpacks", "resnet18", "vit_tiny"])
+def test_graph_module_holds_the_models_own_objects(name: str) -> None:
+    """``trace``'s graph module resolves every ``call_module`` / ``get_attr`` target to the very object
+    ``GraphModule(model, graph)`` would hold there (modules, parameters and buffers are the model's; a
+    traced tensor constant is a buffer of the graph module only), and its generated code computes what
+    the model computes."""
+    torch.manual_seed(0)
+    model = MODELS[name]().eval()
+    before = set(vars(model))
+    gm = trace(model).graph_module
+    assert set(vars(model)) == before  # the constants FX put on the model while tracing are gone
+    reference = fx.symbolic_trace(model)  # leaves its constants on the model, as FX does
+    targets = [n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr")]
+    assert targets == [n.target for n in reference.graph.nodes if n.op in ("call_module", "get_attr")]
+    for target in targets:
+        ours, theirs = gm.get_submodule(target) if _is_module(gm, target) else _attr(gm, target), _attr(reference, target)
+        if target.startswith("_tensor_constant"):
+            assert torch.equal(ours, theirs) and target in dict(gm.named_buffers())
+        else:
+            assert ours is theirs, target
+    x = torch.randn(2, 4) if name == "unpacks" else torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), model(x), rtol=0, atol=0)
+
+
+def _attr(module: nn.Module, target: str) -> object:
+    for part in target.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _is_module(module: nn.Module, target: str) -> bool:
+    return isinstance(_attr(module, target), nn.Module)

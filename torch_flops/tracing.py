@@ -216,8 +216,18 @@ _FX_CALL_MODULE_STATE = ("scope", "module_stack", "num_calls")
 
 
 def modules_of(*roots: nn.Module) -> list[nn.Module]:
-    """Every module under ``roots`` (the roots included), once each."""
-    return list({id(module): module for root in roots for module in root.modules()}.values())
+    """Every module under ``roots`` (the roots included), once each, in ``Module.modules()`` order.
+
+    A walk over ``_modules`` with an explicit stack: ``modules()`` nests one generator per level."""
+    found: dict[int, nn.Module] = {}
+    stack = list(reversed(roots))
+    while stack:
+        module = stack.pop()
+        if id(module) in found:
+            continue
+        found[id(module)] = module
+        stack.extend([child for child in reversed(module._modules.values()) if child is not None])
+    return list(found.values())
 
 
 @contextmanager
@@ -348,13 +358,41 @@ def _trace_once(
 
 
 def _graph_module(root: nn.Module, graph: fx.Graph, name: str) -> fx.GraphModule:
-    """A ``GraphModule`` whose Python code is generated on first call, not now: the runner never calls
-    it, and code generation is a fifth of the cost of tracing."""
+    """A ``GraphModule`` of ``graph`` that holds ``root``'s attributes the graph uses, at the same paths.
+
+    ``GraphModule(root, graph)`` copies each ``call_module`` / ``get_attr`` target path by path, making
+    an empty ``nn.Module`` for every container on the way (``layer1``, ``layer1.0``, ...): a tenth of a
+    trace. Here the graph module holds ``root``'s top-level children, parameters, buffers and constants
+    that the targets start with, the objects themselves, so every target resolves to the same object
+    as in ``root`` (a container brings its unused children along). Python code is generated on first
+    call, not now (``_LazyGraphModule``): the runner never calls it, and code generation is a fifth of
+    the cost of tracing."""
     try:
-        from torch.fx._lazy_graph_module import _LazyGraphModule
+        from torch.fx._lazy_graph_module import _LazyGraphModule as graph_module_class
     except ImportError:  # older PyTorch
-        return fx.GraphModule(root, graph, name)
-    return _LazyGraphModule(root, graph, name)
+        graph_module_class = fx.GraphModule
+    gm = graph_module_class(nn.Module(), fx.Graph(), name)
+    gm.training = root.training
+    for node in graph.nodes:
+        if node.op not in ("call_module", "get_attr"):
+            continue
+        head = node.target.partition(".")[0]
+        if head in gm._modules or head in gm._parameters or head in gm._buffers or head in gm.__dict__:
+            continue
+        value = getattr(root, head)
+        if isinstance(value, nn.Module):
+            gm.add_module(head, value)
+        elif isinstance(value, nn.Parameter):
+            gm.register_parameter(head, value)
+        elif isinstance(value, torch.Tensor):
+            gm.register_buffer(head, value)  # as GraphModule copies a tensor attribute
+        else:
+            setattr(gm, head, value)
+    gm.graph = graph  # what GraphModule.__init__ ends with: the graph's owner is gm
+    if graph._tracer_cls is not None and "<locals>" not in graph._tracer_cls.__qualname__:
+        gm._tracer_cls = graph._tracer_cls
+    gm._tracer_extras = graph._tracer_extras or {}
+    return gm
 
 
 def _drop_specialisation_asserts(graph: fx.Graph) -> None:
