@@ -109,3 +109,58 @@ def _attr(module: nn.Module, target: str) -> object:
 
 def _is_module(module: nn.Module, target: str) -> bool:
     return isinstance(_attr(module, target), nn.Module)
+
+
+class Delegating(nn.Module):
+    """Overrides ``__getattr__`` (an alias) and ``__call__`` (doubles the output), each reaching
+    ``nn.Module``'s through ``super()``: FX's patches of ``nn.Module`` see the parameter read and the
+    call behind them, so the tracer must patch ``nn.Module`` itself here, not the class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((4,), 2.0))
+        self.inner = nn.Linear(4, 4)
+
+    def __getattr__(self, name: str) -> object:
+        return super().__getattr__("scale" if name == "gain" else name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * self.gain
+
+
+class Doubled(nn.Linear):
+    def __call__(self, *args: object) -> object:
+        return super().__call__(*args) * 2
+
+
+class FailsInside(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.inner(x)
+        if y.sum() > 0:  # data-dependent: symbolic tracing fails here
+            return y
+        return -y
+
+
+@pytest.mark.parametrize("make", [Unpacks, Delegating, lambda: nn.Sequential(Delegating(), Doubled(4, 4), nn.ReLU())])
+def test_graph_equals_fx_tracers_with_overridden_module_methods(make: Callable[[], nn.Module]) -> None:
+    assert graph_summary(_ScopeTrackingTracer().trace(make())) == graph_summary(fx.Tracer().trace(make()))
+
+
+def test_module_classes_are_restored_after_a_trace() -> None:
+    """Module calls are intercepted on the model's own classes during a trace; afterwards, also after
+    a trace that failed, those classes inherit ``__call__`` and ``__getattr__`` from ``nn.Module`` again
+    and ``nn.Module``'s are its own, so FX's later traces (which patch ``nn.Module``) still see them."""
+    originals = {name: vars(nn.Module)[name] for name in ("__call__", "__getattr__")}
+    classes = (Unpacks, nn.Linear, FailsInside)
+    _ScopeTrackingTracer().trace(Unpacks())
+    with pytest.raises(Exception, match="symbolically traced variables cannot be used as inputs to control flow"):
+        _ScopeTrackingTracer().trace(FailsInside())
+    for cls in classes:
+        assert "__call__" not in vars(cls) and "__getattr__" not in vars(cls), cls
+    assert {name: vars(nn.Module)[name] for name in originals} == originals
+    gm = fx.symbolic_trace(Unpacks())
+    assert [n.op for n in gm.graph.nodes].count("call_module") == 1  # inner is still a call_module node
