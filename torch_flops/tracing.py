@@ -175,12 +175,14 @@ class _ScopeTrackingTracer(fx.Tracer):
             return a.node
         if kind in _PLAIN_CONSTANTS:
             return a
-        if kind is tuple:
-            return tuple([self.create_arg(element) for element in a])
-        if kind is list:
-            return [self.create_arg(element) for element in a]
-        if kind is dict and all(type(key) is str for key in a):
-            return {key: self.create_arg(value) for key, value in a.items()}
+        if kind is tuple or kind is list:
+            lowered = [element.node if type(element) is _Proxy else self.create_arg(element) for element in a]
+            return tuple(lowered) if kind is tuple else lowered
+        if kind is dict:
+            if not a:
+                return {}
+            if all(type(key) is str for key in a):
+                return {key: self.create_arg(value) for key, value in a.items()}
         return super().create_arg(a)
 
     def create_node(self, kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
