@@ -3,11 +3,14 @@ warm-up and repeated timing."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from models import HasBranchy, SimpleModel, SmallConvNet, TwoInputs
 from torch_flops import NodeExecutionError, TorchFLOPsByFX
+from torch_flops.records import NodeRecord, Status, node_record
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -136,3 +139,20 @@ def test_cuda_nodes_are_timed_with_events(cuda_device: torch.device) -> None:
     assert ops and all(r.time_ms is not None and r.time_ms > 0 for r in ops)
     assert all(r.mem_before_bytes is not None and r.mem_after_bytes is not None for r in ops)
     assert counter.plain_forward_ms is not None and counter.plain_forward_ms > 0
+
+
+def test_node_record_equals_the_dataclass_constructor() -> None:
+    """The runner's fast constructor makes the record ``NodeRecord(**fields)`` makes (defaults filled
+    in), and refuses a missing or unknown field by name."""
+    fields = dict(name="conv1", op="call_module", target="conv1", module_path="", module_class="ResNet",
+                  status=Status.RULE, flops=10, macs=5, input_shapes=((1, 3, 8, 8),), output_shapes=((1, 4, 8, 8),),
+                  read_bytes=12)
+    fast, slow = node_record(dict(fields)), NodeRecord(**fields)
+    assert fast == slow and repr(fast) == repr(slow) and hash(fast) == hash(slow)
+    assert fast.time_ms is None and fast.unsupported_ops == () and fast.read_bytes == 12
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.flops = 0  # type: ignore[misc]
+    with pytest.raises(TypeError, match=r"missing fields \['output_shapes'\]"):
+        node_record({k: v for k, v in fields.items() if k != "output_shapes"})
+    with pytest.raises(TypeError, match=r"unknown fields \['flop'\]"):
+        node_record(fields | {"flop": 1})

@@ -221,8 +221,8 @@ class TorchFLOPsByFX:
         ]
         gm = result.graph_module
         inputs = model_inputs.flat_inputs(gm, bound, result.concrete_args)
-        state = [t for module in graph.modules for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
-        shape_only = any(t.device.type == "meta" for t in (*tensors_in(inputs), *state))
+        state = [t for module in graph.modules for table in (module._parameters, module._buffers) for t in table.values() if t is not None]
+        shape_only = any([t.is_meta for t in tensors_in(inputs)]) or any([t.is_meta for t in state])
         self.shape_only = shape_only
         if shape_only:  # real inputs to a meta model: their meta stand-ins
             inputs = pytree.tree_map_only(torch.Tensor, lambda t: t if t.is_meta else torch.empty_like(t, device="meta"), inputs)

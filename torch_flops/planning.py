@@ -111,13 +111,12 @@ def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[Ig
     """Resolve every node's rule once, before any tensor runs (lookups are shared by nodes with the
     same module class, function or method)."""
     plans: dict[fx.Node, NodePlan] = {}
-    modules = dict(gm.named_modules(remove_duplicate=False))
     rules: dict[tuple[str, Any], Rule | None] = {}
     labels: dict[Any, str] = {}
     for node in gm.graph.nodes:
         module = None
         if node.op == "call_module":
-            module = modules[node.target] if node.target in modules else gm.get_submodule(node.target)
+            module = _submodule(gm, node.target)
             key: tuple[str, Any] = (node.op, type(module))
         elif node.op in ("call_function", "call_method"):
             key = (node.op, node.target)
@@ -147,6 +146,20 @@ def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[Ig
         ignored = bool(ignore) and _is_ignored(node, module, ignore)
         plans[node] = NodePlan(label, path, cls, rule, ignored, module, qualname)
     return plans
+
+
+def _submodule(root: nn.Module, target: str) -> nn.Module:
+    """``root.get_submodule(target)``, read from the ``_modules`` tables (``get_submodule`` goes through
+    ``nn.Module.__getattr__`` for every part of the path)."""
+    module = root
+    try:
+        for part in target.split("."):
+            module = module._modules[part]
+    except (KeyError, AttributeError):
+        return root.get_submodule(target)  # not a registered path: its error message, or what it finds
+    if module is None:
+        return root.get_submodule(target)
+    return module
 
 
 def _lookup_rule(registry: CostRegistry, node: fx.Node, module: nn.Module | None) -> Rule | None:

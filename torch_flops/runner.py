@@ -46,7 +46,7 @@ from torch_flops.planning import (
     start_fallback,
 )
 from torch_flops.measure import Probe, tensors_in
-from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status
+from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status, node_record
 from torch_flops.registry import CostRegistry, OpCall
 
 _Tensor = torch.Tensor
@@ -167,6 +167,8 @@ class GraphRunner:
             step.free = tuple(frees.get(step.index, ()))
         self.producers = [self._producers(node, step_at.get(i)) for i, node in enumerate(self.nodes)]  # input shapes = their output shapes
         self._previous: tuple[tuple, list[NodeRecord]] | None = None  # the last FLOPs-only run and its records
+        self._fixed: list[dict[str, Any]] | None = None  # each node's record fields that no run changes
+        self._output_index = self.slot[self.output_node] if self.output_node is not None else -1
         self._state_bytes: dict[int, int] = {}
 
     def _step(self, i: int, node: fx.Node) -> _Step:
@@ -185,12 +187,16 @@ class GraphRunner:
     def _last_uses(self) -> list[int]:
         """For each node, the index of its last user; a value nobody uses dies where it is made, and the
         output's arguments live to the end (index ``len(nodes)``)."""
+        end, slot = len(self.nodes), self.slot
         last = []
         for i, node in enumerate(self.nodes):
-            if node.op == "output" or any(user.op == "output" for user in node.users):
-                last.append(len(self.nodes))
-            else:
-                last.append(max((self.slot[user] for user in node.users), default=i))
+            latest = end if node.op == "output" else i
+            for user in node.users:
+                if user.op == "output":
+                    latest = end
+                    break
+                latest = max(latest, slot[user])
+            last.append(latest)
         return last
 
     def _producers(self, node: fx.Node, step: _Step | None) -> tuple[int, ...]:
@@ -266,19 +272,23 @@ class GraphRunner:
         self, i: int, shapes: list[tuple], cost: Cost | None, status: Status, missing: tuple, aten: tuple, modules: tuple,
         output_shapes: tuple, **measured: Any,
     ) -> NodeRecord:
-        node, plan = self.nodes[i], self.plans[i]
-        if node.op == "output":
+        if self._fixed is None:  # what no run changes
+            self._fixed = [
+                {"name": node.name, "op": node.op, "target": plan.target, "module_path": plan.module_path,
+                 "module_class": plan.module_class}
+                for node, plan in zip(self.nodes, self.plans)
+            ]
+        if i == self._output_index:
             inputs = outputs = output_shapes
         else:
             inputs = tuple([shape for j in self.producers[i] for shape in shapes[j]])
             outputs = shapes[i]
-        return NodeRecord(
-            name=node.name, op=node.op, target=plan.target, module_path=plan.module_path,
-            module_class=plan.module_class, status=status,
-            flops=None if cost is None else cost.flops, macs=None if cost is None else cost.macs,
-            input_shapes=inputs, output_shapes=outputs,
-            unsupported_ops=missing, aten_costs=aten, module_costs=modules, **measured,
-        )
+        return node_record({
+            **self._fixed[i], "status": status,
+            "flops": None if cost is None else cost.flops, "macs": None if cost is None else cost.macs,
+            "input_shapes": inputs, "output_shapes": outputs,
+            "unsupported_ops": missing, "aten_costs": aten, "module_costs": modules, **measured,
+        })
 
     # -- everything ---------------------------------------------------------------------------------------
     def run(

@@ -108,11 +108,15 @@ class _ScopeTrackingTracer(fx.Tracer):
         self.leaf_paths = frozenset(leaf_paths)
         self._unpack_sites: dict[tuple[types.CodeType, int], int | None] = {}
         self._names_of: tuple[Any, dict[int, str], dict[int, str]] | None = None  # root, parameter and buffer names
+        self._fx_call_module_state: bool | None = None
+        self.root_modules: list[nn.Module] | None = None  # the root's modules, when the caller has them
 
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         """``Tracer.trace``, with module calls and attribute reads intercepted on the model's own module
         classes rather than on ``nn.Module`` (see :class:`_ClassPatcher`) when that is equivalent."""
-        classes = _patchable_classes(root) if isinstance(root, nn.Module) else None
+        classes = None
+        if isinstance(root, nn.Module):
+            classes = _patchable_classes(self.root_modules if self.root_modules is not None else modules_of(root))
         if classes is None:
             return super().trace(root, concrete_args)
         fx_new_patcher = _fx_trace._new_patcher
@@ -220,7 +224,9 @@ class _ScopeTrackingTracer(fx.Tracer):
         scope FX makes per call; remembers the module so a failure can be blamed on it."""
         path = self.path_of_module(m)
         self.open_scopes.append((path, type(m)))
-        if not _FX_CALL_MODULE_STATE or not all(hasattr(self, a) for a in _FX_CALL_MODULE_STATE):
+        if self._fx_call_module_state is None:  # once per tracer: FX's own state this shortcut keeps
+            self._fx_call_module_state = all(hasattr(self, a) for a in _FX_CALL_MODULE_STATE)
+        if not self._fx_call_module_state:
             result = super().call_module(m, forward, args, kwargs)
         else:
             scope = self.scope
@@ -245,14 +251,14 @@ _MODULE_HOOKS = ("__call__", "__getattr__")  # what Tracer.trace patches on nn.M
 _CAN_PATCH_CLASSES = all(hasattr(_fx_trace, name) for name in ("_new_patcher", "_Patcher", "_PatchedFn", "CURRENT_PATCHER"))
 
 
-def _patchable_classes(root: nn.Module) -> frozenset[type] | None:
-    """The classes of ``root``'s modules, if patching ``__call__`` and ``__getattr__`` on each of them
+def _patchable_classes(modules: Iterable[nn.Module]) -> frozenset[type] | None:
+    """The classes of a model's ``modules``, if patching ``__call__`` and ``__getattr__`` on each of them
     intercepts exactly what patching them on ``nn.Module`` would: every class inherits both from
     ``nn.Module`` unchanged (none overrides them, so none reaches ``nn.Module``'s through ``super()``)
     and no trace is already patching ``nn.Module``. ``None`` otherwise: FX's own patching is used."""
     if not _CAN_PATCH_CLASSES:
         return None
-    classes = frozenset(type(module) for module in modules_of(root))
+    classes = frozenset([type(module) for module in modules])
     for name in _MODULE_HOOKS:
         inherited = getattr(nn.Module, name)
         if hasattr(inherited, "__fx_already_patched") or nn.Module in classes:
@@ -281,8 +287,13 @@ if _CAN_PATCH_CLASSES:
         Setting a special method on a class makes CPython update the slot of every subclass that
         inherits it: for ``nn.Module``, every module class loaded in the process (over a thousand with
         torchvision and timm), four times per trace (patch and revert, two methods), a fifth of a
-        resnet50 trace. The model's own classes have few subclasses. A module whose class is not in the
-        model is not a submodule, so FX could not trace a call to it anyway (``path_of_module`` fails)."""
+        resnet50 trace. The model's own classes have few subclasses.
+
+        Every submodule's class is patched, so every call FX would record is recorded. What differs is a
+        call to a module that is not a submodule (held in a plain list, or made inside ``forward``) and
+        whose class the model does not have: FX fails on it (``path_of_module``: not a submodule) and
+        :func:`trace` would keep the calling module whole; here its ``forward`` is traced inline, and
+        fails the same way if it reads parameters (not members of the model)."""
 
         def __init__(self, classes: frozenset[type]) -> None:
             super().__init__()
@@ -413,10 +424,11 @@ def _trace_once(
     model: nn.Module, leaf_types: tuple[type, ...], leaves: Mapping[str, str], concrete_args: Mapping[str, Any] | None
 ) -> fx.GraphModule:
     tracer = _ScopeTrackingTracer(leaf_types, leaves)
+    tracer.root_modules = modules_of(model)
     attributes = set(vars(model))
     try:
         try:
-            with eval_mode(model), warnings.catch_warnings():
+            with eval_mode(modules=tracer.root_modules), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Was not able to add assertion")
                 graph = tracer.trace(model, concrete_args=dict(concrete_args) if concrete_args else None)
         except Exception as error:
