@@ -676,3 +676,36 @@ def test_inplace_views_and_indexing_are_known_zero() -> None:
 
     counter = run(fn, (randn(3, 4),))
     assert not counter.unsupported and counter.total_flops == 0
+
+
+def _parametrized_conv() -> nn.Module:
+    conv = nn.Conv2d(2, 4, 3)
+
+    class Doubled(nn.Module):
+        def forward(self, weight: torch.Tensor) -> torch.Tensor:
+            return weight * 2
+
+    torch.nn.utils.parametrize.register_parametrization(conv, "weight", Doubled())
+    return conv
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: nn.Conv2d(2, 4, 3), lambda: nn.Conv2d(2, 4, 3, bias=False), lambda: nn.BatchNorm2d(4, affine=False),
+     lambda: nn.LayerNorm(4), _parametrized_conv, lambda: torch.nn.utils.parametrizations.weight_norm(nn.Linear(3, 2))],
+    ids=["conv", "conv_no_bias", "bn_no_affine", "layer_norm", "parametrized", "weight_norm"],
+)
+def test_module_tensor_is_getattr(make: Callable[[], nn.Module]) -> None:
+    """Rules read weights with ``module_tensor``, which must find what ``getattr`` finds: a registered
+    parameter or buffer, ``None`` registered in a parameter's place, a parametrized weight (a property)."""
+    from torch_flops.registry import module_tensor
+
+    module = make()
+    for name in ("weight", "bias", "running_mean"):
+        if not hasattr(module, name):
+            continue
+        expected, found = getattr(module, name), module_tensor(module, name)
+        if isinstance(expected, torch.Tensor):
+            assert isinstance(found, torch.Tensor) and torch.equal(found, expected), name
+        else:
+            assert found is expected, name

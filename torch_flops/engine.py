@@ -110,7 +110,7 @@ class TorchFLOPsByFX:
         bad_leaves = [t for t in leaf_types if not isinstance(t, type)]
         if bad_leaves:
             raise TypeError(f"leaf_types must be module classes, got {bad_leaves!r}")
-        unknown = sorted(set(concrete_args or {}) - set(inspect.signature(model.forward).parameters))
+        unknown = sorted(set(concrete_args) - set(inspect.signature(model.forward).parameters)) if concrete_args else []
         if unknown:
             raise ValueError(
                 f"concrete_args {unknown} are not parameters of {type(model).__name__}.forward"

@@ -272,6 +272,20 @@ def numel(value: Any) -> int:
     raise TypeError(f"expected a tensor or a number, got {type(value).__name__}")
 
 
+def module_tensor(module: nn.Module, name: str) -> Any:
+    """``getattr(module, name)`` for a parameter or buffer (or ``None`` registered in its place), read
+    from the module's own tables when it is registered there, which is where ``nn.Module.__getattr__``
+    finds it, at a fraction of its cost. Anything else (a parametrized weight, an attribute) comes from
+    ``getattr``."""
+    parameters = module._parameters
+    if name in parameters:
+        return parameters[name]
+    buffers = module._buffers
+    if name in buffers:
+        return buffers[name]
+    return getattr(module, name)
+
+
 def first_output(value: Any) -> Any:
     """The main result of an op that returns a tuple (``max_pool2d_with_indices``, ``native_layer_norm``,
     ...): its first element; any other value unchanged."""

@@ -109,6 +109,7 @@ class _ScopeTrackingTracer(fx.Tracer):
         self._unpack_sites: dict[tuple[types.CodeType, int], int | None] = {}
         self._names_of: tuple[Any, dict[int, str], dict[int, str]] | None = None  # root, parameter and buffer names
         self._fx_call_module_state: bool | None = None
+        self._leaf_classes: dict[type, bool] = {}
         self.root_modules: list[nn.Module] | None = None  # the root's modules, when the caller has them
 
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
@@ -164,11 +165,16 @@ class _ScopeTrackingTracer(fx.Tracer):
         return parameter_proxy_cache[name]
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return (
-            module_qualified_name in self.leaf_paths
-            or isinstance(m, self.leaf_types)
-            or super().is_leaf_module(m, module_qualified_name)
-        )
+        """A module at ``leaf_paths``, an instance of ``leaf_types``, or a ``torch.nn`` layer (FX's rule,
+        which depends on the class only: it is asked once per class)."""
+        if module_qualified_name in self.leaf_paths:
+            return True
+        cls = type(m)
+        try:
+            return self._leaf_classes[cls]
+        except KeyError:
+            leaf = self._leaf_classes[cls] = isinstance(m, self.leaf_types) or super().is_leaf_module(m, module_qualified_name)
+            return leaf
 
     def create_arg(self, a: Any) -> Any:
         """FX's ``create_arg`` with the common cases first: proxies, plain constants and tuples, lists

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, module_rule, numel, prod
+from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, module_rule, module_tensor, numel, prod
 from torch_flops.rules.linear import linear_cost
 
 
@@ -40,7 +40,8 @@ def _cost_from_weight(weight: torch.Tensor, bias: object, output: torch.Tensor) 
 # [N, Cout, *out] = ConvNd([N, Cin, *in])
 @module_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def conv_module(call: OpCall) -> Cost:
-    return _cost_from_weight(call.module.weight, call.module.bias, call.output)
+    module = call.module
+    return _cost_from_weight(module_tensor(module, "weight"), module_tensor(module, "bias"), call.output)
 
 
 # [N, Cout, *out] = F.convNd(input, weight [Cout, Cin/groups, *kernel], bias=None, stride, padding, dilation, groups)
@@ -65,7 +66,8 @@ def _transpose_cost_from_weight(input_: torch.Tensor, weight: torch.Tensor, bias
 # [N, Cout, *out] = ConvTransposeNd([N, Cin, *in])
 @module_rule(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 def conv_transpose_module(call: OpCall) -> Cost:
-    return _transpose_cost_from_weight(call.arg(0, "input"), call.module.weight, call.module.bias, call.output)
+    module = call.module
+    return _transpose_cost_from_weight(call.arg(0, "input"), module_tensor(module, "weight"), module_tensor(module, "bias"), call.output)
 
 
 # F.conv_transposeNd(input, weight [Cin, Cout/groups, *kernel], bias=None, stride, padding, output_padding, groups, dilation)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, method_rule, module_rule, numel
+from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, method_rule, module_rule, module_tensor, numel
 
 
 def matmul_cost(out_numel: int, k: int) -> Cost:
@@ -42,7 +42,7 @@ def linear_cost(out_numel: int, in_features: int, bias: bool) -> Cost:
 @module_rule(nn.Linear)
 def linear_module(call: OpCall) -> Cost:
     module = call.module
-    return linear_cost(numel(call.output), module.in_features, module.bias is not None)
+    return linear_cost(numel(call.output), module.in_features, module_tensor(module, "bias") is not None)
 
 
 # [*, out] = F.linear([*, in], weight [out, in], bias [out] | None)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, aten_ops, aten_rule, first_output, function_rule, module_rule, numel, prod
+from torch_flops.registry import OpCall, aten_ops, aten_rule, first_output, function_rule, module_rule, module_tensor, numel, prod
 
 
 def norm_cost(numel_: int, weight: bool, bias: bool) -> Cost:
@@ -34,7 +34,7 @@ def norm_cost(numel_: int, weight: bool, bias: bool) -> Cost:
 
 def _module_cost(call: OpCall) -> Cost:
     module = call.module
-    return norm_cost(numel(call.output), module.weight is not None, module.bias is not None)
+    return norm_cost(numel(call.output), module_tensor(module, "weight") is not None, module_tensor(module, "bias") is not None)
 
 
 # [N, C, *] = BatchNormNd / InstanceNormNd([N, C, *]); [*] = LayerNorm / GroupNorm([*])
