@@ -12,7 +12,10 @@ fvcore when installed. One thread.
 
 The machine's speed drifts by ±20 % over seconds, so tools are timed in ``--repeat`` interleaved rounds
 (in each round every tool is timed right after a plain forward, each after a ``gc.collect()``) and every
-ratio is the median over rounds of two times taken back to back. The last table checks the targets of issue 8.
+ratio is the median over rounds of two times taken back to back. Where Linux gives CPU counters
+(:mod:`counters`), the same calls' instructions and cycles are reported as ratios too: the instruction
+count of the same work does not drift, so it shows overhead repeatably where wall time cannot. The
+last table checks the targets of issue 8.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from torch import nn
 
 from torch_flops import TorchFLOPsByFX
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from counters import Reading, open_counters  # noqa: E402
+
 
 class MLP(nn.Module):
     """``blocks`` x (Linear(32, 32) -> GELU -> + residual): 3 FX op nodes per block."""
@@ -48,6 +54,10 @@ class MLP(nn.Module):
         return x
 
 
+COUNTERS = open_counters()  # CPU instructions and cycles of this thread, where Linux gives them
+COUNTED: dict[str, list[tuple[Reading, Reading]]] = {}  # (plain, tool) readings by tool of the last interleaved()
+
+
 def interleaved(tools: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[tuple[float, float]]]:
     """For each tool other than ``"plain"``, ``repeat`` pairs (plain ms, tool ms) timed back to back.
 
@@ -55,21 +65,38 @@ def interleaved(tools: dict[str, Callable[[], object]], repeat: int) -> dict[str
     plain forward and right after it the tool, each after a ``gc.collect()`` (as ``timeit`` keeps the
     collector out of the timed code). A ratio is a tool's time over the plain forward timed just before
     it, so neither the machine's drift (±20 % over seconds here) nor what the previous tool left behind
-    in the allocator favours one side; ratios are reported as the median over rounds."""
+    in the allocator favours one side; ratios are reported as the median over rounds. Where CPU
+    counters are available, the instructions and cycles of the same calls go to ``COUNTED``."""
     for fn in tools.values():
         fn()
+    COUNTED.clear()
     plain = tools["plain"]
     pairs: dict[str, list[tuple[float, float]]] = {name: [] for name in tools if name != "plain"}
     for _ in range(repeat):
         for name in pairs:
-            timed = []
+            timed, counted = [], []
             for fn in (plain, tools[name]):
                 gc.collect()
+                before = COUNTERS.read() if COUNTERS else None
                 start = time.perf_counter()
                 fn()
                 timed.append((time.perf_counter() - start) * 1000.0)
+                if COUNTERS:
+                    counted.append(COUNTERS.read() - before)
             pairs[name].append((timed[0], timed[1]))
+            if counted:
+                COUNTED.setdefault(name, []).append((counted[0], counted[1]))
     return pairs
+
+
+def counted_ratios(tool: str) -> str:
+    """``"instructions / cycles"`` of ``tool`` over the plain forward's, medians over rounds ('' without counters)."""
+    readings = COUNTED.get(tool)
+    if not readings:
+        return ""
+    instructions = statistics.median(t.instructions / p.instructions for p, t in readings)
+    cycles = statistics.median(t.cycles / p.cycles for p, t in readings)
+    return f"{instructions:.3f} / {cycles:.2f}"
 
 
 def median_ratio(pairs: dict[str, list[tuple[float, float]]], tool: str, baseline: str = "plain") -> float:
@@ -162,13 +189,13 @@ def measure(name: str, model: nn.Module, x: torch.Tensor, repeat: int, with_peer
                 tools[tool] = fn
     times = interleaved({"plain": tools.pop("plain model(x)"), **tools}, repeat)
     plain_ms = statistics.median(p for pairs in times.values() for p, _ in pairs)
-    rows: list[list[object]] = [[name, "plain model(x)", plain_ms, 1.0, ""]]
+    rows: list[list[object]] = [[name, "plain model(x)", plain_ms, 1.0, "", "1.000 / 1.00" if COUNTED else ""]]
     per_node = ("propagate", "bare", "FlopCounterMode", "thop", "ptflops", "fvcore")
     for tool, pairs in times.items():
         ms = statistics.median(t for _, t in pairs)
         over = f"{statistics.median(t - p for p, t in pairs) * 1000 / nodes:.2f}" if tool.startswith(per_node) else ""
-        rows.append([name, tool, ms, median_ratio(times, tool), over])
-    rows += [[name, tool, why, "", ""] for tool, why in missing.items()]
+        rows.append([name, tool, ms, median_ratio(times, tool), over, counted_ratios(tool)])
+    rows += [[name, tool, why, "", "", ""] for tool, why in missing.items()]
     return rows, times
 
 
@@ -232,13 +259,14 @@ def main() -> None:
     rows: list[list[object]] = []
     targets: list[list[object]] = []
 
-    def target(what: str, value: float, limit: float) -> None:
-        targets.append([what, f"{value:.2f}", f"<= {limit:.2f}", "met" if value <= limit else "NOT met"])
+    def target(what: str, value: float, limit: float, counted: str = "") -> None:
+        targets.append([what, f"{value:.2f}", f"<= {limit:.2f}", "met" if value <= limit else "NOT met", counted])
 
     if "mlp" in chosen:
         table, times = measure(f"MLP x{args.blocks}", MLP(args.blocks), torch.randn(1, 32), args.repeat, with_peers=True)
         rows += table
-        target("MLP: propagate, FLOPs only / plain", median_ratio(times, "propagate, FLOPs only (repeated)", "plain"), 2.0)
+        target("MLP: propagate, FLOPs only / plain", median_ratio(times, "propagate, FLOPs only (repeated)", "plain"), 2.0,
+               counted_ratios("propagate, FLOPs only (repeated)"))
         if "FlopCounterMode" in times:
             target("MLP: new counter + first propagate (FLOPs only) / FlopCounterMode",
                    median_ratio(times, "new counter + first propagate, FLOPs only", "FlopCounterMode"), 0.75)
@@ -255,11 +283,13 @@ def main() -> None:
         table, times = measure(name, model, torch.randn(1, 3, 224, 224), args.repeat, True)
         rows += table
         target(f"{name}: new counter + first propagate, FLOPs only / plain",
-               median_ratio(times, "new counter + first propagate, FLOPs only", "plain"), 1.10)
+               median_ratio(times, "new counter + first propagate, FLOPs only", "plain"), 1.10,
+               counted_ratios("new counter + first propagate, FLOPs only"))
         target(f"{name}: new counter + first propagate, with timing / plain",
-               median_ratio(times, "new counter + first propagate, with timing", "plain"), 1.25)
-    headers = ["model", "what", "ms", "x plain", "µs / node over plain"]
-    shown = [[m, w, f"{t:,.1f}" if isinstance(t, float) else t, f"{r:.2f}" if isinstance(r, float) else r, o] for m, w, t, r, o in rows]
+               median_ratio(times, "new counter + first propagate, with timing", "plain"), 1.25,
+               counted_ratios("new counter + first propagate, with timing"))
+    headers = ["model", "what", "ms", "x plain", "µs / node over plain", "instructions / cycles x plain"]
+    shown = [[m, w, f"{t:,.1f}" if isinstance(t, float) else t, f"{r:.2f}" if isinstance(r, float) else r, o, c] for m, w, t, r, o, c in rows]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.repeat} rounds, each tool timed right "
           f"after a plain forward: ms is the median time, 'x plain' the median of the tool's time over the plain "
           f"forward timed just before it, µs/node the median of their difference per node\n")
@@ -282,7 +312,8 @@ def main() -> None:
         print("\n" + meta_decoder())
     if targets:
         print("\nTargets (issue 8):")
-        print(tabulate(targets, ["target", "measured", "limit", ""], tablefmt="github", disable_numparse=True))
+        print(tabulate(targets, ["target", "measured", "limit", "", "instructions / cycles (same calls)"], tablefmt="github",
+                       disable_numparse=True))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""benchmarks/counters.py: the instruction count of the same work repeats (the claim the overhead
+benchmark's instruction ratios rest on), and grows with the work."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from counters import open_counters  # noqa: E402
+
+
+def _work(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def test_instructions_repeat_and_scale() -> None:
+    counters = open_counters()
+    if counters is None:
+        pytest.skip("this system gives no CPU counters (perf_event_open refused)")
+    _work(100_000)  # warm up
+    counts = []
+    for n in (100_000, 100_000, 1_000_000):
+        before = counters.read()
+        _work(n)
+        counts.append((counters.read() - before).instructions)
+    small, again, large = counts
+    assert abs(again - small) / small < 0.02
+    assert 8 * small < large < 12 * small
