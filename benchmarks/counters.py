@@ -22,6 +22,7 @@ _SYSCALL_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
 _PERF_TYPE_HARDWARE = 0
 _CYCLES, _INSTRUCTIONS = 0, 1
 _EXCLUDE_KERNEL, _EXCLUDE_HV = 1 << 5, 1 << 6
+_TIME_ENABLED, _TIME_RUNNING = 1 << 0, 1 << 1  # read_format: how long the event was on, and counting
 
 
 class _Attr(ctypes.Structure):  # struct perf_event_attr, the leading fields (PERF_ATTR_SIZE_VER0 = 64 bytes)
@@ -49,15 +50,22 @@ class Counters:
         self._fds = (instructions_fd, cycles_fd)
 
     def read(self) -> Reading:
-        instructions, cycles = (struct.unpack("q", os.read(fd, 8))[0] for fd in self._fds)
-        return Reading(instructions, cycles)
+        """Counts so far. When the kernel shares the hardware counters among more events than it has
+        (multiplexing), an event counts only part of the time; its count is scaled by the time it was
+        enabled over the time it counted, as ``perf stat`` does."""
+        counts = []
+        for fd in self._fds:
+            value, enabled, running = struct.unpack("qqq", os.read(fd, 24))
+            counts.append(value if running in (0, enabled) else round(value * enabled / running))
+        return Reading(*counts)
 
 
 def _open(config: int) -> int:
     number = _SYSCALL_PERF_EVENT_OPEN.get(platform.machine())
     if number is None or platform.system() != "Linux":
         return -1
-    attr = _Attr(type=_PERF_TYPE_HARDWARE, size=ctypes.sizeof(_Attr), config=config, flags=_EXCLUDE_KERNEL | _EXCLUDE_HV)
+    attr = _Attr(type=_PERF_TYPE_HARDWARE, size=ctypes.sizeof(_Attr), config=config,
+                 read_format=_TIME_ENABLED | _TIME_RUNNING, flags=_EXCLUDE_KERNEL | _EXCLUDE_HV)
     libc = ctypes.CDLL(None, use_errno=True)
     return libc.syscall(number, ctypes.byref(attr), 0, -1, -1, 0)  # this thread, any CPU, no group, no flags
 

@@ -42,7 +42,7 @@ def gc_paused() -> Iterator[None]:
 def run_device(tensors: Iterable[torch.Tensor]) -> torch.device:
     """The device of the first CUDA tensor among ``tensors``, else CPU."""
     for tensor in tensors:
-        if tensor.device.type == "cuda":
+        if tensor.is_cuda:
             return tensor.device
     return torch.device("cpu")
 

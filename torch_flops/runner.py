@@ -47,6 +47,7 @@ from torch_flops.planning import (
 )
 from torch_flops.measure import Probe, tensors_in
 from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status, node_record
+from torch_flops.tracing import modules_of
 from torch_flops.registry import CostRegistry, OpCall
 
 _Tensor = torch.Tensor
@@ -305,7 +306,7 @@ class GraphRunner:
         produced: list[dict[int, int]] = [{}] * n  # storages held by each node's value
         inner_peaks = [0] * n  # peak allocations inside nodes run by the fallback
         marks: list[tuple[Any, Any] | None] = [None] * n  # (start, end) of each timed node
-        model_state = memory.storage_ids((*self.gm.parameters(), *self.gm.buffers()))
+        model_state = memory.storage_ids(self._state_tensors())
         registry, slot = self.registry, self.slot
         probe.start()
         with torch.no_grad():
@@ -367,6 +368,12 @@ class GraphRunner:
             for i in range(n)
         ]
         return output, records, live
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        """The parameters and buffers of the graph module's modules (``gm.parameters()`` and
+        ``gm.buffers()``, duplicates included, without their generator per module level)."""
+        return [t for module in modules_of(self.gm) for table in (module._parameters, module._buffers)
+                for t in table.values() if t is not None]
 
     def _observe(self, observer: NodeObserver | None, node: fx.Node, result: Any, args: tuple, kwargs: dict) -> None:
         if observer is None:
