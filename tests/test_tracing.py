@@ -37,8 +37,25 @@ class Unpacks(nn.Module):
         return self.inner(y + self.offset).reshape(batch, features) + torch.tensor(1.0)
 
 
+class PlainTensorAttributes(nn.Module):
+    """Tensors held as plain attributes (not buffers), one of them by two modules, and a constant made
+    in ``forward``: FX names each by the attribute that holds it (the last one found), or
+    ``_tensor_constant0``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(4, 4)
+        self.mask = torch.tensor([1.0, 0.0, 1.0, 0.0])
+        self.inner.shift = torch.full((4,), 0.5)
+        self.shared = self.inner.shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x * self.mask) + self.shared + torch.tensor(2.0)
+
+
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "unpacks": Unpacks,
+    "plain_tensor_attributes": PlainTensorAttributes,
     "resnet18": lambda: torchvision.models.resnet18(),
     "swin_t": lambda: torchvision.models.swin_t(),
     "vit_tiny": lambda: timm.create_model("vit_tiny_patch16_224"),
@@ -154,6 +171,9 @@ def test_module_classes_are_restored_after_a_trace() -> None:
     """Module calls are intercepted on the model's own classes during a trace; afterwards, also after
     a trace that failed, those classes inherit ``__call__`` and ``__getattr__`` from ``nn.Module`` again
     and ``nn.Module``'s are its own, so FX's later traces (which patch ``nn.Module``) still see them."""
+    import torch.fx._symbolic_trace as fx_trace
+
+    constant_types = getattr(fx_trace, "_constant_attribute_types", None)
     originals = {name: vars(nn.Module)[name] for name in ("__call__", "__getattr__")}
     classes = (Unpacks, nn.Linear, FailsInside)
     _ScopeTrackingTracer().trace(Unpacks())
@@ -162,5 +182,6 @@ def test_module_classes_are_restored_after_a_trace() -> None:
     for cls in classes:
         assert "__call__" not in vars(cls) and "__getattr__" not in vars(cls), cls
     assert {name: vars(nn.Module)[name] for name in originals} == originals
+    assert getattr(fx_trace, "_constant_attribute_types", None) == constant_types  # put back, also after a failure
     gm = fx.symbolic_trace(Unpacks())
     assert [n.op for n in gm.graph.nodes].count("call_module") == 1  # inner is still a call_module node

@@ -111,15 +111,20 @@ class _ScopeTrackingTracer(fx.Tracer):
         self._fx_call_module_state: bool | None = None
         self._leaf_classes: dict[type, bool] = {}
         self.root_modules: list[nn.Module] | None = None  # the root's modules, when the caller has them
+        self._constant_types: tuple[type, ...] | None = None  # FX's, while a trace has swapped them out
 
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
-        """``Tracer.trace``, with module calls and attribute reads intercepted on the model's own module
-        classes rather than on ``nn.Module`` (see :class:`_ClassPatcher`) when that is equivalent."""
-        classes = None
-        if isinstance(root, nn.Module):
-            classes = _patchable_classes(self.root_modules if self.root_modules is not None else modules_of(root))
-        if classes is None:
+        """``Tracer.trace``, with two of its fixed costs cut when that changes nothing:
+
+        - module calls and attribute reads are intercepted on the model's own module classes rather than
+          on ``nn.Module`` (see :class:`_ClassPatcher`);
+        - the table of tensors held as plain module attributes (FX's ``tensor_attrs``, built up front by
+          an ``isinstance`` test of every attribute of every module: a quarter of a resnet50 trace) is
+          built when a tensor constant first needs it, which most models never do
+          (see :class:`_TensorAttributes`)."""
+        if not isinstance(root, nn.Module):
             return super().trace(root, concrete_args)
+        classes = _patchable_classes(self.root_modules if self.root_modules is not None else modules_of(root))
         fx_new_patcher = _fx_trace._new_patcher
 
         @contextmanager
@@ -133,11 +138,32 @@ class _ScopeTrackingTracer(fx.Tracer):
                 patcher.revert_all_patches()
                 _fx_trace.CURRENT_PATCHER = prior
 
-        _fx_trace._new_patcher = new_patcher
+        if classes is not None:
+            _fx_trace._new_patcher = new_patcher
+        self._constant_types = _CONSTANT_TYPES
+        if _CONSTANT_TYPES is not None:
+            _fx_trace._constant_attribute_types = ()  # FX's up-front table: nothing matches, so it stays empty
         try:
             return super().trace(root, concrete_args)
         finally:
             _fx_trace._new_patcher = fx_new_patcher
+            self._restore_constant_types()
+
+    def _restore_constant_types(self) -> None:
+        if self._constant_types is not None:
+            _fx_trace._constant_attribute_types = self._constant_types
+            self._constant_types = None
+
+    def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None) -> tuple[Any, list[Any]]:
+        """FX calls this right after building its table of tensor attributes: FX's constant types are
+        put back (``create_arg`` tests arguments against them), and the table becomes a
+        :class:`_TensorAttributes` that builds itself on first use."""
+        if self._constant_types is not None:
+            types = self._constant_types
+            self._restore_constant_types()
+            if not self.tensor_attrs:
+                self.tensor_attrs = _TensorAttributes(self.root, types)
+        return super().create_args_for_root(root_fn, is_module, concrete_args)
 
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return _Proxy(node, self)
@@ -254,6 +280,72 @@ class _ScopeTrackingTracer(fx.Tracer):
 _ATTACH_ARGS = getattr(fx.Node, "_update_args_kwargs", None)  # what Node.__init__ calls; setters otherwise
 _FX_CALL_MODULE_STATE = ("scope", "module_stack", "num_calls")
 _MODULE_HOOKS = ("__call__", "__getattr__")  # what Tracer.trace patches on nn.Module
+_CONSTANT_TYPES: tuple[type, ...] | None = getattr(_fx_trace, "_constant_attribute_types", None)  # torch >= 2.3
+
+
+class _TensorAttributes(dict):
+    """FX's ``tensor_attrs`` (``{constant: qualified name}`` for every tensor, script object or tree spec
+    held as a plain attribute of a module under ``root``), built on first use, exactly as FX builds it
+    at the start of a trace: each module's ``__dict__`` in order, then its children, a later name
+    replacing an earlier one. FX reads it with ``get`` and adds to it with ``[]=``."""
+
+    def __init__(self, root: nn.Module, types: tuple[type, ...]) -> None:
+        super().__init__()
+        self._pending: tuple[nn.Module, tuple[type, ...]] | None = (root, types)
+
+    def _build(self) -> None:
+        if self._pending is None:
+            return
+        root, types = self._pending
+        self._pending = None
+
+        def collect(module: nn.Module, prefix: list[str]) -> None:  # FX's collect_tensor_attrs
+            for key, value in module.__dict__.items():
+                if isinstance(value, types):
+                    dict.__setitem__(self, value, ".".join([*prefix, key]))
+            for key, child in module.named_children():
+                collect(child, [*prefix, key])
+
+        collect(root, [])
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._build()
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        self._build()
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._build()
+        super().__setitem__(key, value)
+
+    def __contains__(self, key: object) -> bool:
+        self._build()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._build()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._build()
+        return super().__len__()
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def keys(self) -> Any:
+        self._build()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._build()
+        return super().values()
+
+    def items(self) -> Any:
+        self._build()
+        return super().items()
 _CAN_PATCH_CLASSES = all(hasattr(_fx_trace, name) for name in ("_new_patcher", "_Patcher", "_PatchedFn", "CURRENT_PATCHER"))
 
 
