@@ -169,6 +169,7 @@ class GraphRunner:
         self.producers = [self._producers(node, step_at.get(i)) for i, node in enumerate(self.nodes)]  # input shapes = their output shapes
         self._previous: tuple[tuple, list[NodeRecord]] | None = None  # the last FLOPs-only run and its records
         self._fixed: list[dict[str, Any]] | None = None  # each node's record fields that no run changes
+        self._modules: list[nn.Module] | None = None  # the graph module's modules, for the model state
         self._output_index = self.slot[self.output_node] if self.output_node is not None else -1
         self._state_bytes: dict[int, int] = {}
 
@@ -321,7 +322,12 @@ class GraphRunner:
                 i, kind, plan = step.index, step.kind, step.plan
                 args, kwargs = step.arguments(values, slot)
                 mem_before = probe.memory()
-                in_tensors = tensors_in((args, kwargs))
+                if step.nested:
+                    in_tensors = tensors_in((args, kwargs))
+                else:  # flat arguments: the tensors among them, in order
+                    in_tensors = [a for a in args if isinstance(a, _Tensor)]
+                    if kwargs:
+                        in_tensors += [v for v in kwargs.values() if isinstance(v, _Tensor)]
                 mode = attribution = None
                 if kind == _FALLBACK:
                     state = (*plan.module.parameters(), *plan.module.buffers()) if plan.module is not None else ()
@@ -372,7 +378,9 @@ class GraphRunner:
     def _state_tensors(self) -> list[torch.Tensor]:
         """The parameters and buffers of the graph module's modules (``gm.parameters()`` and
         ``gm.buffers()``, duplicates included, without their generator per module level)."""
-        return [t for module in modules_of(self.gm) for table in (module._parameters, module._buffers)
+        if self._modules is None:  # the graph module's tree is fixed once traced, as the steps are
+            self._modules = modules_of(self.gm)
+        return [t for module in self._modules for table in (module._parameters, module._buffers)
                 for t in table.values() if t is not None]
 
     def _observe(self, observer: NodeObserver | None, node: fx.Node, result: Any, args: tuple, kwargs: dict) -> None:
