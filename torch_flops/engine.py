@@ -28,7 +28,7 @@ from torch_flops.runner import GraphRunner
 from torch_flops.measure import Probe, check_memory_function, gc_paused, run_device, tensors_in
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
-from torch_flops.tracing import TraceResult, check_model, eval_mode, modules_of, trace
+from torch_flops.tracing import TraceResult, check_model, eval_mode, modules_of, state_tensors, trace
 
 VIEWS = ("nodes", "modules", "ops", "layers")
 
@@ -221,7 +221,7 @@ class TorchFLOPsByFX:
         ]
         gm = result.graph_module
         inputs = model_inputs.flat_inputs(gm, bound, result.concrete_args)
-        state = [t for module in graph.modules for table in (module._parameters, module._buffers) for t in table.values() if t is not None]
+        state = state_tensors(graph.modules)
         shape_only = any([t.is_meta for t in tensors_in(inputs)]) or any([t.is_meta for t in state])
         self.shape_only = shape_only
         if shape_only:  # real inputs to a meta model: their meta stand-ins

@@ -47,7 +47,7 @@ from torch_flops.planning import (
 )
 from torch_flops.measure import Probe, tensors_in
 from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status, node_record
-from torch_flops.tracing import modules_of
+from torch_flops.tracing import modules_of, state_tensors
 from torch_flops.registry import CostRegistry, OpCall
 
 _Tensor = torch.Tensor
@@ -380,8 +380,7 @@ class GraphRunner:
         ``gm.buffers()``, duplicates included, without their generator per module level)."""
         if self._modules is None:  # the graph module's tree is fixed once traced, as the steps are
             self._modules = modules_of(self.gm)
-        return [t for module in self._modules for table in (module._parameters, module._buffers)
-                for t in table.values() if t is not None]
+        return state_tensors(self._modules)
 
     def _observe(self, observer: NodeObserver | None, node: fx.Node, result: Any, args: tuple, kwargs: dict) -> None:
         if observer is None:

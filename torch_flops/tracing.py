@@ -332,9 +332,6 @@ class _TensorAttributes(dict):
         self._build()
         return super().__len__()
 
-    def __bool__(self) -> bool:
-        return len(self) > 0
-
     def keys(self) -> Any:
         self._build()
         return super().keys()
@@ -420,6 +417,12 @@ def modules_of(*roots: nn.Module) -> list[nn.Module]:
         found[id(module)] = module
         stack.extend([child for child in reversed(module._modules.values()) if child is not None])
     return list(found.values())
+
+
+def state_tensors(modules: Iterable[nn.Module]) -> list[torch.Tensor]:
+    """The parameters and buffers held by ``modules`` themselves (``None`` entries left out), read from
+    their tables: ``parameters()`` and ``buffers()`` without a generator per module level."""
+    return [t for module in modules for table in (module._parameters, module._buffers) for t in table.values() if t is not None]
 
 
 @contextmanager
