@@ -4,12 +4,14 @@ warm-up and repeated timing."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 import torch
 
 from models import HasBranchy, SimpleModel, SmallConvNet, TwoInputs
 from torch_flops import NodeExecutionError, TorchFLOPsByFX
+from torch_flops.planning import NodePlan
 from torch_flops.records import NodeRecord, Status, node_record
 
 torchvision = pytest.importorskip("torchvision")
@@ -123,6 +125,7 @@ def test_cpu_marks_are_perf_counter_seconds() -> None:
     end = probe.mark()
     probe.finish()
     assert isinstance(start, float) and total > 0 and 0.0 < probe.elapsed_ms(start, end) < 1000.0
+    assert probe.clock is time.perf_counter and probe.reader is None  # what the run loop calls off CUDA
 
 
 @pytest.mark.cuda
@@ -131,7 +134,9 @@ def test_cuda_nodes_are_timed_with_events(cuda_device: torch.device) -> None:
     node gets a positive device time and the memory columns are filled."""
     from torch_flops.measure import Probe
 
-    assert isinstance(Probe(cuda_device, "memory_allocated").mark(), torch.cuda.Event)
+    probe = Probe(cuda_device, "memory_allocated")
+    assert isinstance(probe.mark(), torch.cuda.Event) and isinstance(probe.clock(), torch.cuda.Event)
+    assert probe.reader() == torch.cuda.memory_allocated(cuda_device)
     model = SmallConvNet().to(cuda_device)
     counter = TorchFLOPsByFX(model)
     counter.propagate(torch.randn(2, 3, 8, 8, device=cuda_device), warmup=1, repeat=3)
@@ -156,3 +161,34 @@ def test_node_record_equals_the_dataclass_constructor() -> None:
         node_record({k: v for k, v in fields.items() if k != "output_shapes"})
     with pytest.raises(TypeError, match=r"unknown fields \['flop'\]"):
         node_record(fields | {"flop": 1})
+
+
+@pytest.mark.parametrize("timing", [False, True])
+def test_run_records_hold_exactly_the_record_fields(timing: bool) -> None:
+    """Records made from the runner's per-node templates are the dataclass's records: every field,
+    nothing else, equal to ``NodeRecord(**fields)``, frozen; a fallback node's details are its own."""
+    counter = TorchFLOPsByFX(HasBranchy())  # its block, data-dependent, runs under the fallback
+    counter.propagate(torch.randn(2, 4), timing=timing)
+    names = {field.name for field in dataclasses.fields(NodeRecord)}
+    for record in counter.records:
+        assert vars(record).keys() == names
+        assert record == NodeRecord(**vars(record))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.flops = 0  # type: ignore[misc]
+    assert all((r.time_ms is not None) == timing for r in counter.records)
+    block = next(r for r in counter.records if r.target == "block")
+    assert block.status is Status.FALLBACK and block.aten_costs and block.flops == sum(c.flops for c in block.aten_costs)
+
+
+def test_plans_hold_exactly_the_plan_fields() -> None:
+    """``plan_graph`` makes its plans without the dataclass's ``__init__``: each is still the plan
+    ``NodePlan(**fields)`` makes, with every field, and frozen."""
+    counter = TorchFLOPsByFX(SmallConvNet())
+    names = {field.name for field in dataclasses.fields(NodePlan)}
+    assert counter._plans
+    for plan in counter._plans.values():
+        assert vars(plan).keys() == names and plan == NodePlan(**vars(plan))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            plan.ignored = True  # type: ignore[misc]
+    conv = next(plan for node, plan in counter._plans.items() if node.target == "conv")
+    assert (conv.target, conv.module_qualname, conv.module_class, conv.ignored) == ("conv", "conv", "Conv2d", False)

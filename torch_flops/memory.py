@@ -28,7 +28,8 @@ def tensor_bytes(tensor: torch.Tensor) -> int:
 
 
 def bytes_of(tensors: Iterable[torch.Tensor]) -> int:
-    return sum(tensor_bytes(t) for t in tensors)
+    """``sum(tensor_bytes(t) for t in tensors)``, as a list (a generator costs more than the sum)."""
+    return sum([t.numel() * t.element_size() for t in tensors])
 
 
 def storages(tensors: Iterable[torch.Tensor]) -> dict[int, int]:
@@ -62,28 +63,29 @@ def liveness(
     (``len(produced)`` for values the model returns). Storages in ``excluded`` are not counted.
     ``inner_peaks[i]``: the most a node run as one unit had allocated at once (its temporaries), which
     replaces its outputs' bytes in the peak while it runs when larger."""
-    first: dict[tuple[int, int], int] = {}
-    last: dict[tuple[int, int], int] = {}
-    size: dict[tuple[int, int], int] = {}
-    generation: dict[int, int] = {}  # a storage id is reused once its storage is freed
+    intervals: list[list[int]] = []  # [first node, last node, bytes] of each storage
+    alive: dict[int, list[int]] = {}  # storage id -> its latest interval (an id is reused once freed)
     for i, held in enumerate(produced):
+        use = last_use[i]
         for raw, nbytes in held.items():
             if raw in excluded:
                 continue
-            key = (raw, generation.get(raw, 0))
-            if key in last and last[key] < i:  # the earlier storage died before this node: a new one
-                generation[raw] = key[1] + 1
-                key = (raw, key[1] + 1)
-            first.setdefault(key, i)
-            last[key] = max(last.get(key, i), last_use[i])
-            size[key] = max(size.get(key, 0), nbytes)
+            interval = alive.get(raw)
+            if interval is None or interval[1] < i:  # a new storage (the earlier one of that id died before i)
+                alive[raw] = interval = [i, use, nbytes]
+                intervals.append(interval)
+            else:
+                if use > interval[1]:
+                    interval[1] = use
+                if nbytes > interval[2]:
+                    interval[2] = nbytes
     n = len(produced)
     # sweep: +bytes at first, -bytes after last
     starts = [0] * (n + 1)
     ends = [0] * (n + 2)
-    for key, begin in first.items():
-        starts[begin] += size[key]
-        ends[min(last[key], n) + 1] += size[key]
+    for begin, last, nbytes in intervals:
+        starts[begin] += nbytes
+        ends[min(last, n) + 1] += nbytes
     live_after, during = [], []
     running = 0
     for i in range(n):

@@ -144,8 +144,15 @@ def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[Ig
             if qualname == ROOT_LEAF and getattr(gm, ROOT_LEAF, None) is module:  # the whole model as one node
                 label, qualname, path, cls = "(root)", "", "", type(module).__name__
         ignored = bool(ignore) and _is_ignored(node, module, ignore)
-        plans[node] = NodePlan(label, path, cls, rule, ignored, module, qualname)
+        plan = _new(NodePlan)  # NodePlan(...) without the frozen dataclass's setattr per field
+        _set(plan, "__dict__", {"target": label, "module_path": path, "module_class": cls, "rule": rule,
+                                "ignored": ignored, "module": module, "module_qualname": qualname})
+        plans[node] = plan
     return plans
+
+
+_new = object.__new__
+_set = object.__setattr__
 
 
 def _submodule(root: nn.Module, target: str) -> nn.Module:

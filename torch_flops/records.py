@@ -129,20 +129,41 @@ class NodeRecord:
 _RECORD_DEFAULTS = {f.name: f.default for f in fields(NodeRecord) if f.default is not MISSING}
 _RECORD_FIELDS = frozenset(f.name for f in fields(NodeRecord))
 _new = object.__new__
+_set = object.__setattr__
+
+
+def check_record_fields(values: dict[str, Any]) -> None:
+    """Raise ``TypeError`` unless ``values`` names every field of :class:`NodeRecord` and nothing else."""
+    if len(values) != len(_RECORD_FIELDS) or not values.keys() <= _RECORD_FIELDS:
+        missing, unknown = sorted(_RECORD_FIELDS - values.keys()), sorted(values.keys() - _RECORD_FIELDS)
+        raise TypeError(f"node_record: missing fields {missing}, unknown fields {unknown}")
+
+
+def record_template(values: dict[str, Any]) -> dict[str, Any]:
+    """:class:`NodeRecord`'s defaults updated with ``values`` (fields only, checked): the start of a
+    record's fields, copied and completed by :func:`record_from`'s caller."""
+    unknown = sorted(values.keys() - _RECORD_FIELDS)
+    if unknown:
+        raise TypeError(f"node_record: unknown fields {unknown}")
+    return {**_RECORD_DEFAULTS, **values}
+
+
+def record_from(state: dict[str, Any]) -> NodeRecord:
+    """The record whose fields are ``state``, taken as its ``__dict__`` (not copied, not checked: the
+    runner checks the first record of each run with :func:`check_record_fields`, and every record of
+    a run is filled in by the same code). ``NodeRecord(**state)`` sets one field at a time through the
+    frozen dataclass's ``object.__setattr__``: five times the cost, once per node per run."""
+    record = _new(NodeRecord)
+    _set(record, "__dict__", state)
+    return record
 
 
 def node_record(values: dict[str, Any]) -> NodeRecord:
-    """``NodeRecord(**values)``, made without the frozen dataclass's ``__init__`` (one
-    ``object.__setattr__`` per field: four fifths of the cost), for the runner, which makes one per
-    node per run. ``values`` must name every field without a default, and nothing else."""
-    record = _new(NodeRecord)
-    state = record.__dict__
-    state.update(_RECORD_DEFAULTS)
-    state.update(values)
-    if len(state) != len(_RECORD_FIELDS) or not state.keys() <= _RECORD_FIELDS:
-        missing, unknown = sorted(_RECORD_FIELDS - state.keys()), sorted(state.keys() - _RECORD_FIELDS)
-        raise TypeError(f"node_record: missing fields {missing}, unknown fields {unknown}")
-    return record
+    """``NodeRecord(**values)``, made as :func:`record_from` makes records. ``values`` must name every
+    field without a default, and nothing else."""
+    state = {**_RECORD_DEFAULTS, **values}
+    check_record_fields(state)
+    return record_from(state)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from torch_flops.planning import (
     start_fallback,
 )
 from torch_flops.measure import Probe, tensors_in
-from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status, node_record
+from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status, check_record_fields, record_from, record_template
 from torch_flops.tracing import modules_of, state_tensors
 from torch_flops.registry import CostRegistry, OpCall
 
@@ -168,7 +168,8 @@ class GraphRunner:
             step.free = tuple(frees.get(step.index, ()))
         self.producers = [self._producers(node, step_at.get(i)) for i, node in enumerate(self.nodes)]  # input shapes = their output shapes
         self._previous: tuple[tuple, list[NodeRecord]] | None = None  # the last FLOPs-only run and its records
-        self._fixed: list[dict[str, Any]] | None = None  # each node's record fields that no run changes
+        self._templates: list[dict[str, Any]] | None = None  # each node's record fields that no run changes
+        self._planned_details: list[tuple] | None = None
         self._modules: list[nn.Module] | None = None  # the graph module's modules, for the model state
         self._output_index = self.slot[self.output_node] if self.output_node is not None else -1
         self._state_bytes: dict[int, int] = {}
@@ -263,34 +264,57 @@ class GraphRunner:
         run = (shapes, costs, fallbacks, _shapes(output))
         if self._previous is not None and self._previous[0] == run:
             return output, list(self._previous[1])
-        records = [
-            self._record(i, shapes, costs[i], *(fallbacks.get(i) or (self.statuses[i], (), (), ())), output_shapes=run[3])
-            for i in range(n)
-        ]
+        details = self._details()
+        for i, found in fallbacks.items():
+            details[i] = found
+        records = self._records(shapes, costs, details, run[3])
         self._previous = (run, records)
         return output, list(records)
 
-    def _record(
-        self, i: int, shapes: list[tuple], cost: Cost | None, status: Status, missing: tuple, aten: tuple, modules: tuple,
-        output_shapes: tuple, **measured: Any,
-    ) -> NodeRecord:
-        if self._fixed is None:  # what no run changes
-            self._fixed = [
-                {"name": node.name, "op": node.op, "target": plan.target, "module_path": plan.module_path,
-                 "module_class": plan.module_class}
+    def _details(self) -> list[tuple]:
+        """Per node ``(status, unsupported ops, aten costs, module costs)`` as planned; a fallback node's
+        are replaced by what its run found."""
+        if self._planned_details is None:
+            self._planned_details = [(status, (), (), ()) for status in self.statuses]
+        return list(self._planned_details)
+
+    def _records(
+        self, shapes: list[tuple], costs: list[Cost | None], details: list[tuple], output_shapes: tuple,
+        measured: list[dict[str, Any]] | None = None, live_after: tuple[int, ...] | None = None,
+    ) -> list[NodeRecord]:
+        """One record per node: its shapes (a node's input shapes are its producers' output shapes),
+        cost and details, and the ``measured`` columns and ``live_after`` bytes of a full run.
+
+        Each record's fields start as a copy of the node's template (the fields no run changes, and the
+        defaults), filled in here; the first record of a run is checked for every field."""
+        if self._templates is None:
+            self._templates = [
+                record_template({"name": node.name, "op": node.op, "target": plan.target, "module_path": plan.module_path,
+                                 "module_class": plan.module_class})
                 for node, plan in zip(self.nodes, self.plans)
             ]
-        if i == self._output_index:
-            inputs = outputs = output_shapes
-        else:
-            inputs = tuple([shape for j in self.producers[i] for shape in shapes[j]])
-            outputs = shapes[i]
-        return node_record({
-            **self._fixed[i], "status": status,
-            "flops": None if cost is None else cost.flops, "macs": None if cost is None else cost.macs,
-            "input_shapes": inputs, "output_shapes": outputs,
-            "unsupported_ops": missing, "aten_costs": aten, "module_costs": modules, **measured,
-        })
+        records: list[NodeRecord] = []
+        producers, output_index = self.producers, self._output_index
+        for i, template in enumerate(self._templates):
+            state = template.copy()
+            cost = costs[i]
+            if cost is None:
+                state["flops"] = state["macs"] = None
+            else:
+                state["flops"], state["macs"] = cost.flops, cost.macs
+            state["status"], state["unsupported_ops"], state["aten_costs"], state["module_costs"] = details[i]
+            if i == output_index:
+                state["input_shapes"] = state["output_shapes"] = output_shapes
+            else:
+                state["input_shapes"] = tuple([shape for j in producers[i] for shape in shapes[j]])
+                state["output_shapes"] = shapes[i]
+            if measured is not None:
+                state.update(measured[i])
+                state["live_bytes"] = live_after[i]
+            if not records:
+                check_record_fields(state)
+            records.append(record_from(state))
+        return records
 
     # -- everything ---------------------------------------------------------------------------------------
     def run(
@@ -302,13 +326,15 @@ class GraphRunner:
         values: list[Any] = [None] * n
         shapes: list[tuple] = [()] * n
         costs: list[Cost | None] = [ZERO_COST] * n
-        details: list[tuple] = [(self.statuses[i], (), (), ()) for i in range(n)]
+        details = self._details()
         measured: list[dict[str, Any]] = [{} for _ in range(n)]
         produced: list[dict[int, int]] = [{}] * n  # storages held by each node's value
         inner_peaks = [0] * n  # peak allocations inside nodes run by the fallback
         marks: list[tuple[Any, Any] | None] = [None] * n  # (start, end) of each timed node
         model_state = memory.storage_ids(self._state_tensors())
         registry, slot = self.registry, self.slot
+        clock = probe.clock if timing else None
+        read_memory = probe.reader  # None off CUDA
         probe.start()
         with torch.no_grad():
             self._bind_inputs(self.gm.graph.process_inputs(*inputs), values)
@@ -321,7 +347,7 @@ class GraphRunner:
             for step in self.steps:
                 i, kind, plan = step.index, step.kind, step.plan
                 args, kwargs = step.arguments(values, slot)
-                mem_before = probe.memory()
+                mem_before = read_memory() if read_memory is not None else None
                 if step.nested:
                     in_tensors = tensors_in((args, kwargs))
                 else:  # flat arguments: the tensors among them, in order
@@ -332,17 +358,21 @@ class GraphRunner:
                 if kind == _FALLBACK:
                     state = (*plan.module.parameters(), *plan.module.buffers()) if plan.module is not None else ()
                     mode, attribution = start_fallback(plan, registry, existing=(*in_tensors, *state))
-                start = probe.mark() if timing else None
-                output = step.call(args, kwargs, mode, attribution)
-                marks[i] = (start, probe.mark()) if timing else None
-                mem_after = probe.memory()
+                if clock is not None:
+                    start = clock()
+                    output = step.call(args, kwargs, mode, attribution)
+                    marks[i] = (start, clock())
+                else:
+                    output = step.call(args, kwargs, mode, attribution)
+                mem_after = read_memory() if read_memory is not None else None
                 values[i] = output
                 if step.rule is not None:
                     costs[i] = step.price(args, kwargs, output)
                 elif mode is not None:
                     costs[i], details[i] = fallback_result(mode, attribution)
                     inner_peaks[i] = mode.peak_bytes
-                self._observe(observer, step.node, output, args, kwargs)
+                if observer is not None:
+                    self._observe(observer, step.node, output, args, kwargs)
                 out_tensors = [output] if isinstance(output, _Tensor) else tensors_in(output)
                 shapes[i] = tuple([tuple(t.shape) for t in out_tensors])
                 produced[i] = held = memory.storages(out_tensors)
@@ -368,12 +398,7 @@ class GraphRunner:
             for i, pair in enumerate(marks):
                 measured[i]["time_ms"] = probe.elapsed_ms(*pair) if pair is not None else 0.0
         live = memory.liveness(produced, self.last_use, model_state, inner_peaks)
-        output_shapes = _shapes(output)
-        records = [
-            self._record(i, shapes, costs[i], *details[i], output_shapes=output_shapes, live_bytes=live.live_after[i], **measured[i])
-            for i in range(n)
-        ]
-        return output, records, live
+        return output, self._records(shapes, costs, details, _shapes(output), measured, live.live_after), live
 
     def _state_tensors(self) -> list[torch.Tensor]:
         """The parameters and buffers of the graph module's modules (``gm.parameters()`` and
