@@ -99,12 +99,26 @@ def counted_ratios(tool: str) -> str:
     return f"{instructions:.3f} / {cycles:.2f}"
 
 
-def median_ratio(pairs: dict[str, list[tuple[float, float]]], tool: str, baseline: str = "plain") -> float:
-    """The median over rounds of ``tool``'s time over the plain forward's (``baseline="plain"``), or over
-    another tool's time relative to its own plain forward."""
+def round_ratios(pairs: dict[str, list[tuple[float, float]]], tool: str, baseline: str = "plain") -> list[float]:
+    """Per round, ``tool``'s time over the plain forward's (``baseline="plain"``), or over another tool's
+    time relative to its own plain forward."""
     if baseline == "plain":
-        return statistics.median(t / p for p, t in pairs[tool])
-    return statistics.median((t / p) / (b / q) for (p, t), (q, b) in zip(pairs[tool], pairs[baseline]))
+        return [t / p for p, t in pairs[tool]]
+    return [(t / p) / (b / q) for (p, t), (q, b) in zip(pairs[tool], pairs[baseline])]
+
+
+def median_ratio(pairs: dict[str, list[tuple[float, float]]], tool: str, baseline: str = "plain") -> float:
+    """The median over rounds of :func:`round_ratios`."""
+    return statistics.median(round_ratios(pairs, tool, baseline))
+
+
+def spread(pairs: dict[str, list[tuple[float, float]]], tool: str, baseline: str = "plain") -> str:
+    """The quartiles of :func:`round_ratios` (``"q1–q3"``): how far one round's ratio moves on this machine."""
+    ratios = round_ratios(pairs, tool, baseline)
+    if len(ratios) < 2:
+        return ""
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return f"{q1:.2f}–{q3:.2f}"
 
 
 def peer_tools(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object] | str]:
@@ -259,17 +273,18 @@ def main() -> None:
     rows: list[list[object]] = []
     targets: list[list[object]] = []
 
-    def target(what: str, value: float, limit: float, counted: str = "") -> None:
-        targets.append([what, f"{value:.2f}", f"<= {limit:.2f}", "met" if value <= limit else "NOT met", counted])
+    def target(what: str, value: float, limit: float, counted: str = "", quartiles: str = "") -> None:
+        targets.append([what, f"{value:.2f}", quartiles, f"<= {limit:.2f}", "met" if value <= limit else "NOT met", counted])
 
     if "mlp" in chosen:
         table, times = measure(f"MLP x{args.blocks}", MLP(args.blocks), torch.randn(1, 32), args.repeat, with_peers=True)
         rows += table
         target("MLP: propagate, FLOPs only / plain", median_ratio(times, "propagate, FLOPs only (repeated)", "plain"), 2.0,
-               counted_ratios("propagate, FLOPs only (repeated)"))
+               counted_ratios("propagate, FLOPs only (repeated)"), spread(times, "propagate, FLOPs only (repeated)"))
         if "FlopCounterMode" in times:
             target("MLP: new counter + first propagate (FLOPs only) / FlopCounterMode",
-                   median_ratio(times, "new counter + first propagate, FLOPs only", "FlopCounterMode"), 0.75)
+                   median_ratio(times, "new counter + first propagate, FLOPs only", "FlopCounterMode"), 0.75,
+                   quartiles=spread(times, "new counter + first propagate, FLOPs only", "FlopCounterMode"))
     models = []
     if "resnet50" in chosen:
         import torchvision
@@ -282,12 +297,8 @@ def main() -> None:
     for name, model in models:
         table, times = measure(name, model, torch.randn(1, 3, 224, 224), args.repeat, True)
         rows += table
-        target(f"{name}: new counter + first propagate, FLOPs only / plain",
-               median_ratio(times, "new counter + first propagate, FLOPs only", "plain"), 1.10,
-               counted_ratios("new counter + first propagate, FLOPs only"))
-        target(f"{name}: new counter + first propagate, with timing / plain",
-               median_ratio(times, "new counter + first propagate, with timing", "plain"), 1.25,
-               counted_ratios("new counter + first propagate, with timing"))
+        for tool, limit in (("new counter + first propagate, FLOPs only", 1.10), ("new counter + first propagate, with timing", 1.25)):
+            target(f"{name}: {tool} / plain", median_ratio(times, tool), limit, counted_ratios(tool), spread(times, tool))
     headers = ["model", "what", "ms", "x plain", "µs / node over plain", "instructions / cycles x plain"]
     shown = [[m, w, f"{t:,.1f}" if isinstance(t, float) else t, f"{r:.2f}" if isinstance(r, float) else r, o, c] for m, w, t, r, o, c in rows]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.repeat} rounds, each tool timed right "
@@ -312,8 +323,8 @@ def main() -> None:
         print("\n" + meta_decoder())
     if targets:
         print("\nTargets (issue 8):")
-        print(tabulate(targets, ["target", "measured", "limit", "", "instructions / cycles (same calls)"], tablefmt="github",
-                       disable_numparse=True))
+        print(tabulate(targets, ["target", "measured", "quartiles of rounds", "limit", "", "instructions / cycles (same calls)"],
+                       tablefmt="github", disable_numparse=True))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import torch
 from models import HasBranchy, SimpleModel, SmallConvNet, TwoInputs
 from torch_flops import NodeExecutionError, TorchFLOPsByFX
 from torch_flops.planning import NodePlan
-from torch_flops.records import NodeRecord, Status, node_record
+from torch_flops.records import NodeRecord, Status, check_record_fields, record_from, record_template
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -146,21 +146,28 @@ def test_cuda_nodes_are_timed_with_events(cuda_device: torch.device) -> None:
     assert counter.plain_forward_ms is not None and counter.plain_forward_ms > 0
 
 
-def test_node_record_equals_the_dataclass_constructor() -> None:
-    """The runner's fast constructor makes the record ``NodeRecord(**fields)`` makes (defaults filled
-    in), and refuses a missing or unknown field by name."""
+def test_records_from_templates_equal_the_dataclass_constructor() -> None:
+    """The runner's fast construction (a template of defaults and fixed fields, copied, completed and
+    taken as the record's ``__dict__``) makes the record ``NodeRecord(**fields)`` makes; the field
+    checks refuse a missing or unknown field by name."""
     fields = dict(name="conv1", op="call_module", target="conv1", module_path="", module_class="ResNet",
                   status=Status.RULE, flops=10, macs=5, input_shapes=((1, 3, 8, 8),), output_shapes=((1, 4, 8, 8),),
                   read_bytes=12)
-    fast, slow = node_record(dict(fields)), NodeRecord(**fields)
+    fixed = ("name", "op", "target", "module_path", "module_class")
+    state = record_template({key: fields[key] for key in fixed})
+    state.update({key: value for key, value in fields.items() if key not in fixed})
+    check_record_fields(state)
+    fast, slow = record_from(state), NodeRecord(**fields)
     assert fast == slow and repr(fast) == repr(slow) and hash(fast) == hash(slow)
     assert fast.time_ms is None and fast.unsupported_ops == () and fast.read_bytes == 12
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.flops = 0  # type: ignore[misc]
     with pytest.raises(TypeError, match=r"missing fields \['output_shapes'\]"):
-        node_record({k: v for k, v in fields.items() if k != "output_shapes"})
+        check_record_fields({k: v for k, v in state.items() if k != "output_shapes"})
     with pytest.raises(TypeError, match=r"unknown fields \['flop'\]"):
-        node_record(fields | {"flop": 1})
+        check_record_fields(state | {"flop": 1})
+    with pytest.raises(TypeError, match=r"unknown fields \['nmae'\]"):
+        record_template({"nmae": "conv1"})
 
 
 @pytest.mark.parametrize("timing", [False, True])

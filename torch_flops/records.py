@@ -136,7 +136,7 @@ def check_record_fields(values: dict[str, Any]) -> None:
     """Raise ``TypeError`` unless ``values`` names every field of :class:`NodeRecord` and nothing else."""
     if len(values) != len(_RECORD_FIELDS) or not values.keys() <= _RECORD_FIELDS:
         missing, unknown = sorted(_RECORD_FIELDS - values.keys()), sorted(values.keys() - _RECORD_FIELDS)
-        raise TypeError(f"node_record: missing fields {missing}, unknown fields {unknown}")
+        raise TypeError(f"NodeRecord: missing fields {missing}, unknown fields {unknown}")
 
 
 def record_template(values: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def record_template(values: dict[str, Any]) -> dict[str, Any]:
     record's fields, copied and completed by :func:`record_from`'s caller."""
     unknown = sorted(values.keys() - _RECORD_FIELDS)
     if unknown:
-        raise TypeError(f"node_record: unknown fields {unknown}")
+        raise TypeError(f"NodeRecord: unknown fields {unknown}")
     return {**_RECORD_DEFAULTS, **values}
 
 
@@ -156,14 +156,6 @@ def record_from(state: dict[str, Any]) -> NodeRecord:
     record = _new(NodeRecord)
     _set(record, "__dict__", state)
     return record
-
-
-def node_record(values: dict[str, Any]) -> NodeRecord:
-    """``NodeRecord(**values)``, made as :func:`record_from` makes records. ``values`` must name every
-    field without a default, and nothing else."""
-    state = {**_RECORD_DEFAULTS, **values}
-    check_record_fields(state)
-    return record_from(state)
 
 
 @dataclass(frozen=True)
