@@ -4,7 +4,6 @@ warm-up and repeated timing."""
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ import torch
 from models import HasBranchy, SimpleModel, SmallConvNet, TwoInputs
 from torch_flops import NodeExecutionError, TorchFLOPsByFX
 from torch_flops.planning import NodePlan
-from torch_flops.records import NodeRecord, Status, check_record_fields, record_from, record_template
+from torch_flops.records import NodeRecord, Status, check_record_fields, frozen_from_dict, record_template
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -125,7 +124,6 @@ def test_cpu_marks_are_perf_counter_seconds() -> None:
     end = probe.mark()
     probe.finish()
     assert isinstance(start, float) and total > 0 and 0.0 < probe.elapsed_ms(start, end) < 1000.0
-    assert probe.clock is time.perf_counter and probe.reader is None  # what the run loop calls off CUDA
 
 
 @pytest.mark.cuda
@@ -134,9 +132,7 @@ def test_cuda_nodes_are_timed_with_events(cuda_device: torch.device) -> None:
     node gets a positive device time and the memory columns are filled."""
     from torch_flops.measure import Probe
 
-    probe = Probe(cuda_device, "memory_allocated")
-    assert isinstance(probe.mark(), torch.cuda.Event) and isinstance(probe.clock(), torch.cuda.Event)
-    assert probe.reader() == torch.cuda.memory_allocated(cuda_device)
+    assert isinstance(Probe(cuda_device, "memory_allocated").mark(), torch.cuda.Event)
     model = SmallConvNet().to(cuda_device)
     counter = TorchFLOPsByFX(model)
     counter.propagate(torch.randn(2, 3, 8, 8, device=cuda_device), warmup=1, repeat=3)
@@ -157,7 +153,7 @@ def test_records_from_templates_equal_the_dataclass_constructor() -> None:
     state = record_template({key: fields[key] for key in fixed})
     state.update({key: value for key, value in fields.items() if key not in fixed})
     check_record_fields(state)
-    fast, slow = record_from(state), NodeRecord(**fields)
+    fast, slow = frozen_from_dict(NodeRecord, state), NodeRecord(**fields)
     assert fast == slow and repr(fast) == repr(slow) and hash(fast) == hash(slow)
     assert fast.time_ms is None and fast.unsupported_ops == () and fast.read_bytes == 12
     with pytest.raises(dataclasses.FrozenInstanceError):

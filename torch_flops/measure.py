@@ -11,7 +11,6 @@ no synchronisation) on CUDA and is ``None`` elsewhere. A CPU run never touches C
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -61,10 +60,6 @@ class Probe:
         self.on_cuda = device.type == "cuda"
         self.device = device
         self._memory: Callable[..., int] | None = getattr(torch.cuda, mem_func_name) if self.on_cuda else None
-        self.clock: Callable[[], Any] = self.mark if self.on_cuda else time.perf_counter
-        """:meth:`mark` as a plain callable: ``time.perf_counter`` itself off CUDA (a call less per mark)."""
-        self.reader: Callable[[], int] | None = functools.partial(self._memory, device) if self._memory is not None else None
-        """:meth:`memory` as a plain callable, or ``None`` off CUDA (there is no memory to read)."""
 
     def start(self) -> None:
         """Reset the CUDA peak counter so that ``max_memory_allocated`` readings belong to this run."""

@@ -28,8 +28,7 @@ def tensor_bytes(tensor: torch.Tensor) -> int:
 
 
 def bytes_of(tensors: Iterable[torch.Tensor]) -> int:
-    """``sum(tensor_bytes(t) for t in tensors)``, as a list (a generator costs more than the sum)."""
-    return sum([t.numel() * t.element_size() for t in tensors])
+    return sum(tensor_bytes(t) for t in tensors)
 
 
 def storages(tensors: Iterable[torch.Tensor]) -> dict[int, int]:

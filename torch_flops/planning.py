@@ -21,7 +21,7 @@ from torch import nn
 from torch_flops.attribution import ModuleAttribution
 from torch_flops.fallback import AtenCostMode
 from torch_flops.measure import tensors_in
-from torch_flops.records import ZERO_COST, AtenOpCost, Cost, Shape, Status
+from torch_flops.records import ZERO_COST, AtenOpCost, Cost, Shape, Status, frozen_from_dict
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, valid_cost
 from torch_flops.tracing import ROOT_LEAF
 
@@ -144,15 +144,9 @@ def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[Ig
             if qualname == ROOT_LEAF and getattr(gm, ROOT_LEAF, None) is module:  # the whole model as one node
                 label, qualname, path, cls = "(root)", "", "", type(module).__name__
         ignored = bool(ignore) and _is_ignored(node, module, ignore)
-        plan = _new(NodePlan)  # NodePlan(...) without the frozen dataclass's setattr per field
-        _set(plan, "__dict__", {"target": label, "module_path": path, "module_class": cls, "rule": rule,
-                                "ignored": ignored, "module": module, "module_qualname": qualname})
-        plans[node] = plan
+        plans[node] = frozen_from_dict(NodePlan, {"target": label, "module_path": path, "module_class": cls, "rule": rule,
+                                                  "ignored": ignored, "module": module, "module_qualname": qualname})
     return plans
-
-
-_new = object.__new__
-_set = object.__setattr__
 
 
 def _submodule(root: nn.Module, target: str) -> nn.Module:

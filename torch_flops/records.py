@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import MISSING, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 Shape = tuple[int, ...]
+T = TypeVar("T")
 
 
 class Status(str, enum.Enum):
@@ -141,21 +142,21 @@ def check_record_fields(values: dict[str, Any]) -> None:
 
 def record_template(values: dict[str, Any]) -> dict[str, Any]:
     """:class:`NodeRecord`'s defaults updated with ``values`` (fields only, checked): the start of a
-    record's fields, copied and completed by :func:`record_from`'s caller."""
+    record's fields, copied and completed before :func:`frozen_from_dict` makes the record."""
     unknown = sorted(values.keys() - _RECORD_FIELDS)
     if unknown:
         raise TypeError(f"NodeRecord: unknown fields {unknown}")
     return {**_RECORD_DEFAULTS, **values}
 
 
-def record_from(state: dict[str, Any]) -> NodeRecord:
-    """The record whose fields are ``state``, taken as its ``__dict__`` (not copied, not checked: the
-    runner checks the first record of each run with :func:`check_record_fields`, and every record of
-    a run is filled in by the same code). ``NodeRecord(**state)`` sets one field at a time through the
-    frozen dataclass's ``object.__setattr__``: five times the cost, once per node per run."""
-    record = _new(NodeRecord)
-    _set(record, "__dict__", state)
-    return record
+def frozen_from_dict(cls: type[T], state: dict[str, Any]) -> T:
+    """The instance of the frozen dataclass ``cls`` whose fields are ``state``, taken as its ``__dict__``
+    (not copied, not checked: ``state`` must name every field and nothing else). ``cls(**state)`` sets
+    one field at a time through ``object.__setattr__`` (what ``frozen`` costs): five times as much, paid
+    for every node's plan and every node's record of every run."""
+    instance = _new(cls)
+    _set(instance, "__dict__", state)
+    return instance
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from torch_flops.planning import (
     start_fallback,
 )
 from torch_flops.measure import Probe, tensors_in
-from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status, check_record_fields, record_from, record_template
+from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status, check_record_fields, frozen_from_dict, record_template
 from torch_flops.tracing import modules_of, state_tensors
 from torch_flops.registry import CostRegistry, OpCall
 
@@ -153,7 +153,7 @@ class GraphRunner:
         self.registry = registry
         self.nodes = list(gm.graph.nodes)
         self.plans = [plans[n] for n in self.nodes]
-        self.statuses = [_status(plan) for plan in self.plans]
+        self.planned_details = [(_status(plan), (), (), ()) for plan in self.plans]  # (status, unsupported ops, aten costs, module costs)
         self.slot = {node: i for i, node in enumerate(self.nodes)}
         self.placeholders = [node for node in self.nodes if node.op == "placeholder"]
         self.output_node = next((node for node in self.nodes if node.op == "output"), None)
@@ -169,7 +169,6 @@ class GraphRunner:
         self.producers = [self._producers(node, step_at.get(i)) for i, node in enumerate(self.nodes)]  # input shapes = their output shapes
         self._previous: tuple[tuple, list[NodeRecord]] | None = None  # the last FLOPs-only run and its records
         self._templates: list[dict[str, Any]] | None = None  # each node's record fields that no run changes
-        self._planned_details: list[tuple] | None = None
         self._modules: list[nn.Module] | None = None  # the graph module's modules, for the model state
         self._output_index = self.slot[self.output_node] if self.output_node is not None else -1
         self._state_bytes: dict[int, int] = {}
@@ -264,19 +263,12 @@ class GraphRunner:
         run = (shapes, costs, fallbacks, _shapes(output))
         if self._previous is not None and self._previous[0] == run:
             return output, list(self._previous[1])
-        details = self._details()
+        details = list(self.planned_details)  # a fallback node's: what its run found
         for i, found in fallbacks.items():
             details[i] = found
         records = self._records(shapes, costs, details, run[3])
         self._previous = (run, records)
         return output, list(records)
-
-    def _details(self) -> list[tuple]:
-        """Per node ``(status, unsupported ops, aten costs, module costs)`` as planned; a fallback node's
-        are replaced by what its run found."""
-        if self._planned_details is None:
-            self._planned_details = [(status, (), (), ()) for status in self.statuses]
-        return list(self._planned_details)
 
     def _records(
         self, shapes: list[tuple], costs: list[Cost | None], details: list[tuple], output_shapes: tuple,
@@ -313,7 +305,7 @@ class GraphRunner:
                 state["live_bytes"] = live_after[i]
             if not records:
                 check_record_fields(state)
-            records.append(record_from(state))
+            records.append(frozen_from_dict(NodeRecord, state))
         return records
 
     # -- everything ---------------------------------------------------------------------------------------
@@ -326,15 +318,13 @@ class GraphRunner:
         values: list[Any] = [None] * n
         shapes: list[tuple] = [()] * n
         costs: list[Cost | None] = [ZERO_COST] * n
-        details = self._details()
+        details = list(self.planned_details)  # a fallback node's are replaced by what its run finds
         measured: list[dict[str, Any]] = [{} for _ in range(n)]
         produced: list[dict[int, int]] = [{}] * n  # storages held by each node's value
         inner_peaks = [0] * n  # peak allocations inside nodes run by the fallback
         marks: list[tuple[Any, Any] | None] = [None] * n  # (start, end) of each timed node
         model_state = memory.storage_ids(self._state_tensors())
         registry, slot = self.registry, self.slot
-        clock = probe.clock if timing else None
-        read_memory = probe.reader  # None off CUDA
         probe.start()
         with torch.no_grad():
             self._bind_inputs(self.gm.graph.process_inputs(*inputs), values)
@@ -347,7 +337,7 @@ class GraphRunner:
             for step in self.steps:
                 i, kind, plan = step.index, step.kind, step.plan
                 args, kwargs = step.arguments(values, slot)
-                mem_before = read_memory() if read_memory is not None else None
+                mem_before = probe.memory()
                 if step.nested:
                     in_tensors = tensors_in((args, kwargs))
                 else:  # flat arguments: the tensors among them, in order
@@ -358,13 +348,10 @@ class GraphRunner:
                 if kind == _FALLBACK:
                     state = (*plan.module.parameters(), *plan.module.buffers()) if plan.module is not None else ()
                     mode, attribution = start_fallback(plan, registry, existing=(*in_tensors, *state))
-                if clock is not None:
-                    start = clock()
-                    output = step.call(args, kwargs, mode, attribution)
-                    marks[i] = (start, clock())
-                else:
-                    output = step.call(args, kwargs, mode, attribution)
-                mem_after = read_memory() if read_memory is not None else None
+                start = probe.mark() if timing else None
+                output = step.call(args, kwargs, mode, attribution)
+                marks[i] = (start, probe.mark()) if timing else None
+                mem_after = probe.memory()
                 values[i] = output
                 if step.rule is not None:
                     costs[i] = step.price(args, kwargs, output)
