@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 import statistics
@@ -177,8 +178,10 @@ class TorchFLOPsByFX:
         ``timing=False`` counts FLOPs only, close to the model's own speed, without time, memory or
         byte columns (:mod:`torch_flops.runner`). With timing, the graph runs ``warmup``
         times untimed, then ``repeat`` times; each node's ``time_ms`` is its median over the timed runs
-        (``time_min_ms`` the fastest), and a plain ``model(...)`` is timed the same way for comparison
-        (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat`` are this method's own.
+        (``time_min_ms`` the fastest). When ``repeat > 1`` a plain ``model(...)`` is timed after each
+        timed run, interleaved with them so that changing load weighs on both alike, and its median is
+        kept for comparison (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat``
+        are this method's own.
         """
         if warmup < 0 or repeat < 1:
             raise ValueError(f"need warmup >= 0 and repeat >= 1, got warmup={warmup}, repeat={repeat}")
@@ -239,9 +242,16 @@ class TorchFLOPsByFX:
         with eval_mode(modules=graph.modules), swap:
             for _ in range(warmup if timed else 0):
                 graph.runner.run_flops(inputs)
-            runs = [graph.runner.run(inputs, probe, timing=timed, observer=observer) for _ in range(repeat if timed else 1)]
-            if timed and repeat > 1:
-                self.plain_forward_ms = _plain_forward_ms(self.model, bound, repeat, device)
+            plain = _PlainForward(self.model, bound, probe) if timed and repeat > 1 else None
+            if plain is not None:
+                plain.warm_up()
+            runs = []
+            for _ in range(repeat if timed else 1):
+                runs.append(graph.runner.run(inputs, probe, timing=timed, observer=observer))
+                if plain is not None:
+                    plain.time()
+            if plain is not None:
+                self.plain_forward_ms = statistics.median(plain.times_ms)
         output, records, self._liveness = runs[-1]
         if len(runs) > 1:
             records = _median_times(records, [r[1] for r in runs])
@@ -424,18 +434,31 @@ def _median_times(records: list[NodeRecord], runs: list[list[NodeRecord]]) -> li
     return out
 
 
-def _plain_forward_ms(model: nn.Module, bound: model_inputs.BoundInputs, repeat: int, device: torch.device) -> float:
-    """The median of ``repeat`` timed ``model(...)`` calls (after one untimed), in milliseconds."""
-    probe = Probe(device, "memory_allocated")
-    args = [v for name, v in bound.values.items() if bound.kinds[name] is not inspect.Parameter.VAR_KEYWORD]
-    times = []
-    with torch.no_grad():
-        model(*args)
-        for _ in range(repeat):
-            start = probe.now()
-            model(*args)
-            times.append((probe.now() - start) * 1000.0)
-    return statistics.median(times)
+class _PlainForward:
+    """Times plain ``model(...)`` calls on a run's inputs under ``torch.no_grad``, one at a time.
+
+    The caller times one after each timed graph run, so that load which changes while the runs go on
+    weighs on the graph's times and the plain forward's alike."""
+
+    def __init__(self, model: nn.Module, bound: model_inputs.BoundInputs, probe: Probe) -> None:
+        args = [v for name, v in bound.values.items() if bound.kinds[name] is not inspect.Parameter.VAR_KEYWORD]
+        self._call = functools.partial(model, *args)
+        self._probe = probe
+        self.times_ms: list[float] = []
+
+    def warm_up(self) -> None:
+        """One untimed call."""
+        with torch.no_grad():
+            self._call()
+
+    def time(self) -> float:
+        """Time one call; return and keep its milliseconds."""
+        with torch.no_grad():
+            start = self._probe.now()
+            self._call()
+            elapsed = (self._probe.now() - start) * 1000.0
+        self.times_ms.append(elapsed)
+        return elapsed
 
 
 def _check_ignore_ops(ignore_ops: Any) -> list[IgnoreSpec]:
