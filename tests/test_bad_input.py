@@ -256,8 +256,6 @@ def test_a_failed_run_leaves_no_stale_results() -> None:
         counter.print_total_flops(show=False)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: a traced forward(x, **kwargs) cannot be run at all: "
-                   "flat_inputs raises 'keyword arguments go to **kwargs, which a traced graph cannot take'")
 @pytest.mark.parametrize("kwargs", [{}, {"foo": 1}, {"foo": torch.ones(2)}], ids=["no_keywords", "unexpected_int", "unexpected_tensor"])
 def test_forward_with_var_keyword_takes_keywords_as_eager_does(kwargs: dict) -> None:
     model = prepared(TakesKwargs())
@@ -269,6 +267,73 @@ def test_forward_with_var_keyword_takes_keywords_as_eager_does(kwargs: dict) -> 
     model.train()
     assert counter.total_flops == 8 * (2 * 4 - 1) + 8  # linear 8 outputs * 7 + 8 bias = 64
     assert_unchanged(model, before)
+
+
+class UntraceableVariadics(nn.Module):
+    """``*rest`` and ``**kwargs`` that FX cannot trace (a membership test on the keywords, a branch on a
+    tensor), so the whole model becomes one node that must pass both on, unpacked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor, scale: float = 2.0, **kwargs: Any) -> torch.Tensor:
+        y = self.lin(x) * scale
+        if "bias" in kwargs:
+            y = y + kwargs["bias"]
+        for extra in rest:
+            y = y + extra
+        return y
+
+
+@pytest.mark.parametrize("timing", [True, False], ids=["timed", "flops_only"])
+@pytest.mark.parametrize("rest, kwargs, flops", [
+    ((), {}, 64 + 8),  # linear: 8 outputs x (2*4 - 1) + 8 bias = 64; the scaling: 8
+    ((), {"bias": torch.ones(4)}, 64 + 8 + 8),
+    ((torch.ones(2, 4), torch.ones(2, 4)), {"scale": 3.0, "bias": torch.ones(4)}, 64 + 8 + 8 + 2 * 8),
+], ids=["none", "keyword", "starred_and_keywords"])
+def test_a_whole_model_node_passes_starred_and_keyword_arguments_on(rest: tuple, kwargs: dict, flops: int, timing: bool) -> None:
+    model = prepared(UntraceableVariadics())
+    x = torch.randn(2, 4)
+    before = snapshot(model)
+    counter = TorchFLOPsByFX(model)
+    out = counter.propagate(x, *rest, timing=timing, **kwargs)
+    assert "" in counter.leaf_modules  # the whole model is one node
+    torch.testing.assert_close(out, model.eval()(x, *rest, **kwargs))
+    model.train()
+    assert counter.total_flops == flops
+    assert_unchanged(model, before)
+
+
+class TraceableVariadics(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor, scale: float = 2.0, **kwargs: Any) -> torch.Tensor:
+        return self.lin(x) * scale + rest[0] + kwargs["b"]
+
+
+@pytest.mark.parametrize("timing", [True, False], ids=["timed", "flops_only"])
+def test_a_traced_forward_takes_starred_keyword_only_and_keyword_arguments(timing: bool) -> None:
+    model = TraceableVariadics()
+    x, extra, b = torch.randn(2, 4), torch.randn(2, 4), torch.randn(4)
+    counter = TorchFLOPsByFX(model)
+    out = counter.propagate(x, extra, scale=3.0, b=b, timing=timing)
+    assert counter.leaf_modules == {}  # traced, not one node
+    torch.testing.assert_close(out, model(x, extra, scale=3.0, b=b))
+    assert counter.total_flops == 64 + 8 + 8 + 8  # linear, the scaling, two adds of 2 x 4
+
+
+def test_repeated_timing_calls_the_plain_forward_with_every_argument() -> None:
+    model = UntraceableVariadics()
+    seen: list[tuple[int, tuple[str, ...]]] = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append((len(args), tuple(kwargs))), with_kwargs=True)
+    counter = TorchFLOPsByFX(model)
+    counter.propagate(torch.randn(2, 4), torch.ones(2, 4), bias=torch.ones(4), repeat=2)
+    # the whole-model node, then the plain forwards: one untimed, then one after each of the 2 timed runs
+    assert seen and all(call == (2, ("scale", "bias")) for call in seen[-3:])
+    assert counter.plain_forward_ms is not None
 
 
 # -- inputs and parameters on different devices -------------------------------------------------------

@@ -17,13 +17,12 @@ Properties:
 5. the FX-level total equals the aten-level count, ``count_aten(model, x)[1].cost``;
 6. FLOPs and MACs scale linearly with the batch size, node by node.
 
-Three FX vs aten differences are pinned by their own tests (docs/agreement.md): a ``Linear`` on a
+Two FX vs aten differences are pinned by their own tests (docs/agreement.md): a ``Linear`` on a
 non-contiguous N-d input runs as ``mm + add`` (equal FLOPs, ``out_numel`` fewer MACs at the aten
-level); SDPA on CPU's math path (value dim != head dim, 5-D inputs, a last-dim stride other than 1)
-scales q and k instead of the scores; and a boolean ``attn_mask`` of SDPA is converted by an
-``aten.where`` the FX rule does not price (a library defect, ``xfail(strict=True)``). Random networks
-therefore make the input of every ``Linear`` contiguous, give SDPA dense inputs and draw float masks
-only.
+level), and SDPA on CPU's math path (value dim != head dim, 5-D inputs, a last-dim stride other than
+1) scales q and k instead of the scores. Random networks therefore make the input of every ``Linear``
+contiguous and give SDPA dense inputs. A boolean ``attn_mask`` is drawn too: both levels price its
+conversion to a float mask (``mask.numel()`` selects).
 
 Example budget. ``TORCH_FLOPS_HYPOTHESIS_PROFILE`` selects the Hypothesis profile (``default`` or
 ``deep``, 10x the examples). The profiles are registered as ``torch_flops-default`` /

@@ -142,7 +142,7 @@ class TorchFLOPsByFX:
         except (KeyError, TypeError):
             pass
         concrete = model_inputs.concrete_args(bound) | self.concrete_args
-        result = trace(self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf)
+        result = trace(self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf, model_inputs.variadics(bound))
         plans = plan_graph(result.graph_module, self.registry, self.ignore_ops)
         gm = result.graph_module
         entry = _Graph(result, plans, modules_of(gm, self.model), GraphRunner(gm, plans, self.registry))
@@ -441,8 +441,8 @@ class _PlainForward:
     weighs on the graph's times and the plain forward's alike."""
 
     def __init__(self, model: nn.Module, bound: model_inputs.BoundInputs, probe: Probe) -> None:
-        args = [v for name, v in bound.values.items() if bound.kinds[name] is not inspect.Parameter.VAR_KEYWORD]
-        self._call = functools.partial(model, *args)
+        args, kwargs = model_inputs.call_arguments(bound)
+        self._call = functools.partial(model, *args, **kwargs)
         self._probe = probe
         self.times_ms: list[float] = []
 

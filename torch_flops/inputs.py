@@ -107,11 +107,41 @@ def default_bound(model: nn.Module) -> BoundInputs:
     return BoundInputs(values, kinds)
 
 
+def call_arguments(bound: BoundInputs) -> tuple[list[Any], dict[str, Any]]:
+    """``(args, kwargs)`` that call ``forward`` as the bound call did: ``*args`` unpacked, keyword-only
+    parameters and ``**kwargs`` by keyword."""
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for name, value in bound.values.items():
+        kind = bound.kinds[name]
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            args.extend(value)
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            kwargs.update(value)
+        elif kind is inspect.Parameter.KEYWORD_ONLY:
+            kwargs[name] = value
+        else:
+            args.append(value)
+    return args, kwargs
+
+
+def variadics(bound: BoundInputs) -> dict[str, int | tuple[str, ...]]:
+    """What the call put in ``*args`` (how many values) and ``**kwargs`` (which keywords), by name."""
+    found: dict[str, int | tuple[str, ...]] = {}
+    for name, value in bound.values.items():
+        if bound.kinds[name] is inspect.Parameter.VAR_POSITIONAL:
+            found[name] = len(value)
+        elif bound.kinds[name] is inspect.Parameter.VAR_KEYWORD:
+            found[name] = tuple(value)
+    return found
+
+
 def flat_inputs(gm: fx.GraphModule, bound: BoundInputs, concrete: Mapping[str, Any]) -> list[Any]:
     """The values of ``gm``'s placeholders, in order, for a graph traced with ``concrete``.
 
     A plain parameter's placeholder is named after it; FX names the placeholders of a concrete
-    parameter ``<name>_<i>``, one per pytree leaf, in leaf order; ``*args`` takes the positional rest.
+    parameter ``<name>_<i>``, one per pytree leaf, in leaf order; ``*args`` takes the positional rest;
+    ``**kwargs`` (always the last placeholder) takes the dict of the other keywords.
     """
     values: list[Any] = []
     for node in gm.graph.nodes:
@@ -119,8 +149,8 @@ def flat_inputs(gm: fx.GraphModule, bound: BoundInputs, concrete: Mapping[str, A
             continue
         target = str(node.target)
         if target.startswith("**"):
-            raise TypeError(f"keyword arguments go to {target}, which a traced graph cannot take")
-        if target.startswith("*"):
+            values.append(dict(bound.values.get(target[2:], {})))
+        elif target.startswith("*"):
             values.extend(bound.values.get(target[1:], ()))
         elif target in bound.values and target not in concrete:
             values.append(bound.values[target])

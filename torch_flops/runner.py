@@ -210,16 +210,22 @@ class GraphRunner:
         return tuple(found)
 
     def _bind_inputs(self, inputs: tuple | list, values: list[Any]) -> None:
-        """Placeholders take the inputs in order, as ``fx.Interpreter`` does: a starred one takes the
-        rest, a missing one its default."""
+        """Placeholders take the inputs in order, one each, as ``fx.Interpreter`` does, but a ``*args``
+        placeholder takes all but one for each placeholder after it (keyword-only parameters, the dict of
+        ``**kwargs``); a missing input is the placeholder's default (``{}`` for ``**kwargs``)."""
         remaining = list(inputs)
-        for node in self.placeholders:
-            if node.target.startswith("*"):
-                value, remaining = remaining, []
+        count = len(self.placeholders)
+        for position, node in enumerate(self.placeholders):
+            starred = node.target.startswith("*") and not node.target.startswith("**")
+            if starred:
+                split = max(len(remaining) - (count - position - 1), 0)
+                value, remaining = remaining[:split], remaining[split:]
             elif remaining:
                 value = remaining.pop(0)
             elif node.args:
                 value = node.args[0]
+            elif node.target.startswith("**"):
+                value = {}
             else:
                 raise RuntimeError(f"expected a value for the input '{node.target}' of the graph, got {len(inputs)} inputs")
             values[self.slot[node]] = value

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import dis
 import inspect
+import operator
 import sys
 import types
 import warnings
@@ -485,6 +486,7 @@ def trace(
     leaf_paths: Collection[str] = (),
     concrete_args: Mapping[str, Any] | None = None,
     auto_leaf: bool = True,
+    variadics: Mapping[str, int | tuple[str, ...]] | None = None,
 ) -> TraceResult:
     """Trace ``model`` in eval mode; when FX fails inside a module's ``forward``, keep that module whole
     and trace again (``auto_leaf=False`` raises :class:`TraceError` instead, naming the module).
@@ -492,7 +494,8 @@ def trace(
     The model's training flags are restored, and the tensor constants FX stores on the traced module
     while tracing are moved to the graph module only. Instances of ``leaf_types`` and the modules at
     ``leaf_paths`` stay single ``call_module`` nodes. ``concrete_args`` specialises the graph on
-    non-tensor inputs (see :mod:`torch_flops.inputs`).
+    non-tensor inputs (see :mod:`torch_flops.inputs`); ``variadics`` what the call passes to ``forward``'s
+    ``*args`` and ``**kwargs``, which a graph of the whole model as one node passes on one by one.
     """
     check_model(model)
     unknown = sorted(set(leaf_paths) - set(dict(model.named_modules(remove_duplicate=False)))) if leaf_paths else []
@@ -500,7 +503,7 @@ def trace(
         raise ValueError(f"leaf_modules {unknown} are not submodules of {type(model).__name__}")
     leaves = {path: "named by the user" for path in leaf_paths}
     if "" in leaves or _is_library_leaf(model, leaf_types):
-        return TraceResult(_root_leaf_graph(model), leaves | {"": leaves.get("", "a torch.nn layer")})
+        return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": leaves.get("", "a torch.nn layer")})
     while True:
         try:
             return TraceResult(_trace_once(model, leaf_types, leaves, concrete_args), leaves, dict(concrete_args or {}))
@@ -510,7 +513,7 @@ def trace(
             reason = first_line(error.__cause__) if error.__cause__ is not None else str(error)
             reason = f"{type(error.__cause__).__name__}: {reason}" if error.__cause__ is not None else reason
             if error.module_path == "" or error.module_path in leaves:
-                return TraceResult(_root_leaf_graph(model), leaves | {"": reason})
+                return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": reason})
             leaves[error.module_path] = reason
 
 
@@ -605,24 +608,38 @@ def _drop_specialisation_asserts(graph: fx.Graph) -> None:
                 graph.erase_node(condition)
 
 
-def _root_leaf_graph(model: nn.Module) -> fx.GraphModule:
-    """A graph of one ``call_module`` node that runs the whole model (held as :data:`ROOT_LEAF`)."""
+def _root_leaf_graph(model: nn.Module, variadics: Mapping[str, int | tuple[str, ...]] | None = None) -> fx.GraphModule:
+    """A graph of one ``call_module`` node that runs the whole model (held as :data:`ROOT_LEAF`).
 
+    ``variadics`` gives how many values the call puts in ``forward``'s ``*args`` and which keywords in
+    its ``**kwargs`` (:func:`torch_flops.inputs.variadics`): the graph takes them as FX does, in a
+    ``*args`` and a ``**kwargs`` placeholder, and ``getitem`` nodes pass each one on, unpacked."""
+    variadics = variadics or {}
     holder = nn.Module()
     holder.add_module(ROOT_LEAF, model)  # the holder refers to the model; the model is not changed
     graph = fx.Graph()
-    args, kwargs = [], {}
-    for name, param in inspect.signature(model.forward).parameters.items():
+    params = list(inspect.signature(model.forward).parameters.values())
+    starred = any(param.kind is inspect.Parameter.VAR_POSITIONAL for param in params)
+    placeholders = []
+    for param in params:
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
-            args.append(graph.placeholder(f"*{name}"))  # unpacked by the call below
+            placeholders.append(graph.placeholder(f"*{param.name}"))
         elif param.kind is inspect.Parameter.VAR_KEYWORD:
-            continue
+            placeholders.append(graph.placeholder(f"**{param.name}"))
         else:
-            default = () if param.default is inspect.Parameter.empty else (param.default,)
-            node = graph.placeholder(name, default_value=default[0] if default else inspect.Signature.empty)
-            if param.kind is inspect.Parameter.POSITIONAL_ONLY:
-                args.append(node)
-            else:  # by keyword: decorators around forward (transformers') may re-route positional ones
-                kwargs[name] = node
+            default = param.default
+            placeholders.append(graph.placeholder(param.name, default_value=default))
+    args, kwargs = [], {}
+    for param, node in zip(params, placeholders):
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            count = variadics.get(param.name, 0)
+            args.extend(graph.call_function(operator.getitem, (node, i)) for i in range(int(count)))  # type: ignore[arg-type]
+        elif param.kind is inspect.Parameter.VAR_KEYWORD:
+            for key in variadics.get(param.name, ()):  # type: ignore[union-attr]
+                kwargs[key] = graph.call_function(operator.getitem, (node, key))
+        elif param.kind is inspect.Parameter.POSITIONAL_ONLY or (starred and param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            args.append(node)  # before a *args, positionally: by keyword they would collide with it
+        else:  # by keyword: decorators around forward (transformers') may re-route positional ones
+            kwargs[param.name] = node
     graph.output(graph.call_module(ROOT_LEAF, tuple(args), kwargs))
     return _graph_module(holder, graph, type(model).__name__)
