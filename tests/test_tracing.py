@@ -3,7 +3,9 @@ module stack every node records), only faster."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -53,8 +55,28 @@ class PlainTensorAttributes(nn.Module):
         return self.inner(x * self.mask) + self.shared + torch.tensor(2.0)
 
 
+def scaled_by_features(x: torch.Tensor, features: Any) -> torch.Tensor:
+    return x / features
+
+
+fx.wrap("scaled_by_features")  # FX records a call of it as one node instead of tracing into it
+
+
+class WrappedFunctions(nn.Module):
+    """``math.sqrt`` of a proxy (FX wraps ``math``'s functions during a trace) and a function registered
+    with ``torch.fx.wrap``: each becomes one ``call_function`` node."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return scaled_by_features(self.inner(x), math.sqrt(x.shape[-1]))
+
+
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "unpacks": Unpacks,
+    "wrapped_functions": WrappedFunctions,
     "plain_tensor_attributes": PlainTensorAttributes,
     "resnet18": lambda: torchvision.models.resnet18(),
     "swin_t": lambda: torchvision.models.swin_t(),
@@ -165,6 +187,30 @@ class FailsInside(nn.Module):
 @pytest.mark.parametrize("make", [Unpacks, Delegating, lambda: nn.Sequential(Delegating(), Doubled(4, 4), nn.ReLU())])
 def test_graph_equals_fx_tracers_with_overridden_module_methods(make: Callable[[], nn.Module]) -> None:
     assert graph_summary(_ScopeTrackingTracer().trace(make())) == graph_summary(fx.Tracer().trace(make()))
+
+
+def test_wrapped_functions_are_recorded_in_every_trace_and_restored_after_it() -> None:
+    """FX's wrappers of ``math`` functions and ``fx.wrap``-registered ones, reused across traces: the
+    second trace records the same calls, and after each trace the modules hold the originals again."""
+    originals = (math.sqrt, scaled_by_features)
+    reference = graph_summary(fx.Tracer().trace(WrappedFunctions()))
+    for _ in range(2):
+        graph = _ScopeTrackingTracer().trace(WrappedFunctions())
+        assert graph_summary(graph) == reference
+        targets = [n.target for n in graph.nodes if n.op == "call_function"]
+        assert math.sqrt in targets and scaled_by_features in targets
+        assert (math.sqrt, globals()["scaled_by_features"]) == originals
+    assert graph_summary(fx.Tracer().trace(WrappedFunctions())) == reference  # FX's own trace is unaffected
+    x = torch.randn(2, 4)
+    gm = trace(WrappedFunctions().eval()).graph_module
+    torch.testing.assert_close(gm(x), scaled_by_features(gm.inner(x), 2.0))
+
+
+def test_unpacking_sites_found_in_one_trace_serve_the_next() -> None:
+    """``a, b = proxy``: the unpack count of a call site is looked up once per process; later traces of
+    the same code (other tracers, other instances) build FX's graph too."""
+    reference = graph_summary(fx.Tracer().trace(Unpacks()))
+    assert [graph_summary(_ScopeTrackingTracer().trace(Unpacks())) for _ in range(3)] == [reference] * 3
 
 
 def test_module_classes_are_restored_after_a_trace() -> None:

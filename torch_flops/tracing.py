@@ -17,6 +17,7 @@ import operator
 import sys
 import types
 import warnings
+import weakref
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,24 +46,32 @@ class _UnpackCached:
 
     FX decides what ``a, b = proxy`` means by disassembling the whole calling function on every
     iteration (is the instruction at the call site an ``UNPACK_SEQUENCE``, and of how many values?).
-    The answer depends only on the code object and the instruction offset, so it is looked up once."""
+    The answer depends only on the code object and the instruction offset, so it is looked up once per
+    process (:data:`_UNPACK_SITES`), not once per trace."""
 
     def __iter__(self) -> Iterator[fx.Proxy]:
         frame = inspect.currentframe()
         calling = frame.f_back if frame is not None else None
         if calling is None:
             return super().__iter__()  # type: ignore[misc]
-        key = (calling.f_code, calling.f_lasti)
-        sites = self.tracer._unpack_sites  # type: ignore[attr-defined]
-        if key not in sites:
-            sites[key] = _unpack_count(calling.f_code, calling.f_lasti)
-        count = sites[key]
+        code, offset = calling.f_code, calling.f_lasti
+        sites = _UNPACK_SITES.get(code)
+        if sites is None:
+            sites = _UNPACK_SITES[code] = {}
+        if offset not in sites:
+            sites[offset] = _unpack_count(code, offset)
+        count = sites[offset]
         if count is not None:
             return (self[i] for i in range(count))  # type: ignore[index]
         return self.tracer.iter(self)  # type: ignore[attr-defined]
 
     def __getattr__(self, k: str) -> fx.proxy.Attribute:
         return _Attribute(self, k)
+
+
+_UNPACK_SITES: weakref.WeakKeyDictionary[types.CodeType, dict[int, int | None]] = weakref.WeakKeyDictionary()
+"""By code object, the unpack count at each call site seen (``None``: not an unpack); an entry goes
+with its code object."""
 
 
 def _unpack_count(code: types.CodeType, offset: int) -> int | None:
@@ -107,7 +116,6 @@ class _ScopeTrackingTracer(fx.Tracer):
         self.open_scopes: list[tuple[str, type]] = []
         self.leaf_types = leaf_types
         self.leaf_paths = frozenset(leaf_paths)
-        self._unpack_sites: dict[tuple[types.CodeType, int], int | None] = {}
         self._names_of: tuple[Any, dict[int, str], dict[int, str]] | None = None  # root, parameter and buffer names
         self._fx_call_module_state: bool | None = None
         self._leaf_classes: dict[type, bool] = {}
@@ -122,7 +130,10 @@ class _ScopeTrackingTracer(fx.Tracer):
         - the table of tensors held as plain module attributes (FX's ``tensor_attrs``, built up front by
           an ``isinstance`` test of every attribute of every module: a quarter of a resnet50 trace) is
           built when a tensor constant first needs it, which most models never do
-          (see :class:`_TensorAttributes`)."""
+          (see :class:`_TensorAttributes`);
+        - the wrappers FX puts around ``math``'s functions and the functions registered with
+          ``torch.fx.wrap`` for the duration of a trace (80 with torchvision loaded) are made once per
+          function and reused by later traces (see :func:`_reused_wrapper`), not made anew each trace."""
         if not isinstance(root, nn.Module):
             return super().trace(root, concrete_args)
         classes = _patchable_classes(self.root_modules if self.root_modules is not None else modules_of(root))
@@ -144,10 +155,14 @@ class _ScopeTrackingTracer(fx.Tracer):
         self._constant_types = _CONSTANT_TYPES
         if _CONSTANT_TYPES is not None:
             _fx_trace._constant_attribute_types = ()  # FX's up-front table: nothing matches, so it stays empty
+        if _FX_CREATE_WRAPPED_FUNC is not None:
+            _fx_trace._create_wrapped_func = _reused_wrapper
         try:
             return super().trace(root, concrete_args)
         finally:
             _fx_trace._new_patcher = fx_new_patcher
+            if _FX_CREATE_WRAPPED_FUNC is not None:
+                _fx_trace._create_wrapped_func = _FX_CREATE_WRAPPED_FUNC
             self._restore_constant_types()
 
     def _restore_constant_types(self) -> None:
@@ -276,6 +291,23 @@ class _ScopeTrackingTracer(fx.Tracer):
             scope.module_path, scope.module_type = outer
         self.open_scopes.pop()
         return result
+
+
+_FX_CREATE_WRAPPED_FUNC: Any = getattr(_fx_trace, "_create_wrapped_func", None)
+_WRAPPERS: dict[Any, Any] = {}  # original function -> FX's wrapper of it
+
+
+def _reused_wrapper(orig_fn: Any) -> Any:
+    """FX's ``_create_wrapped_func(orig_fn)``, made once per function. The wrapper depends on
+    ``orig_fn`` alone (it finds the tracer through the proxies it is called with), so one made for an
+    earlier trace serves every later one."""
+    try:
+        return _WRAPPERS[orig_fn]
+    except KeyError:
+        wrapper = _WRAPPERS[orig_fn] = _FX_CREATE_WRAPPED_FUNC(orig_fn)
+        return wrapper
+    except TypeError:  # an unhashable callable
+        return _FX_CREATE_WRAPPED_FUNC(orig_fn)
 
 
 _ATTACH_ARGS = getattr(fx.Node, "_update_args_kwargs", None)  # what Node.__init__ calls; setters otherwise
