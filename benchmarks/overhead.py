@@ -8,7 +8,8 @@ residual add (batch 1), where per-node overhead dominates; the 70B-dimension dec
 examples/llm_meta.py, shape-only. Tools: a plain ``model(x)`` under ``no_grad``; ``TorchFLOPsByFX``
 construction (trace) and ``propagate`` separately, FLOPs only (``timing=False``) and with per-node
 timing; a bare ``torch.fx.Interpreter``; ``torch.utils.flop_counter.FlopCounterMode``; thop, ptflops and
-fvcore when installed. One thread.
+fvcore when installed; and, as a control, a second plain forward timed like a tool, whose ratio shows
+how far a ratio strays when both sides do the same work. One thread.
 
 The machine's speed drifts by ±20 % over seconds, so tools are timed in ``--repeat`` interleaved rounds
 (in each round every tool is timed right after a plain forward, each after a ``gc.collect()``) and every
@@ -56,6 +57,7 @@ class MLP(nn.Module):
 
 COUNTERS = open_counters()  # CPU instructions and cycles of this thread, where Linux gives them
 COUNTED: dict[str, list[tuple[Reading, Reading]]] = {}  # (plain, tool) readings by tool of the last interleaved()
+CONTROL = "plain model(x) again (control)"  # timed as a tool: how far a ratio of equal work strays
 
 
 def interleaved(tools: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[tuple[float, float]]]:
@@ -193,6 +195,7 @@ def measure(name: str, model: nn.Module, x: torch.Tensor, repeat: int, with_peer
         "new counter + first propagate, FLOPs only": lambda: TorchFLOPsByFX(model).propagate(x, timing=False),
         "new counter + first propagate, with timing": lambda: TorchFLOPsByFX(model).propagate(x),
         "bare torch.fx.Interpreter": bare_interpreter,
+        CONTROL: plain,
     }
     missing: dict[str, str] = {}
     if with_peers:
@@ -299,6 +302,8 @@ def main() -> None:
         rows += table
         for tool, limit in (("new counter + first propagate, FLOPs only", 1.10), ("new counter + first propagate, with timing", 1.25)):
             target(f"{name}: {tool} / plain", median_ratio(times, tool), limit, counted_ratios(tool), spread(times, tool))
+        targets.append([f"{name}: control, plain / plain (no target)", f"{median_ratio(times, CONTROL):.2f}",
+                        spread(times, CONTROL), "", "", counted_ratios(CONTROL)])
     headers = ["model", "what", "ms", "x plain", "µs / node over plain", "instructions / cycles x plain"]
     shown = [[m, w, f"{t:,.1f}" if isinstance(t, float) else t, f"{r:.2f}" if isinstance(r, float) else r, o, c] for m, w, t, r, o, c in rows]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.repeat} rounds, each tool timed right "
