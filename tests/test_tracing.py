@@ -12,7 +12,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from torch_flops.tracing import _ScopeTrackingTracer, trace
+import torch_flops.tracer as tracer_module
+from torch_flops.tracer import ScopeTrackingTracer
+from torch_flops.tracing import trace
 
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
@@ -85,12 +87,16 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+@pytest.mark.parametrize("own_trace", [True, False], ids=["own trace", "FX's trace"])
 @pytest.mark.parametrize("name", MODELS)
-def test_graph_equals_fx_tracers(name: str) -> None:
+def test_graph_equals_fx_tracers(name: str, own_trace: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With its own ``trace`` and, where PyTorch lacks FX helpers it follows, with FX's ``trace``."""
+    assert tracer_module._OWN_TRACE  # this PyTorch has every helper: the own trace is what runs
+    monkeypatch.setattr(tracer_module, "_OWN_TRACE", own_trace)
     torch.manual_seed(0)
     reference = fx.Tracer().trace(MODELS[name]().eval())
     torch.manual_seed(0)
-    ours = _ScopeTrackingTracer().trace(MODELS[name]().eval())  # a fresh model: LeViT caches proxies
+    ours = ScopeTrackingTracer().trace(MODELS[name]().eval())  # a fresh model: LeViT caches proxies
     assert graph_summary(ours) == graph_summary(reference)
 
 
@@ -108,7 +114,7 @@ def test_buffers_as_attributes_and_constant_parameter_shapes() -> None:
             return x.reshape(-1, self.weight.shape[1]) * self.scale @ self.weight.t()
 
     for options in ({"proxy_buffer_attributes": True}, {"param_shapes_constant": True}):
-        reference, ours = fx.Tracer(), _ScopeTrackingTracer()
+        reference, ours = fx.Tracer(), ScopeTrackingTracer()
         for tracer in (reference, ours):
             for key, value in options.items():
                 setattr(tracer, key, value)
@@ -186,7 +192,7 @@ class FailsInside(nn.Module):
 
 @pytest.mark.parametrize("make", [Unpacks, Delegating, lambda: nn.Sequential(Delegating(), Doubled(4, 4), nn.ReLU())])
 def test_graph_equals_fx_tracers_with_overridden_module_methods(make: Callable[[], nn.Module]) -> None:
-    assert graph_summary(_ScopeTrackingTracer().trace(make())) == graph_summary(fx.Tracer().trace(make()))
+    assert graph_summary(ScopeTrackingTracer().trace(make())) == graph_summary(fx.Tracer().trace(make()))
 
 
 def test_wrapped_functions_are_recorded_in_every_trace_and_restored_after_it() -> None:
@@ -195,7 +201,7 @@ def test_wrapped_functions_are_recorded_in_every_trace_and_restored_after_it() -
     originals = (math.sqrt, scaled_by_features)
     reference = graph_summary(fx.Tracer().trace(WrappedFunctions()))
     for _ in range(2):
-        graph = _ScopeTrackingTracer().trace(WrappedFunctions())
+        graph = ScopeTrackingTracer().trace(WrappedFunctions())
         assert graph_summary(graph) == reference
         targets = [n.target for n in graph.nodes if n.op == "call_function"]
         assert math.sqrt in targets and scaled_by_features in targets
@@ -210,7 +216,7 @@ def test_unpacking_sites_found_in_one_trace_serve_the_next() -> None:
     """``a, b = proxy``: the unpack count of a call site is looked up once per process; later traces of
     the same code (other tracers, other instances) build FX's graph too."""
     reference = graph_summary(fx.Tracer().trace(Unpacks()))
-    assert [graph_summary(_ScopeTrackingTracer().trace(Unpacks())) for _ in range(3)] == [reference] * 3
+    assert [graph_summary(ScopeTrackingTracer().trace(Unpacks())) for _ in range(3)] == [reference] * 3
 
 
 def test_module_classes_are_restored_after_a_trace() -> None:
@@ -222,9 +228,9 @@ def test_module_classes_are_restored_after_a_trace() -> None:
     constant_types = getattr(fx_trace, "_constant_attribute_types", None)
     originals = {name: vars(nn.Module)[name] for name in ("__call__", "__getattr__")}
     classes = (Unpacks, nn.Linear, FailsInside)
-    _ScopeTrackingTracer().trace(Unpacks())
+    ScopeTrackingTracer().trace(Unpacks())
     with pytest.raises(Exception, match="symbolically traced variables cannot be used as inputs to control flow"):
-        _ScopeTrackingTracer().trace(FailsInside())
+        ScopeTrackingTracer().trace(FailsInside())
     for cls in classes:
         assert "__call__" not in vars(cls) and "__getattr__" not in vars(cls), cls
     assert {name: vars(nn.Module)[name] for name in originals} == originals

@@ -1,0 +1,479 @@
+"""``ScopeTrackingTracer``: ``torch.fx.Tracer`` made cheaper, building exactly the graph FX builds.
+
+A one-shot count (new counter, one ``propagate``) pays for a trace every time, so the trace is on the
+hot path of the whole library. The savings, each checked against FX's own graph (code, node names,
+arguments and module stacks) in ``tests/test_tracing.py``:
+
+- modules' ``__call__`` and ``__getattr__`` are intercepted on the model's own module classes rather
+  than on ``nn.Module`` (:class:`_ClassPatcher`);
+- the table of tensors held as plain module attributes is built when a tensor constant first needs it
+  (:class:`_TensorAttributes`), the module paths come from one walk shared with the caller;
+- a module call goes straight to :meth:`ScopeTrackingTracer.call_module`, looking for functions to
+  wrap once per ``forward``'s globals, not once per call;
+- a node is made by ``Graph.create_node`` without the generic checks that cannot apply to a symbolic
+  trace, and FX's wrappers of ``math`` functions are reused from one trace to the next.
+
+The trace follows FX's ``Tracer.trace`` step by step, using FX's own helpers. Where this PyTorch lacks
+one of them (:data:`_OWN_TRACE`), FX's ``Tracer.trace`` runs unchanged.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dis
+import functools
+import inspect
+import sys
+import types
+import weakref
+from collections.abc import Collection, Iterator
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.fx._symbolic_trace as _fx_trace
+from torch import nn
+
+try:
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+except ImportError:  # older PyTorch
+    _LazyGraphModule = None  # type: ignore[assignment,misc]
+
+
+def named_modules(root: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``list(root.named_modules())``: every module once, by its first path, in the same order.
+
+    A walk over ``_modules`` with an explicit stack: ``named_modules`` nests one generator per level."""
+    seen: set[int] = set()
+    found: list[tuple[str, nn.Module]] = []
+    stack: list[tuple[str, nn.Module]] = [("", root)]
+    while stack:
+        path, module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        found.append((path, module))
+        prefix = f"{path}." if path else ""
+        stack.extend([(prefix + name, child) for name, child in reversed(module._modules.items()) if child is not None])
+    return found
+
+
+class _UnpackCached:
+    """``Proxy.__iter__`` with its bytecode lookup cached per call site.
+
+    FX decides what ``a, b = proxy`` means by disassembling the whole calling function on every
+    iteration (is the instruction at the call site an ``UNPACK_SEQUENCE``, and of how many values?).
+    The answer depends only on the code object and the instruction offset, so it is looked up once per
+    process (:data:`_UNPACK_SITES`), not once per trace."""
+
+    def __iter__(self) -> Iterator[fx.Proxy]:
+        frame = inspect.currentframe()
+        calling = frame.f_back if frame is not None else None
+        if calling is None:
+            return super().__iter__()  # type: ignore[misc]
+        code, offset = calling.f_code, calling.f_lasti
+        sites = _UNPACK_SITES.get(code)
+        if sites is None:
+            sites = _UNPACK_SITES[code] = {}
+        if offset not in sites:
+            sites[offset] = _unpack_count(code, offset)
+        count = sites[offset]
+        if count is not None:
+            return (self[i] for i in range(count))  # type: ignore[index]
+        return self.tracer.iter(self)  # type: ignore[attr-defined]
+
+    def __getattr__(self, k: str) -> fx.proxy.Attribute:
+        return _Attribute(self, k)
+
+
+_UNPACK_SITES: weakref.WeakKeyDictionary[types.CodeType, dict[int, int | None]] = weakref.WeakKeyDictionary()
+"""By code object, the unpack count at each call site seen (``None``: not an unpack); an entry goes
+with its code object."""
+
+
+def _unpack_count(code: types.CodeType, offset: int) -> int | None:
+    """How many values the instruction at ``offset`` unpacks, if it is an ``UNPACK_SEQUENCE`` (as FX's
+    ``Proxy.__iter__`` finds it)."""
+    instructions = list(dis.get_instructions(code))
+    if sys.version_info >= (3, 11):
+        index = bisect.bisect_left(instructions, offset, key=lambda instruction: instruction.offset)
+    else:
+        index = offset // 2
+    if index < len(instructions) and instructions[index].opname == "UNPACK_SEQUENCE":
+        return instructions[index].argval
+    return None
+
+
+def _first_names(named: Any) -> dict[int, str]:
+    """``{id(tensor): its first name}``: the name FX's search in the same order would find."""
+    names: dict[int, str] = {}
+    for name, tensor in named:
+        names.setdefault(id(tensor), name)
+    return names
+
+
+class _Proxy(_UnpackCached, fx.Proxy):
+    pass
+
+
+class _Attribute(_UnpackCached, fx.proxy.Attribute):
+    pass
+
+
+_PLAIN_CONSTANTS = frozenset({type(None), bool, int, float, complex, str, torch.dtype, torch.device, torch.layout, torch.memory_format, type(...)})
+
+_FX_HELPERS = ("_Patcher", "_PatchedFn", "CURRENT_PATCHER", "_orig_module_call", "_orig_module_getattr", "_patch_wrapped_functions",
+               "_autowrap_check", "_create_wrapped_func", "_get_is_fx_tracing", "_set_is_fx_tracing", "_constant_attribute_types")
+_OWN_TRACE = all(hasattr(_fx_trace, name) for name in _FX_HELPERS)
+"""Whether this PyTorch has every helper of FX's ``Tracer.trace`` that :meth:`ScopeTrackingTracer.trace`
+follows (PyTorch 2.3 and later); without them FX's own ``trace`` runs."""
+
+_MODULE_HOOKS = ("__call__", "__getattr__")  # what Tracer.trace patches on nn.Module
+_ATTACH_ARGS = getattr(fx.Node, "_update_args_kwargs", None)  # what Node.__init__ calls; setters otherwise
+
+
+class ScopeTrackingTracer(fx.Tracer):
+    """A ``Tracer`` that remembers which modules' ``forward`` it is inside, so a failure can be blamed
+    on the innermost one, and that keeps instances of ``leaf_types`` and the modules at ``leaf_paths``
+    as single nodes."""
+
+    def __init__(self, leaf_types: tuple[type, ...] = (), leaf_paths: Collection[str] = ()) -> None:
+        super().__init__()
+        self.open_scopes: list[tuple[str, type]] = []
+        self.leaf_types = leaf_types
+        self.leaf_paths = frozenset(leaf_paths)
+        self._names_of: tuple[Any, dict[int, str], dict[int, str]] | None = None  # root, parameter and buffer names
+        self._fx_state: bool | None = None  # whether FX's per-call state is what call_module keeps up
+        self._leaf_classes: dict[type, bool] = {}
+        self.root_named_modules: list[tuple[str, nn.Module]] | None = None  # named_modules(root), when the caller has it
+
+    def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        """FX's ``Tracer.trace``, step by step, with its fixed costs cut (see the module docstring)."""
+        if not _OWN_TRACE or not isinstance(root, nn.Module):
+            return super().trace(root, concrete_args)
+        tracing = _fx_trace._get_is_fx_tracing()
+        _fx_trace._set_is_fx_tracing(True)
+        try:
+            return self._trace_module(root, concrete_args)
+        except RuntimeError as error:
+            if error.args and isinstance(error.args[0], str) and "data-dependent" in error.args[0]:
+                error.partial_fx_graph = self.graph.python_code(root_module="self", verbose=True).src  # type: ignore[attr-defined]
+            raise
+        finally:
+            _fx_trace._set_is_fx_tracing(tracing)
+
+    def _trace_module(self, root: nn.Module, concrete_args: dict[str, Any] | None) -> fx.Graph:
+        if _LazyGraphModule is not None:
+            _LazyGraphModule.force_recompile(root)  # type: ignore[arg-type]
+        self.root = root
+        if not hasattr(type(root), self.traced_func_name):
+            raise AssertionError(f"traced_func_name={self.traced_func_name} doesn't exist in {type(root).__name__}")
+        fn = getattr(type(root), self.traced_func_name)
+        self.root_module_name = root._get_name()
+        named = self.root_named_modules if self.root_named_modules is not None else named_modules(root)
+        self.submodule_paths = {module: path for path, module in named}
+        self.graph = fx.Graph(tracer_cls=type(self))
+        if hasattr(fn, "__code__"):
+            code = fn.__code__
+            self.graph._co_fields = {"co_name": code.co_name, "co_filename": code.co_filename, "co_firstlineno": code.co_firstlineno}
+        self.tensor_attrs = _TensorAttributes(root, _fx_trace._constant_attribute_types)
+        if not isinstance(fn, types.FunctionType):
+            raise AssertionError(f"Expected FunctionType, got {type(fn)}")
+        fn_globals = fn.__globals__  # read before it gets patched
+        fn, args = self.create_args_for_root(fn, True, concrete_args)
+
+        parameter_proxy_cache: dict[str, fx.Proxy] = {}
+        module_getattr, module_call = _fx_trace._orig_module_getattr, _fx_trace._orig_module_call
+        autowrap_check, autowrap_ids = _fx_trace._autowrap_check, self._autowrap_function_ids
+        searched: set[int] = set()  # ids of the globals already searched for functions to wrap
+
+        @functools.wraps(module_getattr)
+        def module_getattr_wrapper(mod: nn.Module, attr: str) -> Any:
+            value = module_getattr(mod, attr)
+            return self.getattr(attr, value, parameter_proxy_cache) if isinstance(value, torch.Tensor) else value
+
+        @functools.wraps(module_call)
+        def module_call_wrapper(mod: nn.Module, *args: Any, **kwargs: Any) -> Any:
+            scope_globals = getattr(getattr(mod, "forward", mod), "__globals__", None)
+            if scope_globals is not None and id(scope_globals) not in searched:
+                searched.add(id(scope_globals))
+                autowrap_check(patcher, scope_globals, autowrap_ids)
+            return self.call_module(mod, functools.partial(module_call, mod), args, kwargs)
+
+        classes = _patchable_classes([module for _, module in named])
+        patcher = _ClassPatcher(classes) if classes is not None else _fx_trace._Patcher()
+        prior_patcher, _fx_trace.CURRENT_PATCHER = _fx_trace.CURRENT_PATCHER, patcher
+        create_wrapped_func, _fx_trace._create_wrapped_func = _fx_trace._create_wrapped_func, _reused_wrapper
+        try:
+            patcher.patch_method(nn.Module, "__getattr__", module_getattr_wrapper, deduplicate=False)
+            patcher.patch_method(nn.Module, "__call__", module_call_wrapper, deduplicate=False)
+            _fx_trace._patch_wrapped_functions(patcher)
+            autowrap_check(patcher, fn_globals, autowrap_ids)
+            for module in self._autowrap_search:
+                autowrap_check(patcher, module.__dict__, autowrap_ids)
+            annotations = inspect.get_annotations(inspect.unwrap(fn))
+            self.create_node("output", "output", (self.create_arg(fn(*args)),), {}, type_expr=annotations.get("return", None))
+        finally:
+            patcher.revert_all_patches()
+            _fx_trace.CURRENT_PATCHER = prior_patcher
+            _fx_trace._create_wrapped_func = create_wrapped_func
+        self.submodule_paths = None
+        return self.graph
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _Proxy(node, self)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        """FX's ``Tracer.getattr`` (a parameter or, with ``proxy_buffer_attributes``, a buffer of the
+        root becomes a ``get_attr`` node, once per name), finding the name in a table built once per
+        trace instead of walking every parameter of the model on each access."""
+        if not isinstance(attr_val, torch.Tensor):
+            return attr_val
+        if self._names_of is None or self._names_of[0] is not self.root:
+            self._names_of = (self.root, _first_names(self.root.named_parameters()), _first_names(self.root.named_buffers()))
+        name = None
+        if isinstance(attr_val, nn.Parameter):
+            name = self._names_of[1].get(id(attr_val))
+        if name is None and self.proxy_buffer_attributes:
+            name = self._names_of[2].get(id(attr_val))
+        if name is None:
+            return attr_val
+        if name not in parameter_proxy_cache:
+            factory = None
+            if self.param_shapes_constant:
+                factory = lambda node: fx.proxy.ParameterProxy(self, node, name, attr_val)  # noqa: E731
+            parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {}, proxy_factory_fn=factory)
+        return parameter_proxy_cache[name]
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        """A module at ``leaf_paths``, an instance of ``leaf_types``, or a ``torch.nn`` layer (FX's rule,
+        which depends on the class only: it is asked once per class)."""
+        if module_qualified_name in self.leaf_paths:
+            return True
+        cls = type(m)
+        try:
+            return self._leaf_classes[cls]
+        except KeyError:
+            leaf = self._leaf_classes[cls] = isinstance(m, self.leaf_types) or super().is_leaf_module(m, module_qualified_name)
+            return leaf
+
+    def create_arg(self, a: Any) -> Any:
+        """FX's ``create_arg`` with the common cases first: proxies, plain constants and tuples, lists
+        and string-keyed dicts of them are lowered here; anything else (parameters, tensors, modules,
+        named tuples, ...) goes to FX."""
+        kind = type(a)
+        if kind is _Proxy or kind is fx.Proxy:
+            return a.node
+        if kind in _PLAIN_CONSTANTS:
+            return a
+        if kind is tuple or kind is list:
+            lowered = [element.node if type(element) is _Proxy else self.create_arg(element) for element in a]
+            return tuple(lowered) if kind is tuple else lowered
+        if kind is dict:
+            if not a:
+                return {}
+            if all(type(key) is str for key in a):
+                return {key: self.create_arg(value) for key, value in a.items()}
+        return super().create_arg(a)
+
+    def create_node(self, kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    name: str | None = None, type_expr: Any | None = None) -> fx.Node:
+        """FX's ``create_node`` made cheaper, with the same graph as the result.
+
+        The arguments are attached after the node is made (as ``Node.__init__`` attaches them):
+        ``Graph.create_node`` otherwise walks every argument looking for symbolic ints, which tracing a
+        module with real shapes never produces. A target whose name is already lower case is its own
+        name candidate (FX would run it through a regular expression that leaves it unchanged). Without
+        preserved node metadata, stack traces or checks of in-place operations (all off unless asked
+        for), the node records its scope and module stack here, as ``TracerBase.create_node`` would, the
+        stack copied with ``OrderedDict.copy`` rather than ``copy.copy``."""
+        if name is None:
+            label = getattr(target, "__name__", None) if callable(target) else target
+            if type(label) is str and label == label.lower() and not (label.startswith("__") and label.endswith("__")):
+                name = label
+        if self._plain_nodes(kind):
+            node = self.graph.create_node(kind, target, (), {}, name, type_expr)
+            scope = self.scope
+            self.node_name_to_scope[node.name] = (scope.module_path, scope.module_type)
+            if self.module_stack:
+                node.meta["nn_module_stack"] = self.module_stack.copy()
+        else:
+            node = super().create_node(kind, target, (), {}, name, type_expr)
+        if args or kwargs:
+            if _ATTACH_ARGS is not None:
+                _ATTACH_ARGS(node, args, kwargs)
+            else:
+                node.args, node.kwargs = args, kwargs
+        return node
+
+    def _plain_nodes(self, kind: str) -> bool:
+        """Whether ``TracerBase.create_node`` would do no more than record the scope and module stack."""
+        if self._fx_state is None:  # once per tracer: FX's own per-call state this shortcut keeps
+            self._fx_state = all(hasattr(self, a) for a in ("scope", "module_stack", "num_calls", "node_name_to_scope"))
+        return (self._fx_state and not self.record_stack_traces and not (kind == "call_function" and self.check_mutable_operations)
+                and not fx.traceback.has_preserved_node_meta())
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``Tracer.call_module`` (the same scope, module stack and call counts), without the copy of the
+        scope FX makes per call; remembers the module so a failure can be blamed on it."""
+        paths = self.submodule_paths
+        path = paths.get(m) if paths else None
+        if path is None:
+            path = self.path_of_module(m)
+        self.open_scopes.append((path, type(m)))
+        if self._fx_state is None:
+            self._plain_nodes("call_module")
+        if not self._fx_state:
+            result = super().call_module(m, forward, args, kwargs)
+        else:
+            scope = self.scope
+            outer = scope.module_path, scope.module_type
+            scope.module_path, scope.module_type = path, type(m)
+            calls = self.num_calls.get(path, 0)
+            self.module_stack[f"{path}@{calls}" if calls > 0 else path] = (path, type(m))
+            self.num_calls[path] = calls + 1
+            if self.is_leaf_module(m, path):
+                result = self.create_proxy("call_module", path, args, kwargs)
+            else:
+                result = forward(*args, **kwargs)
+            self.module_stack.popitem(last=True)
+            scope.module_path, scope.module_type = outer
+        self.open_scopes.pop()
+        return result
+
+
+_WRAPPERS: dict[Any, Any] = {}  # original function -> FX's wrapper of it
+
+
+def _reused_wrapper(orig_fn: Any) -> Any:
+    """FX's ``_create_wrapped_func(orig_fn)``, made once per function. The wrapper depends on
+    ``orig_fn`` alone (it finds the tracer through the proxies it is called with), so one made for an
+    earlier trace serves every later one."""
+    try:
+        return _WRAPPERS[orig_fn]
+    except KeyError:
+        wrapper = _WRAPPERS[orig_fn] = _CREATE_WRAPPED_FUNC(orig_fn)
+        return wrapper
+    except TypeError:  # an unhashable callable
+        return _CREATE_WRAPPED_FUNC(orig_fn)
+
+
+_CREATE_WRAPPED_FUNC: Any = getattr(_fx_trace, "_create_wrapped_func", None)
+
+
+class _TensorAttributes(dict):
+    """FX's ``tensor_attrs`` (``{constant: qualified name}`` for every tensor, script object or tree spec
+    held as a plain attribute of a module under ``root``), built on first use, exactly as FX builds it
+    at the start of a trace: each module's ``__dict__`` in order, then its children, a later name
+    replacing an earlier one. FX reads it with ``get`` and adds to it with ``[]=``."""
+
+    def __init__(self, root: nn.Module, types: tuple[type, ...]) -> None:
+        super().__init__()
+        self._pending: tuple[nn.Module, tuple[type, ...]] | None = (root, types)
+
+    def _build(self) -> None:
+        if self._pending is None:
+            return
+        root, types = self._pending
+        self._pending = None
+
+        def collect(module: nn.Module, prefix: list[str]) -> None:  # FX's collect_tensor_attrs
+            for key, value in module.__dict__.items():
+                if isinstance(value, types):
+                    dict.__setitem__(self, value, ".".join([*prefix, key]))
+            for key, child in module.named_children():
+                collect(child, [*prefix, key])
+
+        collect(root, [])
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._build()
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        self._build()
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._build()
+        super().__setitem__(key, value)
+
+    def __contains__(self, key: object) -> bool:
+        self._build()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._build()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._build()
+        return super().__len__()
+
+    def keys(self) -> Any:
+        self._build()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._build()
+        return super().values()
+
+    def items(self) -> Any:
+        self._build()
+        return super().items()
+
+
+def _patchable_classes(modules: list[nn.Module]) -> frozenset[type] | None:
+    """The classes of a model's ``modules``, if patching ``__call__`` and ``__getattr__`` on each of them
+    intercepts exactly what patching them on ``nn.Module`` would: every class inherits both from
+    ``nn.Module`` unchanged (none overrides them, so none reaches ``nn.Module``'s through ``super()``)
+    and no trace is already patching ``nn.Module``. ``None`` otherwise: they are patched on ``nn.Module``."""
+    classes = frozenset([type(module) for module in modules])
+    for name in _MODULE_HOOKS:
+        inherited = getattr(nn.Module, name)
+        if hasattr(inherited, "__fx_already_patched") or nn.Module in classes:
+            return None
+        if any(getattr(cls, name) is not inherited for cls in classes):
+            return None
+    return classes
+
+
+if _OWN_TRACE:
+
+    class _ClassAttribute(_fx_trace._PatchedFn):
+        """A method set on a class that inherits it: reverting deletes it, so the class inherits again."""
+
+        def patch(self) -> None:
+            setattr(self.frame_dict, self.fn_name, self.new_fn)
+
+        def revert(self) -> None:
+            if self.fn_name in vars(self.frame_dict):
+                delattr(self.frame_dict, self.fn_name)
+
+    class _ClassPatcher(_fx_trace._Patcher):
+        """FX's patcher, except that ``nn.Module.__call__`` and ``__getattr__`` are set on each of the
+        model's module classes instead of on ``nn.Module``.
+
+        Setting a special method on a class makes CPython update the slot of every subclass that
+        inherits it: for ``nn.Module``, every module class loaded in the process (over a thousand with
+        torchvision and timm), four times per trace (patch and revert, two methods), a fifth of a
+        resnet50 trace. The model's own classes have few subclasses.
+
+        Every submodule's class is patched, so every call FX would record is recorded. What differs is a
+        call to a module that is not a submodule (held in a plain list, or made inside ``forward``) and
+        whose class the model does not have: FX fails on it (``path_of_module``: not a submodule) and
+        :func:`torch_flops.tracing.trace` would keep the calling module whole; here its ``forward`` is
+        traced inline, and fails the same way if it reads parameters (not members of the model)."""
+
+        def __init__(self, classes: frozenset[type]) -> None:
+            super().__init__()
+            self.classes = classes
+
+        def patch_method(self, cls: type, name: str, new_fn: Any, deduplicate: bool = True) -> None:
+            if cls is not nn.Module or name not in _MODULE_HOOKS:
+                super().patch_method(cls, name, new_fn, deduplicate)
+                return
+            new_fn.__fx_already_patched = deduplicate  # type: ignore[attr-defined]
+            for owner in self.classes:
+                self.patches_made.append(_ClassAttribute(owner, name, None, new_fn))
+                self.patches_made[-1].patch()
