@@ -57,6 +57,20 @@ class PlainTensorAttributes(nn.Module):
         return self.inner(x * self.mask) + self.shared + torch.tensor(2.0)
 
 
+class TiedParameters(nn.Module):
+    """A weight shared by two layers and read through the second one's attribute, and a parameter of
+    a nested module read by the root: FX names each by the first path ``named_parameters()`` gives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(4, 4)
+        self.second = nn.Sequential(nn.Linear(4, 4))
+        self.second[0].weight = self.first.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.second[0].weight) + self.first.bias * self.second[0].bias
+
+
 def scaled_by_features(x: torch.Tensor, features: Any) -> torch.Tensor:
     return x / features
 
@@ -80,6 +94,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "unpacks": Unpacks,
     "wrapped_functions": WrappedFunctions,
     "plain_tensor_attributes": PlainTensorAttributes,
+    "tied_parameters": TiedParameters,
     "resnet18": lambda: torchvision.models.resnet18(),
     "swin_t": lambda: torchvision.models.swin_t(),
     "vit_tiny": lambda: timm.create_model("vit_tiny_patch16_224"),

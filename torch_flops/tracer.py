@@ -11,7 +11,9 @@ arguments and module stacks) in ``tests/test_tracing.py``:
 - a module call goes straight to :meth:`ScopeTrackingTracer.call_module`, looking for functions to
   wrap once per ``forward``'s globals, not once per call;
 - a node is made by ``Graph.create_node`` without the generic checks that cannot apply to a symbolic
-  trace, and FX's wrappers of ``math`` functions are reused from one trace to the next.
+  trace, and FX's wrappers of ``math`` functions are reused from one trace to the next;
+- a torch function called on proxies finds the tracer without a pytree walk of its arguments, and a
+  parameter read finds its name in a table made from that same walk of the modules.
 
 The trace follows FX's ``Tracer.trace`` step by step, using FX's own helpers. Where this PyTorch lacks
 one of them (:data:`_OWN_TRACE`), FX's ``Tracer.trace`` runs unchanged.
@@ -104,20 +106,87 @@ def _unpack_count(code: types.CodeType, offset: int) -> int | None:
     return None
 
 
-def _first_names(named: Any) -> dict[int, str]:
-    """``{id(tensor): its first name}``: the name FX's search in the same order would find."""
+def _tensor_names(named: list[tuple[str, nn.Module]], table: str) -> dict[int, str]:
+    """``{id(tensor): its first name}`` for the tensors in each module's ``table`` (``"_parameters"`` or
+    ``"_buffers"``): the name ``named_parameters()`` or ``named_buffers()`` gives it, which FX's search
+    in the same order would find. ``named`` is :func:`named_modules` of the root."""
     names: dict[int, str] = {}
-    for name, tensor in named:
-        names.setdefault(id(tensor), name)
+    for path, module in named:
+        prefix = f"{path}." if path else ""
+        for key, tensor in getattr(module, table).items():
+            if tensor is not None and id(tensor) not in names:
+                names[id(tensor)] = prefix + key
     return names
 
 
 class _Proxy(_UnpackCached, fx.Proxy):
-    pass
+    @classmethod
+    def __torch_function__(cls, orig_method: Any, types: tuple[type, ...], args: tuple[Any, ...] | None = None,
+                           kwargs: dict[str, Any] | None = None) -> fx.Proxy:
+        """FX's ``Proxy.__torch_function__`` (a torch function or tensor method called on proxies becomes
+        a ``call_function`` or ``call_method`` node), without its pytree walk over the arguments to find
+        the tracer when every proxy is an argument itself or an element of a tuple or list argument, and
+        with the node's kind and name looked up once per function. Anything else goes to FX."""
+        tracer = _only_tracer(args, kwargs)
+        if tracer is None or isinstance(orig_method, _FX_SPECIAL_CALLABLES):
+            return super().__torch_function__(orig_method, types, args, kwargs)
+        kind, name = _node_kind_and_name(orig_method, tracer.graph)
+        if kind == "call_method":
+            return tracer.create_proxy(kind, name, args or (), kwargs or {})
+        return tracer.create_proxy(kind, orig_method, args or (), kwargs or {}, name=name)
 
 
 class _Attribute(_UnpackCached, fx.proxy.Attribute):
     pass
+
+
+def _only_tracer(args: tuple[Any, ...] | None, kwargs: dict[str, Any] | None) -> Any:
+    """The tracer of the proxies among ``args`` and ``kwargs``' values (and the elements of tuple and
+    list arguments), if they all have the same one and everything else is a plain constant; ``None``
+    otherwise (FX's walk then decides)."""
+    found = None
+    for value in (*(args or ()), *(kwargs.values() if kwargs else ())):
+        kind = type(value)
+        if kind is tuple or kind is list:
+            for element in value:
+                if type(element) is _Proxy:
+                    if found is not None and element.tracer is not found:
+                        return None
+                    found = element.tracer
+                elif type(element) not in _PLAIN_CONSTANTS:
+                    return None
+        elif kind is _Proxy:
+            if found is not None and value.tracer is not found:
+                return None
+            found = value.tracer
+        elif kind not in _PLAIN_CONSTANTS:
+            return None
+    return found
+
+
+_FX_SPECIAL_CALLABLES = (torch._C.ScriptMethod, *[getattr(torch._ops, "HigherOrderOperator")] * hasattr(torch._ops, "HigherOrderOperator"))
+"""What FX's ``__torch_function__`` treats specially: left to it."""
+_KINDS_AND_NAMES: dict[Any, tuple[str, str]] = {}  # torch function -> (node kind, node name or method name)
+
+
+def _node_kind_and_name(orig_method: Any, graph: fx.Graph) -> tuple[str, str]:
+    """``("call_method", its name)`` for a tensor method or property, else ``("call_function", FX's name
+    candidate for it)``, as FX's ``Proxy.__torch_function__`` decides (the candidate depends on the
+    function's name alone)."""
+    try:
+        return _KINDS_AND_NAMES[orig_method]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable
+        return _kind_and_name(orig_method, graph)
+    found = _KINDS_AND_NAMES[orig_method] = _kind_and_name(orig_method, graph)
+    return found
+
+
+def _kind_and_name(orig_method: Any, graph: fx.Graph) -> tuple[str, str]:
+    if torch.overrides.is_tensor_method_or_property(orig_method):
+        return "call_method", orig_method.__name__
+    return "call_function", graph._target_to_str(orig_method.__name__)
 
 
 _PLAIN_CONSTANTS = frozenset({type(None), bool, int, float, complex, str, torch.dtype, torch.device, torch.layout, torch.memory_format, type(...)})
@@ -146,6 +215,7 @@ class ScopeTrackingTracer(fx.Tracer):
         self._fx_state: bool | None = None  # whether FX's per-call state is what call_module keeps up
         self._leaf_classes: dict[type, bool] = {}
         self.root_named_modules: list[tuple[str, nn.Module]] | None = None  # named_modules(root), when the caller has it
+        self._named: tuple[nn.Module, list[tuple[str, nn.Module]]] | None = None  # the root and its named_modules()
 
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         """FX's ``Tracer.trace``, step by step, with its fixed costs cut (see the module docstring)."""
@@ -171,6 +241,7 @@ class ScopeTrackingTracer(fx.Tracer):
         fn = getattr(type(root), self.traced_func_name)
         self.root_module_name = root._get_name()
         named = self.root_named_modules if self.root_named_modules is not None else named_modules(root)
+        self._named = (root, named)
         self.submodule_paths = {module: path for path, module in named}
         self.graph = fx.Graph(tracer_cls=type(self))
         if hasattr(fn, "__code__"):
@@ -226,11 +297,13 @@ class ScopeTrackingTracer(fx.Tracer):
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
         """FX's ``Tracer.getattr`` (a parameter or, with ``proxy_buffer_attributes``, a buffer of the
         root becomes a ``get_attr`` node, once per name), finding the name in a table built once per
-        trace instead of walking every parameter of the model on each access."""
+        trace, from the modules the trace walked, instead of walking every parameter of the model on
+        each access."""
         if not isinstance(attr_val, torch.Tensor):
             return attr_val
         if self._names_of is None or self._names_of[0] is not self.root:
-            self._names_of = (self.root, _first_names(self.root.named_parameters()), _first_names(self.root.named_buffers()))
+            named = self._named[1] if self._named is not None and self._named[0] is self.root else named_modules(self.root)
+            self._names_of = (self.root, _tensor_names(named, "_parameters"), _tensor_names(named, "_buffers"))
         name = None
         if isinstance(attr_val, nn.Parameter):
             name = self._names_of[1].get(id(attr_val))
