@@ -252,3 +252,33 @@ def test_module_classes_are_restored_after_a_trace() -> None:
     assert getattr(fx_trace, "_constant_attribute_types", None) == constant_types  # put back, also after a failure
     gm = fx.symbolic_trace(Unpacks())
     assert [n.op for n in gm.graph.nodes].count("call_module") == 1  # inner is still a call_module node
+
+
+def _sweep() -> list[tuple[str, Callable[[], nn.Module]]]:
+    """Every torchvision classification model and one model of every timm family (the shortest name)."""
+    cases: list[tuple[str, Callable[[], nn.Module]]] = [
+        (name, lambda name=name: torchvision.models.get_model(name, weights=None))
+        for name in torchvision.models.list_models(module=torchvision.models)
+    ]
+    for family in timm.list_modules():
+        names = timm.list_models(module=family)
+        if names:
+            name = min(names, key=lambda n: (len(n), n))
+            cases.append((name, lambda name=name: timm.create_model(name, pretrained=False)))
+    return cases
+
+
+SWEEP = _sweep()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, build", SWEEP, ids=[name for name, _ in SWEEP])
+def test_graph_equals_fx_tracers_across_model_zoos(name: str, build: Callable[[], nn.Module]) -> None:
+    """On every model ``torch.fx.Tracer`` can trace, ours builds the same graph."""
+    torch.manual_seed(0)
+    try:
+        reference = fx.Tracer().trace(build().eval())
+    except Exception as error:  # the leaf fallback's case (test_leaf_fallback.py)
+        pytest.skip(f"torch.fx.Tracer cannot trace {name}: {type(error).__name__}")
+    torch.manual_seed(0)
+    assert graph_summary(ScopeTrackingTracer().trace(build().eval())) == graph_summary(reference)
