@@ -7,7 +7,7 @@ arguments and module stacks) in ``tests/test_tracing.py``:
 - modules' ``__call__`` and ``__getattr__`` are intercepted on the model's own module classes rather
   than on ``nn.Module`` (:class:`_ClassPatcher`);
 - the table of tensors held as plain module attributes is built when a tensor constant first needs it
-  (:class:`_TensorAttributes`), the module paths come from one walk shared with the caller;
+  (:attr:`ScopeTrackingTracer.tensor_attrs`), the module paths come from one walk shared with the caller;
 - a module call goes straight to :meth:`ScopeTrackingTracer.call_module`, looking for functions to
   wrap once per ``forward``'s globals, not once per call;
 - a node is made by ``Graph.create_node`` without the generic checks that cannot apply to a symbolic
@@ -28,7 +28,7 @@ import inspect
 import sys
 import types
 import weakref
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import torch
@@ -145,22 +145,14 @@ def _only_tracer(args: tuple[Any, ...] | None, kwargs: dict[str, Any] | None) ->
     list arguments), if they all have the same one and everything else is a plain constant; ``None``
     otherwise (FX's walk then decides)."""
     found = None
-    for value in (*(args or ()), *(kwargs.values() if kwargs else ())):
-        kind = type(value)
-        if kind is tuple or kind is list:
-            for element in value:
-                if type(element) is _Proxy:
-                    if found is not None and element.tracer is not found:
-                        return None
-                    found = element.tracer
-                elif type(element) not in _PLAIN_CONSTANTS:
+    for argument in (*(args or ()), *(kwargs.values() if kwargs else ())):
+        for value in argument if type(argument) is tuple or type(argument) is list else (argument,):
+            if type(value) is _Proxy:
+                if found is not None and value.tracer is not found:
                     return None
-        elif kind is _Proxy:
-            if found is not None and value.tracer is not found:
+                found = value.tracer
+            elif type(value) not in _PLAIN_CONSTANTS:
                 return None
-            found = value.tracer
-        elif kind not in _PLAIN_CONSTANTS:
-            return None
     return found
 
 
@@ -172,15 +164,19 @@ _KINDS_AND_NAMES: dict[Any, tuple[str, str]] = {}  # torch function -> (node kin
 def _node_kind_and_name(orig_method: Any, graph: fx.Graph) -> tuple[str, str]:
     """``("call_method", its name)`` for a tensor method or property, else ``("call_function", FX's name
     candidate for it)``, as FX's ``Proxy.__torch_function__`` decides (the candidate depends on the
-    function's name alone)."""
+    function's name alone, so it is looked up once per function)."""
+    return _memoised(_KINDS_AND_NAMES, orig_method, _kind_and_name, orig_method, graph)
+
+
+def _memoised(cache: dict[Any, Any], key: Any, make: Callable[..., Any], *args: Any) -> Any:
+    """``cache[key]``, made by ``make(*args)`` on first use; made afresh every time for an unhashable key."""
     try:
-        return _KINDS_AND_NAMES[orig_method]
+        return cache[key]
     except KeyError:
-        pass
-    except TypeError:  # unhashable
-        return _kind_and_name(orig_method, graph)
-    found = _KINDS_AND_NAMES[orig_method] = _kind_and_name(orig_method, graph)
-    return found
+        made = cache[key] = make(*args)
+        return made
+    except TypeError:
+        return make(*args)
 
 
 def _kind_and_name(orig_method: Any, graph: fx.Graph) -> tuple[str, str]:
@@ -212,10 +208,11 @@ class ScopeTrackingTracer(fx.Tracer):
         self.leaf_types = leaf_types
         self.leaf_paths = frozenset(leaf_paths)
         self._names_of: tuple[Any, dict[int, str], dict[int, str]] | None = None  # root, parameter and buffer names
-        self._fx_state: bool | None = None  # whether FX's per-call state is what call_module keeps up
+        self._tensor_attrs: dict[Any, str] | None = None
+        # whether this FX has the per-call state that call_module and create_node keep up themselves
+        self._fx_state = all(hasattr(self, a) for a in ("scope", "module_stack", "num_calls", "node_name_to_scope"))
         self._leaf_classes: dict[type, bool] = {}
         self.root_named_modules: list[tuple[str, nn.Module]] | None = None  # named_modules(root), when the caller has it
-        self._named: tuple[nn.Module, list[tuple[str, nn.Module]]] | None = None  # the root and its named_modules()
 
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         """FX's ``Tracer.trace``, step by step, with its fixed costs cut (see the module docstring)."""
@@ -241,13 +238,12 @@ class ScopeTrackingTracer(fx.Tracer):
         fn = getattr(type(root), self.traced_func_name)
         self.root_module_name = root._get_name()
         named = self.root_named_modules if self.root_named_modules is not None else named_modules(root)
-        self._named = (root, named)
         self.submodule_paths = {module: path for path, module in named}
         self.graph = fx.Graph(tracer_cls=type(self))
         if hasattr(fn, "__code__"):
             code = fn.__code__
             self.graph._co_fields = {"co_name": code.co_name, "co_filename": code.co_filename, "co_firstlineno": code.co_firstlineno}
-        self.tensor_attrs = _TensorAttributes(root, _fx_trace._constant_attribute_types)
+        self._tensor_attrs = None  # made on first use: see tensor_attrs
         if not isinstance(fn, types.FunctionType):
             raise AssertionError(f"Expected FunctionType, got {type(fn)}")
         fn_globals = fn.__globals__  # read before it gets patched
@@ -291,18 +287,45 @@ class ScopeTrackingTracer(fx.Tracer):
         self.submodule_paths = None
         return self.graph
 
+    @property  # type: ignore[override]
+    def tensor_attrs(self) -> dict[Any, str]:
+        """FX's table ``{constant: qualified name}`` of every tensor, script object or tree spec held as
+        a plain attribute of a module under the root, which FX builds up front in every trace by testing
+        every attribute of every module, and reads only when a tensor constant is an argument (most
+        models never have one). Our trace builds it here on first use, exactly as FX builds it: each
+        module's ``__dict__`` in order, then its children, a later name replacing an earlier one."""
+        if self._tensor_attrs is None:
+            table: dict[Any, str] = {}
+            types = _fx_trace._constant_attribute_types
+
+            def collect(module: nn.Module, prefix: list[str]) -> None:  # FX's collect_tensor_attrs
+                for key, value in module.__dict__.items():
+                    if isinstance(value, types):
+                        table[value] = ".".join([*prefix, key])
+                for key, child in module.named_children():
+                    collect(child, [*prefix, key])
+
+            collect(self.root, [])
+            self._tensor_attrs = table
+        return self._tensor_attrs
+
+    @tensor_attrs.setter
+    def tensor_attrs(self, table: dict[Any, str]) -> None:  # FX's own trace sets it and fills it up front
+        self._tensor_attrs = table
+
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return _Proxy(node, self)
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
         """FX's ``Tracer.getattr`` (a parameter or, with ``proxy_buffer_attributes``, a buffer of the
         root becomes a ``get_attr`` node, once per name), finding the name in a table built once per
-        trace, from the modules the trace walked, instead of walking every parameter of the model on
-        each access."""
+        trace from the module paths the trace has (``submodule_paths``), instead of walking every
+        parameter of the model on each access."""
         if not isinstance(attr_val, torch.Tensor):
             return attr_val
         if self._names_of is None or self._names_of[0] is not self.root:
-            named = self._named[1] if self._named is not None and self._named[0] is self.root else named_modules(self.root)
+            paths = self.submodule_paths  # {module: path} in named_modules() order, in FX's trace and ours
+            named = [(path, module) for module, path in paths.items()] if paths else named_modules(self.root)
             self._names_of = (self.root, _tensor_names(named, "_parameters"), _tensor_names(named, "_buffers"))
         name = None
         if isinstance(attr_val, nn.Parameter):
@@ -381,8 +404,6 @@ class ScopeTrackingTracer(fx.Tracer):
 
     def _plain_nodes(self, kind: str) -> bool:
         """Whether ``TracerBase.create_node`` would do no more than record the scope and module stack."""
-        if self._fx_state is None:  # once per tracer: FX's own per-call state this shortcut keeps
-            self._fx_state = all(hasattr(self, a) for a in ("scope", "module_stack", "num_calls", "node_name_to_scope"))
         return (self._fx_state and not self.record_stack_traces and not (kind == "call_function" and self.check_mutable_operations)
                 and not fx.traceback.has_preserved_node_meta())
 
@@ -394,8 +415,6 @@ class ScopeTrackingTracer(fx.Tracer):
         if path is None:
             path = self.path_of_module(m)
         self.open_scopes.append((path, type(m)))
-        if self._fx_state is None:
-            self._plain_nodes("call_module")
         if not self._fx_state:
             result = super().call_module(m, forward, args, kwargs)
         else:
@@ -422,78 +441,10 @@ def _reused_wrapper(orig_fn: Any) -> Any:
     """FX's ``_create_wrapped_func(orig_fn)``, made once per function. The wrapper depends on
     ``orig_fn`` alone (it finds the tracer through the proxies it is called with), so one made for an
     earlier trace serves every later one."""
-    try:
-        return _WRAPPERS[orig_fn]
-    except KeyError:
-        wrapper = _WRAPPERS[orig_fn] = _CREATE_WRAPPED_FUNC(orig_fn)
-        return wrapper
-    except TypeError:  # an unhashable callable
-        return _CREATE_WRAPPED_FUNC(orig_fn)
+    return _memoised(_WRAPPERS, orig_fn, _CREATE_WRAPPED_FUNC, orig_fn)
 
 
 _CREATE_WRAPPED_FUNC: Any = getattr(_fx_trace, "_create_wrapped_func", None)
-
-
-class _TensorAttributes(dict):
-    """FX's ``tensor_attrs`` (``{constant: qualified name}`` for every tensor, script object or tree spec
-    held as a plain attribute of a module under ``root``), built on first use, exactly as FX builds it
-    at the start of a trace: each module's ``__dict__`` in order, then its children, a later name
-    replacing an earlier one. FX reads it with ``get`` and adds to it with ``[]=``."""
-
-    def __init__(self, root: nn.Module, types: tuple[type, ...]) -> None:
-        super().__init__()
-        self._pending: tuple[nn.Module, tuple[type, ...]] | None = (root, types)
-
-    def _build(self) -> None:
-        if self._pending is None:
-            return
-        root, types = self._pending
-        self._pending = None
-
-        def collect(module: nn.Module, prefix: list[str]) -> None:  # FX's collect_tensor_attrs
-            for key, value in module.__dict__.items():
-                if isinstance(value, types):
-                    dict.__setitem__(self, value, ".".join([*prefix, key]))
-            for key, child in module.named_children():
-                collect(child, [*prefix, key])
-
-        collect(root, [])
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        self._build()
-        return super().get(key, default)
-
-    def __getitem__(self, key: Any) -> Any:
-        self._build()
-        return super().__getitem__(key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._build()
-        super().__setitem__(key, value)
-
-    def __contains__(self, key: object) -> bool:
-        self._build()
-        return super().__contains__(key)
-
-    def __iter__(self) -> Iterator[Any]:
-        self._build()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._build()
-        return super().__len__()
-
-    def keys(self) -> Any:
-        self._build()
-        return super().keys()
-
-    def values(self) -> Any:
-        self._build()
-        return super().values()
-
-    def items(self) -> Any:
-        self._build()
-        return super().items()
 
 
 def _patchable_classes(modules: list[nn.Module]) -> frozenset[type] | None:
