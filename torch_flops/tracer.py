@@ -9,7 +9,8 @@ arguments and module stacks) in ``tests/test_tracing.py``:
 - the table of tensors held as plain module attributes is built when a tensor constant first needs it
   (:attr:`ScopeTrackingTracer.tensor_attrs`), the module paths come from one walk shared with the caller;
 - a module call goes straight to :meth:`ScopeTrackingTracer.call_module`, looking for functions to
-  wrap once per ``forward``'s globals, not once per call;
+  wrap once per ``forward``'s globals, not once per call, and skipping in one pass a globals dict that
+  holds none of them;
 - a node is made by ``Graph.create_node`` without the generic checks that cannot apply to a symbolic
   trace, and FX's wrappers of ``math`` functions are reused from one trace to the next;
 - a torch function called on proxies finds the tracer without a pytree walk of its arguments, and a
@@ -22,6 +23,7 @@ one of them (:data:`_OWN_TRACE`), FX's ``Tracer.trace`` runs unchanged.
 from __future__ import annotations
 
 import bisect
+import builtins
 import dis
 import functools
 import inspect
@@ -187,8 +189,9 @@ def _kind_and_name(orig_method: Any, graph: fx.Graph) -> tuple[str, str]:
 
 _PLAIN_CONSTANTS = frozenset({type(None), bool, int, float, complex, str, torch.dtype, torch.device, torch.layout, torch.memory_format, type(...)})
 
-_FX_HELPERS = ("_Patcher", "_PatchedFn", "CURRENT_PATCHER", "_orig_module_call", "_orig_module_getattr", "_patch_wrapped_functions",
-               "_autowrap_check", "_create_wrapped_func", "_get_is_fx_tracing", "_set_is_fx_tracing", "_constant_attribute_types")
+_FX_HELPERS = ("_Patcher", "_PatchedFn", "CURRENT_PATCHER", "_orig_module_call", "_orig_module_getattr", "_wrapped_fns_to_patch",
+               "_wrapped_methods_to_patch", "_create_wrapped_method", "_create_wrapped_func", "_get_is_fx_tracing",
+               "_set_is_fx_tracing", "_constant_attribute_types")
 _OWN_TRACE = all(hasattr(_fx_trace, name) for name in _FX_HELPERS)
 """Whether this PyTorch has every helper of FX's ``Tracer.trace`` that :meth:`ScopeTrackingTracer.trace`
 follows (PyTorch 2.3 and later); without them FX's own ``trace`` runs."""
@@ -251,7 +254,7 @@ class ScopeTrackingTracer(fx.Tracer):
 
         parameter_proxy_cache: dict[str, fx.Proxy] = {}
         module_getattr, module_call = _fx_trace._orig_module_getattr, _fx_trace._orig_module_call
-        autowrap_check, autowrap_ids = _fx_trace._autowrap_check, self._autowrap_function_ids
+        autowrap_ids = self._autowrap_function_ids
         searched: set[int] = set()  # ids of the globals already searched for functions to wrap
 
         @functools.wraps(module_getattr)
@@ -264,7 +267,7 @@ class ScopeTrackingTracer(fx.Tracer):
             scope_globals = getattr(getattr(mod, "forward", mod), "__globals__", None)
             if scope_globals is not None and id(scope_globals) not in searched:
                 searched.add(id(scope_globals))
-                autowrap_check(patcher, scope_globals, autowrap_ids)
+                _autowrap_check(patcher, scope_globals, autowrap_ids)
             return self.call_module(mod, functools.partial(module_call, mod), args, kwargs)
 
         classes = _patchable_classes([module for _, module in named])
@@ -274,10 +277,10 @@ class ScopeTrackingTracer(fx.Tracer):
         try:
             patcher.patch_method(nn.Module, "__getattr__", module_getattr_wrapper, deduplicate=False)
             patcher.patch_method(nn.Module, "__call__", module_call_wrapper, deduplicate=False)
-            _fx_trace._patch_wrapped_functions(patcher)
-            autowrap_check(patcher, fn_globals, autowrap_ids)
+            _patch_wrapped_functions(patcher)
+            _autowrap_check(patcher, fn_globals, autowrap_ids)
             for module in self._autowrap_search:
-                autowrap_check(patcher, module.__dict__, autowrap_ids)
+                _autowrap_check(patcher, module.__dict__, autowrap_ids)
             annotations = inspect.get_annotations(inspect.unwrap(fn))
             self.create_node("output", "output", (self.create_arg(fn(*args)),), {}, type_expr=annotations.get("return", None))
         finally:
@@ -434,6 +437,52 @@ class ScopeTrackingTracer(fx.Tracer):
         return result
 
 
+def _autowrap_check(patcher: Any, frame_dict: dict[str, Any], function_ids: set[int]) -> None:
+    """FX's ``_autowrap_check``: in a globals dict not seen before in this trace, wrap every public
+    callable whose id is in ``function_ids`` (``math`` functions, by default). Most globals hold none of
+    them (a module imports ``math``, not its functions), which one pass over the values' ids in C finds
+    before FX's check of every name in Python."""
+    if not patcher.visit_once(frame_dict) or function_ids.isdisjoint(map(id, frame_dict.values())):
+        return
+    wrap = _fx_trace._create_wrapped_func
+    _patch_globals(patcher, frame_dict, {
+        name: wrap(value) for name, value in frame_dict.items()
+        if not name.startswith("_") and callable(value) and id(value) in function_ids
+    })
+
+
+def _patch_wrapped_functions(patcher: Any) -> None:
+    """FX's ``_patch_wrapped_functions``: every function registered with ``torch.fx.wrap`` is replaced by
+    its wrapper in the globals it was registered from (a builtin's name shadowed there), and every
+    wrapped method on its class. The functions are patched one globals dict at a time."""
+    by_globals: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for (_, name), frame_dict in _fx_trace._wrapped_fns_to_patch.copy().items():
+        orig_fn = getattr(builtins, name) if name not in frame_dict and hasattr(builtins, name) else frame_dict[name]
+        by_globals.setdefault(id(frame_dict), (frame_dict, {}))[1][name] = _fx_trace._create_wrapped_func(orig_fn)
+    for frame_dict, wrappers in by_globals.values():
+        _patch_globals(patcher, frame_dict, wrappers)
+    for cls, name in _fx_trace._wrapped_methods_to_patch:
+        patcher.patch_method(cls, name, _fx_trace._create_wrapped_method(cls, name))
+
+
+def _patch_globals(patcher: Any, frame_dict: dict[str, Any], wrappers: dict[str, Any]) -> None:
+    """``patcher.patch(frame_dict, name, wrapper)`` for every item of ``wrappers`` (a name already patched
+    is left alone, a builtin's name missing from ``frame_dict`` is added and removed again), the names
+    present in ``frame_dict`` set and reverted as one dict update (FX records one patch per name)."""
+    originals: dict[str, Any] = {}
+    for name, wrapper in wrappers.items():
+        if name not in frame_dict and hasattr(builtins, name):
+            patcher.patch(frame_dict, name, wrapper)
+        else:
+            wrapper.__fx_already_patched = True
+            if not getattr(frame_dict[name], "__fx_already_patched", False):
+                originals[name] = frame_dict[name]
+    if originals:
+        patched = _GlobalsUpdate(frame_dict, "", originals, {name: wrappers[name] for name in originals})
+        patcher.patches_made.append(patched)
+        patched.patch()
+
+
 _WRAPPERS: dict[Any, Any] = {}  # original function -> FX's wrapper of it
 
 
@@ -473,6 +522,16 @@ if _OWN_TRACE:
         def revert(self) -> None:
             if self.fn_name in vars(self.frame_dict):
                 delattr(self.frame_dict, self.fn_name)
+
+    class _GlobalsUpdate(_fx_trace._PatchedFn):
+        """Several names of one globals dict patched at once: ``orig_fn`` and ``new_fn`` are dicts
+        ``{name: function}`` (``fn_name`` is unused)."""
+
+        def patch(self) -> None:
+            self.frame_dict.update(self.new_fn)
+
+        def revert(self) -> None:
+            self.frame_dict.update(self.orig_fn)
 
     class _ClassPatcher(_fx_trace._Patcher):
         """FX's patcher, except that ``nn.Module.__call__`` and ``__getattr__`` are set on each of the
