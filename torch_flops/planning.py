@@ -116,7 +116,7 @@ def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[Ig
     for node in gm.graph.nodes:
         module = None
         if node.op == "call_module":
-            module = _submodule(gm, node.target)
+            module = submodule(gm, node.target)
             key: tuple[str, Any] = (node.op, type(module))
         elif node.op in ("call_function", "call_method"):
             key = (node.op, node.target)
@@ -149,7 +149,7 @@ def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[Ig
     return plans
 
 
-def _submodule(root: nn.Module, target: str) -> nn.Module:
+def submodule(root: nn.Module, target: str) -> nn.Module:
     """``root.get_submodule(target)``, read from the ``_modules`` tables (``get_submodule`` goes through
     ``nn.Module.__getattr__`` for every part of the path)."""
     module = root

@@ -263,9 +263,12 @@ def aten_ops(*names: str) -> list[OpOverloadPacket]:
 
 
 # -- shape helpers shared by the rules -----------------------------------------------------------------
+_Tensor = torch.Tensor  # the exact type of most values: checked first, before isinstance
+
+
 def numel(value: Any) -> int:
     """Elements of a tensor result; a Python scalar result (e.g. ``H == 224`` on a shape) counts 1."""
-    if isinstance(value, torch.Tensor):
+    if type(value) is _Tensor or isinstance(value, torch.Tensor):
         return value.numel()
     if isinstance(value, (int, float, bool, complex)):
         return 1
@@ -289,6 +292,8 @@ def module_tensor(module: nn.Module, name: str) -> Any:
 def first_output(value: Any) -> Any:
     """The main result of an op that returns a tuple (``max_pool2d_with_indices``, ``native_layer_norm``,
     ...): its first element; any other value unchanged."""
+    if type(value) is _Tensor:
+        return value
     return value[0] if isinstance(value, (tuple, list)) else value
 
 

@@ -44,6 +44,7 @@ from torch_flops.planning import (
     observer_error,
     rule_error,
     start_fallback,
+    submodule,
 )
 from torch_flops.measure import Probe, tensors_in
 from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status, check_record_fields, frozen_from_dict, record_template
@@ -141,7 +142,8 @@ class _Step:
             cost = self.rule(OpCall(args, kwargs, output, self.module))
         except Exception as error:
             raise rule_error(self.node, self.plan, args, kwargs, error) from error
-        check_cost(cost, self.node, self.plan)
+        if type(cost) is not Cost or type(cost.flops) is not int or type(cost.macs) is not int or cost.flops < 0 or cost.macs < 0:
+            check_cost(cost, self.node, self.plan)  # the complete check: raises for an invalid cost
         return cost
 
 
@@ -177,9 +179,9 @@ class GraphRunner:
         plan = self.plans[i]
         if node.op == "get_attr":
             owner, _, name = node.target.rpartition(".")
-            return _Step(i, _GET_ATTR, (self.gm.get_submodule(owner) if owner else self.gm, name), node, plan, self.slot)
+            return _Step(i, _GET_ATTR, (submodule(self.gm, owner) if owner else self.gm, name), node, plan, self.slot)
         if node.op == "call_module":
-            fn = plan.module if plan.module is not None else self.gm.get_submodule(node.target)
+            fn = plan.module if plan.module is not None else submodule(self.gm, node.target)
         elif node.op == "call_method":
             fn = _call_method(node.target)
         else:
@@ -286,11 +288,13 @@ class GraphRunner:
         Each record's fields start as a copy of the node's template (the fields no run changes, and the
         defaults), filled in here; the first record of a run is checked for every field."""
         if self._templates is None:
-            self._templates = [
-                record_template({"name": node.name, "op": node.op, "target": plan.target, "module_path": plan.module_path,
-                                 "module_class": plan.module_class})
-                for node, plan in zip(self.nodes, self.plans)
-            ]
+            defaults = record_template({})
+            self._templates = templates = []
+            for node, plan in zip(self.nodes, self.plans):
+                template = defaults.copy()
+                template["name"], template["op"], template["target"] = node.name, node.op, plan.target
+                template["module_path"], template["module_class"] = plan.module_path, plan.module_class
+                templates.append(template)
         records: list[NodeRecord] = []
         producers, output_index = self.producers, self._output_index
         for i, template in enumerate(self._templates):
