@@ -14,7 +14,7 @@ from torch import nn
 
 import torch_flops.tracer as tracer_module
 from torch_flops.tracer import ScopeTrackingTracer
-from torch_flops.tracing import trace
+from torch_flops.tracing import modules_of, trace
 
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
@@ -225,6 +225,43 @@ def test_wrapped_functions_are_recorded_in_every_trace_and_restored_after_it() -
     x = torch.randn(2, 4)
     gm = trace(WrappedFunctions().eval()).graph_module
     torch.testing.assert_close(gm(x), scaled_by_features(gm.inner(x), 2.0))
+
+
+class DataDependent(nn.Module):
+    """FX cannot trace ``branchy``'s ``forward`` (control flow on a tensor value): it becomes a leaf."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(4, 4)
+        self.branchy = Branchy()
+        self.shared = self.first  # one module at two paths
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.branchy(self.shared(self.first(x)))
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) if x.sum() > 0 else -x
+
+
+@pytest.mark.parametrize("make", [Unpacks, DataDependent, lambda: nn.Linear(4, 4), lambda: torchvision.models.resnet18()],
+                         ids=["unpacks", "auto leaf", "library layer", "resnet18"])
+def test_trace_result_lists_the_models_modules(make: Callable[[], nn.Module]) -> None:
+    """``TraceResult.model_modules`` is every module of the model once, in ``modules()`` order; with the
+    graph module it is all the graph module holds, as a walk of both finds (the counter uses it for the
+    model state and training flags instead of walking again)."""
+    model = make()
+    result = trace(model)
+    assert ("branchy" in result.leaf_modules) == isinstance(model, DataDependent)
+    assert list(result.model_modules) == list(model.modules())
+    walked = modules_of(result.graph_module, model)
+    assert {id(m) for m in [result.graph_module, *result.model_modules]} == {id(m) for m in walked}
+    assert len(walked) == 1 + len(result.model_modules)
 
 
 def test_unpacking_sites_found_in_one_trace_serve_the_next() -> None:

@@ -145,7 +145,9 @@ class TorchFLOPsByFX:
         result = trace(self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf, model_inputs.variadics(bound))
         plans = plan_graph(result.graph_module, self.registry, self.ignore_ops)
         gm = result.graph_module
-        entry = _Graph(result, plans, modules_of(gm, self.model), GraphRunner(gm, plans, self.registry))
+        # the graph module holds only the model's modules (and itself): modules_of(gm, model), without a walk
+        modules = [gm, *result.model_modules] if result.model_modules else modules_of(gm, self.model)
+        entry = _Graph(result, plans, modules, GraphRunner(gm, plans, self.registry))
         try:
             self._graphs[key] = entry
         except TypeError:  # an unhashable concrete value: do not cache

@@ -89,11 +89,14 @@ def owning_module(node: fx.Node) -> tuple[str, str]:
     stack = node.meta.get("nn_module_stack")
     if not stack:
         return "", ""
-    entry = next(reversed(stack.values()))
+    key = next(reversed(stack))  # the innermost module's entry is the last
+    entry = stack[key]
+    if type(entry) is tuple and type(entry[0]) is str and type(entry[1]) is type:  # the common case, quickly
+        return entry[0], entry[1].__name__
     if isinstance(entry, tuple):  # torch >= 2.0: (qualified name, type)
         path, cls = entry
     else:  # older: the type only
-        path, cls = next(reversed(stack.keys())), entry
+        path, cls = key, entry
     return str(path), getattr(cls, "__name__", str(cls))
 
 

@@ -56,6 +56,7 @@ _CALL = 0  # kinds of steps
 _FALLBACK = 1
 _GET_ATTR = 2
 _CONTAINERS = (tuple, list, dict, slice)  # arguments that may hold nodes
+_Node = fx.Node
 
 
 def _call_method(name: str) -> Callable[..., Any]:
@@ -65,47 +66,63 @@ def _call_method(name: str) -> Callable[..., Any]:
     return call
 
 
+_IGNORED, _RULE, _ZERO = Status.IGNORED, Status.RULE, Status.ZERO  # read once: an Enum member lookup is slow
+
+
 def _status(plan: NodePlan) -> Status:
     """The status of a node not run by the fallback (a fallback node's comes from its run)."""
     if plan.ignored:
-        return Status.IGNORED
+        return _IGNORED
     if plan.rule is None or not plan.rule.known_zero:
-        return Status.RULE
-    return Status.ZERO
+        return _RULE
+    return _ZERO
+
+
+_PLANNED_DETAILS = {status: (status, (), (), ()) for status in Status}  # (status, unsupported ops, aten costs, module costs)
 
 
 class _Step:
     """One op node, resolved: what to call, where its arguments come from, which values die after it."""
 
     __slots__ = ("index", "kind", "fn", "args", "arg_slots", "kwargs", "kwarg_slots", "nested", "free", "node", "plan",
-                 "rule", "module")
+                 "rule", "module", "reads")
 
     def __init__(self, index: int, kind: int, fn: Any, node: fx.Node, plan: NodePlan, slot: dict[fx.Node, int]) -> None:
         self.index, self.kind, self.fn, self.node, self.plan = index, kind, fn, node, plan
-        priced = kind == _CALL and not plan.ignored and not plan.rule.known_zero
-        self.rule = plan.rule.fn if priced else None  # None: the node's status alone gives its cost (0)
+        rule = plan.rule
+        priced = kind == _CALL and not plan.ignored and not rule.known_zero
+        self.rule = rule.fn if priced else None  # None: the node's status alone gives its cost (0)
         self.module = plan.module
         self.free: tuple[int, ...] = ()
-        self.nested = False
-        args: list[Any] = []
+        nested = False
+        args = list(node.args)
         arg_slots: list[tuple[int, int]] = []
-        for position, arg in enumerate(node.args):
-            if type(arg) is fx.Node:
-                arg_slots.append((position, slot[arg]))
-                arg = None
+        reads: list[int] = []  # the slots of the nodes read, in argument order
+        for position, arg in enumerate(args):
+            if type(arg) is _Node:
+                source = slot[arg]
+                arg_slots.append((position, source))
+                reads.append(source)
+                args[position] = None
             elif isinstance(arg, _CONTAINERS):
-                self.nested = True
-            args.append(arg)
+                nested = True
         self.args, self.arg_slots = tuple(args), tuple(arg_slots)
-        self.kwargs: dict[str, Any] = {}
+        kwargs = node.kwargs
         kwarg_slots: list[tuple[str, int]] = []
-        for key, value in node.kwargs.items():
-            if type(value) is fx.Node:
-                kwarg_slots.append((key, slot[value]))
-            else:
-                self.nested = self.nested or isinstance(value, _CONTAINERS)
-                self.kwargs[key] = value
-        self.kwarg_slots = tuple(kwarg_slots)
+        if kwargs:
+            kwargs = dict(kwargs)
+            for key, value in node.kwargs.items():
+                if type(value) is _Node:
+                    source = slot[value]
+                    kwarg_slots.append((key, source))
+                    reads.append(source)
+                    del kwargs[key]
+                elif isinstance(value, _CONTAINERS):
+                    nested = True
+        else:
+            kwargs = {}
+        self.kwargs, self.kwarg_slots, self.nested = kwargs, tuple(kwarg_slots), nested
+        self.reads = tuple(reads) if not nested else _reads(node, slot)
 
     def arguments(self, values: list[Any], slot: dict[fx.Node, int]) -> tuple[Any, dict[str, Any]]:
         """The step's arguments, from the values computed so far."""
@@ -147,6 +164,13 @@ class _Step:
         return cost
 
 
+def _reads(node: fx.Node, slot: dict[fx.Node, int]) -> tuple[int, ...]:
+    """The slots of the nodes ``node`` reads, in argument order, containers searched."""
+    found: list[int] = []
+    fx.map_arg((node.args, node.kwargs), lambda arg: found.append(slot[arg]))
+    return tuple(found)
+
+
 class GraphRunner:
     """Runs one graph (built once per graph, reused by every run of it)."""
 
@@ -155,11 +179,18 @@ class GraphRunner:
         self.registry = registry
         self.nodes = list(gm.graph.nodes)
         self.plans = [plans[n] for n in self.nodes]
-        self.planned_details = [(_status(plan), (), (), ()) for plan in self.plans]  # (status, unsupported ops, aten costs, module costs)
+        self.planned_details = [_PLANNED_DETAILS[_status(plan)] for plan in self.plans]
         self.slot = {node: i for i, node in enumerate(self.nodes)}
         self.placeholders = [node for node in self.nodes if node.op == "placeholder"]
         self.output_node = next((node for node in self.nodes if node.op == "output"), None)
+        self._output_index = self.slot[self.output_node] if self.output_node is not None else -1
         self.steps = [self._step(i, node) for i, node in enumerate(self.nodes) if node.op not in ("placeholder", "output")]
+        # the slots each node reads, in argument order (its input shapes are their output shapes)
+        self.producers: list[tuple[int, ...]] = [()] * len(self.nodes)
+        for step in self.steps:
+            self.producers[step.index] = step.reads
+        if self.output_node is not None:
+            self.producers[self._output_index] = _reads(self.output_node, self.slot)
         self.last_use = self._last_uses()
         step_at = {step.index: step for step in self.steps}
         frees: dict[int, list[int]] = {}
@@ -168,11 +199,9 @@ class GraphRunner:
                 frees.setdefault(last, []).append(i)
         for step in self.steps:
             step.free = tuple(frees.get(step.index, ()))
-        self.producers = [self._producers(node, step_at.get(i)) for i, node in enumerate(self.nodes)]  # input shapes = their output shapes
         self._previous: tuple[tuple, list[NodeRecord]] | None = None  # the last FLOPs-only run and its records
         self._templates: list[dict[str, Any]] | None = None  # each node's record fields that no run changes
         self._modules: list[nn.Module] | None = None  # the graph module's modules, for the model state
-        self._output_index = self.slot[self.output_node] if self.output_node is not None else -1
         self._state_bytes: dict[int, int] = {}
 
     def _step(self, i: int, node: fx.Node) -> _Step:
@@ -189,27 +218,20 @@ class GraphRunner:
         return _Step(i, _FALLBACK if plan.fallback else _CALL, fn, node, plan, self.slot)
 
     def _last_uses(self) -> list[int]:
-        """For each node, the index of its last user; a value nobody uses dies where it is made, and the
-        output's arguments live to the end (index ``len(nodes)``)."""
-        end, slot = len(self.nodes), self.slot
-        last = []
-        for i, node in enumerate(self.nodes):
-            latest = end if node.op == "output" else i
-            for user in node.users:
-                if user.op == "output":
-                    latest = end
-                    break
-                latest = max(latest, slot[user])
-            last.append(latest)
+        """For each node, the index of its last user (the reader in :attr:`producers` that comes last); a
+        value nobody uses dies where it is made, and the output and its arguments live to the end (index
+        ``len(nodes)``)."""
+        end = len(self.nodes)
+        last = list(range(end))
+        for i, reads in enumerate(self.producers):
+            reader = end if i == self._output_index else i
+            for j in reads:
+                if last[j] < reader:
+                    last[j] = reader
+        if self._output_index >= 0:
+            last[self._output_index] = end
         return last
 
-    def _producers(self, node: fx.Node, step: _Step | None) -> tuple[int, ...]:
-        """The slots of the nodes ``node`` reads, in argument order."""
-        if step is not None and not step.nested:
-            return tuple([j for _, j in step.arg_slots] + [j for _, j in step.kwarg_slots])
-        found: list[int] = []
-        fx.map_arg((node.args, node.kwargs), lambda arg: found.append(self.slot[arg]))
-        return tuple(found)
 
     def _bind_inputs(self, inputs: tuple | list, values: list[Any]) -> None:
         """Placeholders take the inputs in order, one each, as ``fx.Interpreter`` does, but a ``*args``

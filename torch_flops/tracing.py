@@ -110,6 +110,7 @@ class TraceResult:
     graph_module: fx.GraphModule
     leaf_modules: dict[str, str] = field(default_factory=dict)
     concrete_args: dict[str, Any] = field(default_factory=dict)  # what the graph is specialised on
+    model_modules: tuple[nn.Module, ...] = ()  # the traced model's modules, once each, in named_modules() order
 
 
 def trace(
@@ -134,18 +135,21 @@ def trace(
     if unknown:
         raise ValueError(f"leaf_modules {unknown} are not submodules of {type(model).__name__}")
     leaves = {path: "named by the user" for path in leaf_paths}
+    named = named_modules(model)
+    modules = tuple([module for _, module in named])
     if "" in leaves or _is_library_leaf(model, leaf_types):
-        return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": leaves.get("", "a torch.nn layer")})
+        return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": leaves.get("", "a torch.nn layer")}, model_modules=modules)
     while True:
         try:
-            return TraceResult(_trace_once(model, leaf_types, leaves, concrete_args), leaves, dict(concrete_args or {}))
+            graph_module = _trace_once(model, leaf_types, leaves, concrete_args, named)
+            return TraceResult(graph_module, leaves, dict(concrete_args or {}), modules)
         except TraceError as error:
             if not auto_leaf:
                 raise
             reason = first_line(error.__cause__) if error.__cause__ is not None else str(error)
             reason = f"{type(error.__cause__).__name__}: {reason}" if error.__cause__ is not None else reason
             if error.module_path == "" or error.module_path in leaves:
-                return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": reason})
+                return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": reason}, model_modules=modules)
             leaves[error.module_path] = reason
 
 
@@ -157,10 +161,12 @@ def _is_library_leaf(model: nn.Module, leaf_types: tuple[type, ...]) -> bool:
 
 
 def _trace_once(
-    model: nn.Module, leaf_types: tuple[type, ...], leaves: Mapping[str, str], concrete_args: Mapping[str, Any] | None
+    model: nn.Module, leaf_types: tuple[type, ...], leaves: Mapping[str, str], concrete_args: Mapping[str, Any] | None,
+    named: list[tuple[str, nn.Module]] | None = None,
 ) -> fx.GraphModule:
+    """One trace of ``model`` (``named``: :func:`named_modules` of it, when the caller has it)."""
     tracer = ScopeTrackingTracer(leaf_types, leaves)
-    tracer.root_named_modules = named_modules(model)
+    tracer.root_named_modules = named if named is not None else named_modules(model)
     attributes = set(vars(model))
     try:
         try:
