@@ -252,16 +252,19 @@ class Branchy(nn.Module):
 @pytest.mark.parametrize("make", [Unpacks, DataDependent, lambda: nn.Linear(4, 4), lambda: torchvision.models.resnet18()],
                          ids=["unpacks", "auto leaf", "library layer", "resnet18"])
 def test_trace_result_lists_the_models_modules(make: Callable[[], nn.Module]) -> None:
-    """``TraceResult.model_modules`` is every module of the model once, in ``modules()`` order; with the
-    graph module it is all the graph module holds, as a walk of both finds (the counter uses it for the
-    model state and training flags instead of walking again)."""
+    """``TraceResult.modules_by_path`` is ``named_modules()`` of the model: every module once, by its
+    first path; with the graph module its modules are all the graph module holds, as a walk of both
+    finds, and each path leads to the same module in the graph module (the counter uses it for the model
+    state, training flags and module lookups instead of walking again)."""
     model = make()
     result = trace(model)
     assert ("branchy" in result.leaf_modules) == isinstance(model, DataDependent)
-    assert list(result.model_modules) == list(model.modules())
-    walked = modules_of(result.graph_module, model)
-    assert {id(m) for m in [result.graph_module, *result.model_modules]} == {id(m) for m in walked}
-    assert len(walked) == 1 + len(result.model_modules)
+    assert list(result.modules_by_path.items()) == list(model.named_modules())
+    gm, modules = result.graph_module, list(result.modules_by_path.values())
+    walked = modules_of(gm, model)
+    assert {id(m) for m in [gm, *modules]} == {id(m) for m in walked} and len(walked) == 1 + len(modules)
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_module"]
+    assert targets and all(result.modules_by_path.get(t, gm.get_submodule(t)) is gm.get_submodule(t) for t in targets)
 
 
 def test_unpacking_sites_found_in_one_trace_serve_the_next() -> None:

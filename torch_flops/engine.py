@@ -143,11 +143,11 @@ class TorchFLOPsByFX:
             pass
         concrete = model_inputs.concrete_args(bound) | self.concrete_args
         result = trace(self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf, model_inputs.variadics(bound))
-        plans = plan_graph(result.graph_module, self.registry, self.ignore_ops)
-        gm = result.graph_module
+        gm, paths = result.graph_module, result.modules_by_path
+        plans = plan_graph(gm, self.registry, self.ignore_ops, paths)
         # the graph module holds only the model's modules (and itself): modules_of(gm, model), without a walk
-        modules = [gm, *result.model_modules] if result.model_modules else modules_of(gm, self.model)
-        entry = _Graph(result, plans, modules, GraphRunner(gm, plans, self.registry))
+        modules = [gm, *paths.values()] if paths else modules_of(gm, self.model)
+        entry = _Graph(result, plans, modules, GraphRunner(gm, plans, self.registry, paths))
         try:
             self._graphs[key] = entry
         except TypeError:  # an unhashable concrete value: do not cache

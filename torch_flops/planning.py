@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,16 +110,19 @@ def _is_ignored(node: fx.Node, module: nn.Module | None, ignore: Collection[Igno
     return False
 
 
-def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[IgnoreSpec]) -> dict[fx.Node, NodePlan]:
+def plan_graph(
+    gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[IgnoreSpec], modules_by_path: Mapping[str, nn.Module] | None = None,
+) -> dict[fx.Node, NodePlan]:
     """Resolve every node's rule once, before any tensor runs (lookups are shared by nodes with the
-    same module class, function or method)."""
+    same module class, function or method). ``modules_by_path``: the modules ``gm`` holds at those
+    paths, when known (the traced model's ``named_modules()``), looked up before ``gm`` is walked."""
     plans: dict[fx.Node, NodePlan] = {}
     rules: dict[tuple[str, Any], Rule | None] = {}
     labels: dict[Any, str] = {}
     for node in gm.graph.nodes:
         module = None
         if node.op == "call_module":
-            module = submodule(gm, node.target)
+            module = submodule(gm, node.target, modules_by_path)
             key: tuple[str, Any] = (node.op, type(module))
         elif node.op in ("call_function", "call_method"):
             key = (node.op, node.target)
@@ -152,9 +155,14 @@ def plan_graph(gm: fx.GraphModule, registry: CostRegistry, ignore: Collection[Ig
     return plans
 
 
-def submodule(root: nn.Module, target: str) -> nn.Module:
-    """``root.get_submodule(target)``, read from the ``_modules`` tables (``get_submodule`` goes through
+def submodule(root: nn.Module, target: str, modules_by_path: Mapping[str, nn.Module] | None = None) -> nn.Module:
+    """``root.get_submodule(target)``: from ``modules_by_path`` (the modules ``root`` holds at those
+    paths) when it has ``target``, else read from the ``_modules`` tables (``get_submodule`` goes through
     ``nn.Module.__getattr__`` for every part of the path)."""
+    if modules_by_path is not None and target:
+        found = modules_by_path.get(target)
+        if found is not None:
+            return found
     module = root
     try:
         for part in target.split("."):

@@ -25,7 +25,7 @@ Two loops share the steps:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -174,8 +174,12 @@ def _reads(node: fx.Node, slot: dict[fx.Node, int]) -> tuple[int, ...]:
 class GraphRunner:
     """Runs one graph (built once per graph, reused by every run of it)."""
 
-    def __init__(self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], registry: CostRegistry) -> None:
+    def __init__(
+        self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], registry: CostRegistry,
+        modules_by_path: Mapping[str, nn.Module] | None = None,
+    ) -> None:
         self.gm = gm
+        self._modules_by_path = modules_by_path  # the modules gm holds at these paths, when known
         self.registry = registry
         self.nodes = list(gm.graph.nodes)
         self.plans = [plans[n] for n in self.nodes]
@@ -208,9 +212,9 @@ class GraphRunner:
         plan = self.plans[i]
         if node.op == "get_attr":
             owner, _, name = node.target.rpartition(".")
-            return _Step(i, _GET_ATTR, (submodule(self.gm, owner) if owner else self.gm, name), node, plan, self.slot)
+            return _Step(i, _GET_ATTR, (submodule(self.gm, owner, self._modules_by_path) if owner else self.gm, name), node, plan, self.slot)
         if node.op == "call_module":
-            fn = plan.module if plan.module is not None else submodule(self.gm, node.target)
+            fn = plan.module if plan.module is not None else submodule(self.gm, node.target, self._modules_by_path)
         elif node.op == "call_method":
             fn = _call_method(node.target)
         else:

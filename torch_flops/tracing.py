@@ -110,7 +110,8 @@ class TraceResult:
     graph_module: fx.GraphModule
     leaf_modules: dict[str, str] = field(default_factory=dict)
     concrete_args: dict[str, Any] = field(default_factory=dict)  # what the graph is specialised on
-    model_modules: tuple[nn.Module, ...] = ()  # the traced model's modules, once each, in named_modules() order
+    # the traced model's modules by qualified name, as named_modules() gives them (each module once, by its first path)
+    modules_by_path: dict[str, nn.Module] = field(default_factory=dict)
 
 
 def trace(
@@ -136,9 +137,9 @@ def trace(
         raise ValueError(f"leaf_modules {unknown} are not submodules of {type(model).__name__}")
     leaves = {path: "named by the user" for path in leaf_paths}
     named = named_modules(model)
-    modules = tuple([module for _, module in named])
+    modules = dict(named)
     if "" in leaves or _is_library_leaf(model, leaf_types):
-        return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": leaves.get("", "a torch.nn layer")}, model_modules=modules)
+        return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": leaves.get("", "a torch.nn layer")}, modules_by_path=modules)
     while True:
         try:
             graph_module = _trace_once(model, leaf_types, leaves, concrete_args, named)
@@ -149,7 +150,7 @@ def trace(
             reason = first_line(error.__cause__) if error.__cause__ is not None else str(error)
             reason = f"{type(error.__cause__).__name__}: {reason}" if error.__cause__ is not None else reason
             if error.module_path == "" or error.module_path in leaves:
-                return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": reason}, model_modules=modules)
+                return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": reason}, modules_by_path=modules)
             leaves[error.module_path] = reason
 
 
