@@ -12,7 +12,8 @@ arguments and module stacks) in ``tests/test_tracing.py``:
   wrap once per ``forward``'s globals, not once per call, and skipping in one pass a globals dict that
   holds none of them;
 - a node is made by ``Graph.create_node`` without the generic checks that cannot apply to a symbolic
-  trace, and FX's wrappers of ``math`` functions are reused from one trace to the next;
+  trace, and FX's wrappers of ``math`` functions are reused from one trace to the next and set (and
+  reverted) as one update of each globals dict they go into;
 - a torch function called on proxies finds the tracer without a pytree walk of its arguments, and a
   parameter read finds its name in a table made from that same walk of the modules.
 
