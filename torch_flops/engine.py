@@ -29,7 +29,7 @@ from torch_flops.runner import GraphRunner
 from torch_flops.measure import Probe, check_memory_function, gc_paused, run_device, tensors_in
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
-from torch_flops.tracing import TraceResult, check_model, eval_mode, modules_of, state_tensors, trace
+from torch_flops.tracing import TraceResult, check_model, eval_mode, state_tensors, trace
 
 VIEWS = ("nodes", "modules", "ops", "layers")
 
@@ -145,8 +145,7 @@ class TorchFLOPsByFX:
         result = trace(self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf, model_inputs.variadics(bound))
         gm, paths = result.graph_module, result.modules_by_path
         plans = plan_graph(gm, self.registry, self.ignore_ops, paths)
-        # the graph module holds only the model's modules (and itself): modules_of(gm, model), without a walk
-        modules = [gm, *paths.values()] if paths else modules_of(gm, self.model)
+        modules = [gm, *paths.values()]  # the graph module holds only the model's modules: modules_of(gm, model)
         entry = _Graph(result, plans, modules, GraphRunner(gm, plans, self.registry, paths))
         try:
             self._graphs[key] = entry

@@ -256,7 +256,6 @@ class ScopeTrackingTracer(fx.Tracer):
         parameter_proxy_cache: dict[str, fx.Proxy] = {}
         module_getattr, module_call = _fx_trace._orig_module_getattr, _fx_trace._orig_module_call
         autowrap_ids = self._autowrap_function_ids
-        searched: set[int] = set()  # ids of the globals already searched for functions to wrap
         searched_classes: set[type] = set()  # module classes whose forward's globals are searched
 
         @functools.wraps(module_getattr)
@@ -266,14 +265,13 @@ class ScopeTrackingTracer(fx.Tracer):
 
         @functools.wraps(module_call)
         def module_call_wrapper(mod: nn.Module, *args: Any, **kwargs: Any) -> Any:
-            cls = type(mod)
-            if cls not in searched_classes or "forward" in mod.__dict__:  # else: the class's forward, seen
-                if "forward" not in mod.__dict__:
-                    searched_classes.add(cls)
+            own_forward = "forward" in mod.__dict__  # else the class's, whose globals are searched once
+            if own_forward or type(mod) not in searched_classes:
+                if not own_forward:
+                    searched_classes.add(type(mod))
                 scope_globals = getattr(getattr(mod, "forward", mod), "__globals__", None)
-                if scope_globals is not None and id(scope_globals) not in searched:
-                    searched.add(id(scope_globals))
-                    _autowrap_check(patcher, scope_globals, autowrap_ids)
+                if scope_globals is not None:
+                    _autowrap_check(patcher, scope_globals, autowrap_ids)  # once per globals dict (visit_once)
             return self.call_module(mod, functools.partial(module_call, mod), args, kwargs)
 
         classes = _patchable_classes([module for _, module in named])

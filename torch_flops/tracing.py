@@ -108,10 +108,10 @@ class TraceResult:
     """
 
     graph_module: fx.GraphModule
+    # the traced model's modules by qualified name, as named_modules() gives them (each module once, by its first path)
+    modules_by_path: dict[str, nn.Module]
     leaf_modules: dict[str, str] = field(default_factory=dict)
     concrete_args: dict[str, Any] = field(default_factory=dict)  # what the graph is specialised on
-    # the traced model's modules by qualified name, as named_modules() gives them (each module once, by its first path)
-    modules_by_path: dict[str, nn.Module] = field(default_factory=dict)
 
 
 def trace(
@@ -139,18 +139,18 @@ def trace(
     named = named_modules(model)
     modules = dict(named)
     if "" in leaves or _is_library_leaf(model, leaf_types):
-        return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": leaves.get("", "a torch.nn layer")}, modules_by_path=modules)
+        return TraceResult(_root_leaf_graph(model, variadics), modules, leaves | {"": leaves.get("", "a torch.nn layer")})
     while True:
         try:
             graph_module = _trace_once(model, leaf_types, leaves, concrete_args, named)
-            return TraceResult(graph_module, leaves, dict(concrete_args or {}), modules)
+            return TraceResult(graph_module, modules, leaves, dict(concrete_args or {}))
         except TraceError as error:
             if not auto_leaf:
                 raise
             reason = first_line(error.__cause__) if error.__cause__ is not None else str(error)
             reason = f"{type(error.__cause__).__name__}: {reason}" if error.__cause__ is not None else reason
             if error.module_path == "" or error.module_path in leaves:
-                return TraceResult(_root_leaf_graph(model, variadics), leaves | {"": reason}, modules_by_path=modules)
+                return TraceResult(_root_leaf_graph(model, variadics), modules, leaves | {"": reason})
             leaves[error.module_path] = reason
 
 
@@ -163,11 +163,11 @@ def _is_library_leaf(model: nn.Module, leaf_types: tuple[type, ...]) -> bool:
 
 def _trace_once(
     model: nn.Module, leaf_types: tuple[type, ...], leaves: Mapping[str, str], concrete_args: Mapping[str, Any] | None,
-    named: list[tuple[str, nn.Module]] | None = None,
+    named: list[tuple[str, nn.Module]],
 ) -> fx.GraphModule:
-    """One trace of ``model`` (``named``: :func:`named_modules` of it, when the caller has it)."""
+    """One trace of ``model``; ``named`` is :func:`named_modules` of it."""
     tracer = ScopeTrackingTracer(leaf_types, leaves)
-    tracer.root_named_modules = named if named is not None else named_modules(model)
+    tracer.root_named_modules = named
     attributes = set(vars(model))
     try:
         try:
