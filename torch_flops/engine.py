@@ -419,8 +419,14 @@ def _reparametrize(module: nn.Module, tensors: Mapping[str, torch.Tensor]):
 
 
 def _meta_state(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
+    """A meta stand-in for every parameter and buffer name of ``gm``; names of one tensor (tied weights,
+    such as a language model's embedding and output layer) share one stand-in, so they stay tied."""
     state = dict(gm.named_parameters(remove_duplicate=False)) | dict(gm.named_buffers(remove_duplicate=False))
-    return {name: t if t.device.type == "meta" else torch.empty_like(t, device="meta") for name, t in state.items()}
+    stand_ins: dict[int, torch.Tensor] = {}
+    for t in state.values():
+        if id(t) not in stand_ins:
+            stand_ins[id(t)] = t if t.device.type == "meta" else torch.empty_like(t, device="meta")
+    return {name: stand_ins[id(t)] for name, t in state.items()}
 
 
 def _median_times(records: list[NodeRecord], runs: list[list[NodeRecord]]) -> list[NodeRecord]:
