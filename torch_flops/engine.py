@@ -30,6 +30,7 @@ from torch_flops.measure import Probe, check_memory_function, gc_paused, run_dev
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
 from torch_flops.tracing import TraceResult, check_model, eval_mode, state_tensors, trace
+from torch_flops.wrappers import unwrap
 
 VIEWS = ("nodes", "modules", "ops", "layers")
 
@@ -102,6 +103,7 @@ class TorchFLOPsByFX:
         auto_leaf: bool = True,
     ) -> None:
         check_model(model)
+        model = unwrap(model)  # DataParallel, DistributedDataParallel, torch.compile: the model inside
         check_memory_function(mem_func_name)
         ignore_ops = _check_ignore_ops(ignore_ops)
         if registry is not None and not isinstance(registry, CostRegistry):

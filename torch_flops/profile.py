@@ -123,7 +123,7 @@ def profile(
     else:
         counter.propagate(*args, **kwargs)
     records = counter.records
-    layers, total = layer_rows(model, records, custom_macs)
+    layers, total = layer_rows(counter.model, records, custom_macs)  # the model inside a DataParallel ...
     if verbose:
         _report_unsupported(layers)
     return total.macs, total.params, LayerInfo(tuple(layers), total, tuple(records))

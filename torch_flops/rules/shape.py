@@ -122,11 +122,19 @@ ZERO_ATEN = (
     "result_type", "dim",
 )
 
+# the profiler's range markers (``torch.autograd.profiler.record_function``, opened by nn.DataParallel's
+# forward and by some models'): bookkeeping, no arithmetic
+PROFILER_OPS = tuple(
+    getattr(torch.ops.profiler, name)
+    for name in ("_record_function_enter", "_record_function_enter_new", "_record_function_exit")
+    if hasattr(torch.ops.profiler, name)
+)
+
 
 @module_rule(*ZERO_MODULES, known_zero=True)
 @function_rule(*ZERO_FUNCTIONS, known_zero=True)
 @method_rule(*ZERO_METHODS, known_zero=True)
-@aten_rule(*aten_ops(*ZERO_ATEN), known_zero=True)
+@aten_rule(*aten_ops(*ZERO_ATEN), *PROFILER_OPS, known_zero=True)
 def no_arithmetic(call: OpCall) -> Cost:
     """Known zero: the op moves, views or copies data."""
     return ZERO_COST
