@@ -73,9 +73,9 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
         "attributes": {
             name: (
                 sorted(vars(m)),
-                sorted(m._modules),
-                sorted(m._parameters),
-                sorted(m._buffers),
+                sorted(m._modules.keys()),
+                sorted(m._parameters.keys()),
+                sorted(m._buffers.keys()),
                 sorted(m._non_persistent_buffers_set),
                 {k: v for k, v in vars(m).items() if isinstance(v, _PLAIN)},
             )

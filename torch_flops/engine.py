@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import inspect
 import json
 import statistics
 import os
@@ -113,11 +112,11 @@ class TorchFLOPsByFX:
         bad_leaves = [t for t in leaf_types if not isinstance(t, type)]
         if bad_leaves:
             raise TypeError(f"leaf_types must be module classes, got {bad_leaves!r}")
-        unknown = sorted(set(concrete_args) - set(inspect.signature(model.forward).parameters)) if concrete_args else []
+        unknown = sorted(set(concrete_args) - set(model_inputs.forward_signature(model).parameters)) if concrete_args else []
         if unknown:
             raise ValueError(
                 f"concrete_args {unknown} are not parameters of {type(model).__name__}.forward"
-                f"{inspect.signature(model.forward)}"
+                f"{model_inputs.forward_signature(model)}"
             )
         self.model = model
         self.mem_func_name = mem_func_name

@@ -25,6 +25,24 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 
+def forward_signature(model: nn.Module) -> inspect.Signature:
+    """The signature of ``model.forward``. A TorchScript module's ``forward`` (``torch.jit.trace``'s
+    result, or one loaded with ``torch.jit.load``) has no Python signature: it is read from its schema,
+    ``forward(self, Tensor x, Tensor? mask=None) -> Tensor``."""
+    try:
+        return inspect.signature(model.forward)
+    except (ValueError, TypeError):
+        schema = getattr(model.forward, "schema", None)
+        if not isinstance(model, torch.jit.ScriptModule) or schema is None:
+            raise TypeError(f"cannot read the signature of {type(model).__name__}.forward") from None
+    params = []
+    for argument in schema.arguments[1:]:  # the first is the module itself
+        kind = inspect.Parameter.KEYWORD_ONLY if argument.kwarg_only else inspect.Parameter.POSITIONAL_OR_KEYWORD
+        default = argument.default_value if argument.has_default_value() else inspect.Parameter.empty
+        params.append(inspect.Parameter(argument.name, kind, default=default))
+    return inspect.Signature(params)
+
+
 @dataclass(frozen=True)
 class BoundInputs:
     """``forward``'s parameters with the values of one call (defaults filled in), in signature order."""
@@ -36,7 +54,7 @@ class BoundInputs:
 def bind(model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> BoundInputs:
     """Bind ``args`` / ``kwargs`` as ``model(*args, **kwargs)`` would, or raise ``TypeError`` naming the
     model's parameters."""
-    signature = inspect.signature(model.forward)
+    signature = forward_signature(model)
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError as error:
@@ -91,7 +109,7 @@ def input_spec(bound: BoundInputs) -> Hashable:
 def default_bound(model: nn.Module) -> BoundInputs:
     """The inputs assumed before the first call: every parameter without a default a tensor, the others
     at their defaults."""
-    signature = inspect.signature(model.forward)
+    signature = forward_signature(model)
     values: dict[str, Any] = {}
     kinds: dict[str, inspect._ParameterKind] = {}
     for name, param in signature.parameters.items():

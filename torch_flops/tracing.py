@@ -22,6 +22,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from torch_flops.inputs import forward_signature
 from torch_flops.tracer import ScopeTrackingTracer, named_modules
 
 FX_LIMITATIONS_URL = "https://pytorch.org/docs/stable/fx.html#limitations-of-symbolic-tracing"
@@ -64,19 +65,25 @@ def eval_mode(*roots: nn.Module, modules: Iterable[nn.Module] = ()) -> Iterator[
     own flag after.
 
     Only modules in training mode are touched. Their flag is set directly (what ``nn.Module.train``
-    does), except for classes that override ``train``, whose own ``train(False)`` runs."""
+    does), except for classes that override ``train``, whose own ``train(False)`` runs, and TorchScript
+    modules, whose flag lives in the compiled module (set through its ``setattr``)."""
     every = {id(module): module for module in (*modules_of(*roots), *modules)}
     training = [module for module in every.values() if module.training]
     try:
         for module in training:
-            if type(module).train is nn.Module.train:
+            if isinstance(module, torch.jit.ScriptModule):
+                module.training = False
+            elif type(module).train is nn.Module.train:
                 module.__dict__["training"] = False
             else:
                 module.train(False)
         yield
     finally:
         for module in training:
-            module.__dict__["training"] = True
+            if isinstance(module, torch.jit.ScriptModule):
+                module.training = True
+            else:
+                module.__dict__["training"] = True
 
 
 def check_model(model: Any) -> None:
@@ -139,7 +146,7 @@ def trace(
     named = named_modules(model)
     modules = dict(named)
     if "" in leaves or _is_library_leaf(model, leaf_types):
-        return TraceResult(_root_leaf_graph(model, variadics), modules, leaves | {"": leaves.get("", "a torch.nn layer")})
+        return TraceResult(_root_leaf_graph(model, variadics), modules, leaves | {"": leaves.get("", _library_leaf_reason(model))})
     while True:
         try:
             graph_module = _trace_once(model, leaf_types, leaves, concrete_args, named)
@@ -155,10 +162,18 @@ def trace(
 
 
 def _is_library_leaf(model: nn.Module, leaf_types: tuple[type, ...]) -> bool:
-    """A ``torch.nn`` layer (not a container) or a ``leaf_types`` instance given as the model itself."""
-    return isinstance(model, leaf_types) or (
+    """A ``torch.nn`` layer (not a container), a TorchScript module or a ``leaf_types`` instance given as
+    the model itself."""
+    return isinstance(model, (*leaf_types, torch.jit.ScriptModule)) or (
         fx.Tracer().is_leaf_module(model, "") and not isinstance(model, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
     )
+
+
+def _library_leaf_reason(model: nn.Module) -> str:
+    """Why a model given whole is one node (see :func:`_is_library_leaf`)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return "a TorchScript module: FX cannot trace it, so it runs whole, counted by the aten-level fallback"
+    return "a torch.nn layer"
 
 
 def _trace_once(
@@ -257,7 +272,7 @@ def _root_leaf_graph(model: nn.Module, variadics: Mapping[str, int | tuple[str, 
     holder = nn.Module()
     holder.add_module(ROOT_LEAF, model)  # the holder refers to the model; the model is not changed
     graph = fx.Graph()
-    params = list(inspect.signature(model.forward).parameters.values())
+    params = list(forward_signature(model).parameters.values())
     starred = any(param.kind is inspect.Parameter.VAR_POSITIONAL for param in params)
     placeholders = []
     for param in params:
