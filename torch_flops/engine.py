@@ -104,6 +104,7 @@ class TorchFLOPsByFX:
         check_model(model)
         model = unwrap(model)  # DataParallel, DistributedDataParallel, torch.compile: the model inside
         check_memory_function(mem_func_name)
+        model_inputs.check_state_layouts(model)
         ignore_ops = _check_ignore_ops(ignore_ops)
         if registry is not None and not isinstance(registry, CostRegistry):
             raise TypeError(f"registry must be a CostRegistry, got {type(registry).__name__}")

@@ -26,6 +26,7 @@ import torch
 from torch._ops import OpOverload
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from torch_flops import memory
 from torch_flops.measure import tensors_in
 from torch_flops.records import ZERO_COST, Cost
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, CostRuleError, OpCall, Rule, valid_cost
@@ -76,7 +77,7 @@ class AtenCostMode(TorchDispatchMode):
         self._rules: dict[OpOverload, Rule | None] = {}
         # allocation tracking: storages made by the ops run here, alive while a tensor holds them
         self._track_memory = existing is not None
-        self._existing = {t.untyped_storage()._cdata for t in existing or ()}
+        self._existing = set(memory.storages(existing or ()))
         self._holders: dict[int, int] = {}
         self._sizes: dict[int, int] = {}
         self.live_bytes = 0
@@ -105,17 +106,24 @@ class AtenCostMode(TorchDispatchMode):
     def _track(self, output: Any) -> None:
         """Count the new storages ``output`` holds; each is freed when its last tensor is."""
         for tensor in tensors_in(output):
-            storage = tensor.untyped_storage()
-            key = storage._cdata
-            if key in self._existing:
-                continue
-            if key not in self._holders:
-                self._holders[key] = 0
-                self._sizes[key] = storage.nbytes()
-                self.live_bytes += self._sizes[key]
-                self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-            self._holders[key] += 1
-            weakref.finalize(tensor, self._release, key)
+            try:
+                self._hold(tensor, tensor.untyped_storage())
+            except (NotImplementedError, RuntimeError):  # a sparse tensor: its indices and values hold the memory
+                for part in memory.strided_parts(tensor):
+                    self._hold(tensor, part.untyped_storage())
+
+    def _hold(self, tensor: torch.Tensor, storage: torch.UntypedStorage) -> None:
+        """``tensor`` holds ``storage`` until it is freed."""
+        key = storage._cdata
+        if key in self._existing:
+            return
+        if key not in self._holders:
+            self._holders[key] = 0
+            self._sizes[key] = storage.nbytes()
+            self.live_bytes += self._sizes[key]
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        self._holders[key] += 1
+        weakref.finalize(tensor, self._release, key)
 
     def _release(self, key: int) -> None:
         self._holders[key] -= 1

@@ -62,7 +62,34 @@ def bind(model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> 
         raise TypeError(f"{type(model).__name__}.forward({params}) cannot take these inputs: {error}") from None
     bound.apply_defaults()
     kinds = {name: signature.parameters[name].kind for name in bound.arguments}
+    for name, value in bound.arguments.items():
+        for tensor in pytree.tree_leaves(value):
+            if isinstance(tensor, torch.Tensor) and tensor.layout is not torch.strided:
+                raise layout_error(f"the input '{name}' of {type(model).__name__}.forward", tensor)
     return BoundInputs(dict(bound.arguments), kinds)
+
+
+_SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
+
+
+def layout_error(what: str, tensor: torch.Tensor) -> NotImplementedError:
+    """The error for a tensor of a layout other than strided (sparse, mkldnn, jagged): cost rules price
+    a tensor by its shape, which for a sparse tensor overstates the work done on its stored elements."""
+    kind = "sparse tensors" if tensor.layout in _SPARSE_LAYOUTS else f"tensors of layout {tensor.layout}"
+    shape = "x".join(str(d) for d in tensor.shape)
+    return NotImplementedError(
+        f"{kind} are not supported: {what} is a {shape} tensor of layout {tensor.layout}. FLOPs are priced "
+        f"by shape, which for a sparse tensor would count every element, stored or not; to count the dense "
+        f"equivalent, pass tensor.to_dense()"
+    )
+
+
+def check_state_layouts(model: nn.Module) -> None:
+    """Raise :func:`layout_error` for a parameter or buffer of ``model`` that is not a strided tensor."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in named:
+            if tensor.layout is not torch.strided:
+                raise layout_error(f"the {kind} '{name}' of {type(model).__name__}", tensor)
 
 
 def has_tensor(value: Any) -> bool:

@@ -24,7 +24,25 @@ import torch
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:
+    """Bytes of ``tensor``'s elements; of a sparse tensor, the bytes of its indices and stored values."""
+    if tensor.layout is not torch.strided:
+        return sum(tensor_bytes(part) for part in strided_parts(tensor))
     return tensor.numel() * tensor.element_size()
+
+
+def strided_parts(tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The strided tensors that hold a tensor of another layout: a sparse tensor's indices and values
+    (none for a layout whose memory cannot be read, such as mkldnn's)."""
+    layout = tensor.layout
+    if layout is torch.strided:
+        return (tensor,)
+    if layout is torch.sparse_coo:
+        return (tensor._indices(), tensor._values())
+    if layout in (torch.sparse_csr, torch.sparse_bsr):
+        return (tensor.crow_indices(), tensor.col_indices(), tensor.values())
+    if layout in (torch.sparse_csc, torch.sparse_bsc):
+        return (tensor.ccol_indices(), tensor.row_indices(), tensor.values())
+    return ()
 
 
 def bytes_of(tensors: Iterable[torch.Tensor]) -> int:
@@ -35,7 +53,11 @@ def storages(tensors: Iterable[torch.Tensor]) -> dict[int, int]:
     """``{storage id: storage bytes}`` of ``tensors``."""
     found: dict[int, int] = {}
     for tensor in tensors:
-        storage = tensor.untyped_storage()
+        try:
+            storage = tensor.untyped_storage()
+        except (NotImplementedError, RuntimeError):  # a sparse tensor has no storage: its parts have
+            found.update(storages(strided_parts(tensor)))
+            continue
         found[storage._cdata] = storage.nbytes()
     return found
 
@@ -43,7 +65,7 @@ def storages(tensors: Iterable[torch.Tensor]) -> dict[int, int]:
 def storage_ids(tensors: Iterable[torch.Tensor]) -> set[int]:
     """Storage ids of ``tensors`` (uninitialized lazy parameters have none yet)."""
     lazy = torch.nn.parameter.UninitializedTensorMixin
-    return {t.untyped_storage()._cdata for t in tensors if not isinstance(t, lazy)}
+    return set(storages(t for t in tensors if not isinstance(t, lazy)))
 
 
 @dataclass(frozen=True)
