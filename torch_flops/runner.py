@@ -163,6 +163,32 @@ class _Step:
         return cost
 
 
+_IMMUTABLE = (fx.immutable_collections.immutable_list, fx.immutable_collections.immutable_dict)
+
+
+def _mutable(value: Any) -> Any:
+    """``value`` with FX's immutable lists and dicts (what ``map_arg`` builds) made plain lists and
+    dicts again, at any depth, as the model returns them; other values are returned as they are."""
+    kind = type(value)
+    if kind is _Tensor or not isinstance(value, (tuple, list, dict)):
+        return value
+    if isinstance(value, dict):
+        items = {key: _mutable(item) for key, item in value.items()}
+        return dict(items) if isinstance(value, _IMMUTABLE) else _same_or(value, items.values(), lambda: kind(items))
+    items = [_mutable(item) for item in value]
+    if isinstance(value, _IMMUTABLE):
+        return items
+    if kind is tuple or kind is list:
+        return _same_or(value, items, lambda: kind(items))
+    return _same_or(value, items, lambda: kind(*items) if hasattr(value, "_fields") else kind(items))
+
+
+def _same_or(value: Any, items: Any, rebuild: Callable[[], Any]) -> Any:
+    """``value`` itself when none of its items changed, else ``rebuild()``."""
+    old = value.values() if isinstance(value, dict) else value
+    return value if all(a is b for a, b in zip(old, items)) else rebuild()
+
+
 def _reads(node: fx.Node, slot: dict[fx.Node, int]) -> tuple[int, ...]:
     """The slots of the nodes ``node`` reads, in argument order, containers searched."""
     found: list[int] = []
@@ -259,7 +285,8 @@ class GraphRunner:
     def _output(self, values: list[Any]) -> Any:
         if self.output_node is None:
             return None
-        return self.gm.graph.process_outputs(fx.map_arg(self.output_node.args[0], lambda node: values[self.slot[node]]))
+        output = fx.map_arg(self.output_node.args[0], lambda node: values[self.slot[node]])
+        return self.gm.graph.process_outputs(_mutable(output))
 
     # -- FLOPs only ---------------------------------------------------------------------------------------
     def run_flops(self, inputs: list[Any]) -> tuple[Any, list[NodeRecord]]:
