@@ -58,7 +58,7 @@ def test_repeated_timing_reports_medians_and_a_plain_forward(capsys: pytest.Capt
     assert counter.plain_forward_ms is not None and counter.plain_forward_ms > 0
     counter.print_total_time()
     assert "sum of per-node medians; a plain forward takes" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="need warmup >= 0 and repeat >= 1"):
+    with pytest.raises(ValueError, match="repeat must be >= 1, got 0"):
         counter.propagate(torch.randn(2, 3, 8, 8), repeat=0)
 
 

@@ -20,6 +20,7 @@ from torch.nn.utils import stateless
 from torch.utils import _pytree as pytree
 
 from torch_flops import aggregate, render
+from torch_flops.arguments import check_bool, check_classes, check_int, check_str
 from torch_flops import inputs as model_inputs
 from torch_flops import memory
 from torch_flops.planning import IgnoreSpec, NodeObserver, NodePlan, plan_graph
@@ -104,15 +105,16 @@ class TorchFLOPsByFX:
         check_model(model)
         model = unwrap(model)  # DataParallel, DistributedDataParallel, torch.compile: the model inside
         check_memory_function(mem_func_name)
+        leaf_types = check_classes("leaf_types", leaf_types, nn.Module)
+        check_bool("auto_leaf", auto_leaf)
         model_inputs.check_state_layouts(model)
         ignore_ops = _check_ignore_ops(ignore_ops)
         if registry is not None and not isinstance(registry, CostRegistry):
             raise TypeError(f"registry must be a CostRegistry, got {type(registry).__name__}")
+        if concrete_args is not None and not isinstance(concrete_args, Mapping):
+            raise TypeError(f"concrete_args must be a mapping {{parameter name: value}}, got {type(concrete_args).__name__}")
         if extra_rules is not None and not isinstance(extra_rules, Mapping):
             raise TypeError(f"extra_rules must be a mapping {{key: rule}}, got {type(extra_rules).__name__}")
-        bad_leaves = [t for t in leaf_types if not isinstance(t, type)]
-        if bad_leaves:
-            raise TypeError(f"leaf_types must be module classes, got {bad_leaves!r}")
         unknown = sorted(set(concrete_args) - set(model_inputs.forward_signature(model).parameters)) if concrete_args else []
         if unknown:
             raise ValueError(
@@ -186,8 +188,9 @@ class TorchFLOPsByFX:
         kept for comparison (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat``
         are this method's own.
         """
-        if warmup < 0 or repeat < 1:
-            raise ValueError(f"need warmup >= 0 and repeat >= 1, got warmup={warmup}, repeat={repeat}")
+        check_bool("timing", timing)
+        warmup = check_int("warmup", warmup, minimum=0)
+        repeat = check_int("repeat", repeat, minimum=1)
         return self._propagate(args, kwargs, timing=timing, warmup=warmup, repeat=repeat)
 
     def propagate_shapes(
@@ -200,7 +203,10 @@ class TorchFLOPsByFX:
         models of any size. Inputs may be real or meta tensors, or given as ``input_shapes`` (one shape
         per positional input, of ``dtype``). Time and CUDA memory columns are ``None``. Ops whose
         control flow depends on tensor values cannot run on meta tensors."""
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r} ({type(dtype).__name__})")
         if input_shapes is not None:
+            input_shapes = _check_shapes(input_shapes)
             args = (*(torch.empty(tuple(shape), dtype=dtype, device="meta") for shape in input_shapes), *args)
         to_meta = lambda t: t if t.device.type == "meta" else torch.empty_like(t, device="meta")  # noqa: E731
         args, kwargs = pytree.tree_map_only(torch.Tensor, to_meta, (args, kwargs))
@@ -343,6 +349,9 @@ class TorchFLOPsByFX:
         """The module hierarchy (see :func:`torch_flops.aggregate.by_module`), ``depth`` levels below the
         root; ``sort`` by ``"path"`` (tree order) or a numeric field (``"flops"``, ``"macs"``,
         ``"params"``, ``"time_ms"``, ``"self_flops"`` ...), largest first; the first ``top`` rows."""
+        depth = check_int("depth", depth, minimum=0, optional=True)
+        check_str("sort", sort)
+        top = check_int("top", top, minimum=1, optional=True)
         rows = aggregate.by_module(
             self._require_records(), type(self.model).__name__, params_by_owner(self.model), depth,
             {name: type(m).__name__ for name, m in self.model.named_modules()},
@@ -351,6 +360,8 @@ class TorchFLOPsByFX:
 
     def by_op_type(self, sort: str = "flops", top: int | None = None) -> list[aggregate.OpTypeRow]:
         """FLOPs, MACs, count and time per op type (``nn.Conv2d``, ``operator.add``, ``aten.mm`` ...)."""
+        check_str("sort", sort)
+        top = check_int("top", top, minimum=1, optional=True)
         return aggregate.sort_rows(aggregate.by_op_type(self._require_records()), sort, top)
 
     def report(
@@ -363,6 +374,9 @@ class TorchFLOPsByFX:
         render.check_choice("view", view, VIEWS)
         render.check_choice("format", format, render.VIEW_KINDS)
         render.check_choice("unit", unit, render.UNITS)
+        depth = check_int("depth", depth, minimum=0, optional=True)
+        top = check_int("top", top, minimum=1, optional=True)
+        check_str("sort", sort, optional=True)
         records = self._require_records()
         total = self.total_flops if unit == "flops" else self.total_macs
         if view == "nodes":
@@ -468,6 +482,18 @@ class _PlainForward:
             elapsed = (self._probe.now() - start) * 1000.0
         self.times_ms.append(elapsed)
         return elapsed
+
+
+def _check_shapes(input_shapes: Any) -> list[tuple[int, ...]]:
+    """``input_shapes`` as a list of shapes, each a sequence of non-negative ints."""
+    if isinstance(input_shapes, (str, bytes)) or not isinstance(input_shapes, Iterable):
+        raise TypeError(f"input_shapes must be a list of shapes such as [(1, 3, 224, 224)], got {input_shapes!r}")
+    shapes = []
+    for i, shape in enumerate(input_shapes):
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, Iterable):
+            raise TypeError(f"input_shapes[{i}] must be a shape such as (1, 3, 224, 224), got {shape!r}")
+        shapes.append(tuple(check_int(f"input_shapes[{i}][{j}]", size, minimum=0) for j, size in enumerate(shape)))
+    return shapes
 
 
 def _check_ignore_ops(ignore_ops: Any) -> list[IgnoreSpec]:

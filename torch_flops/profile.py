@@ -16,6 +16,7 @@ import torch.fx as fx
 from torch import nn
 
 from torch_flops import render
+from torch_flops.arguments import check_bool
 from torch_flops.engine import TorchFLOPsByFX
 from torch_flops.layers import layer_rows
 from torch_flops.planning import NodePlan
@@ -102,6 +103,9 @@ def profile(
     knows; ``verbose=False`` prints nothing. ``params`` counts learnable parameters once, even when
     shared.
     """
+    check_bool("verbose", verbose)
+    if custom_ops is not None and not isinstance(custom_ops, Mapping):
+        raise TypeError(f"custom_ops must be a mapping {{module class: counter}}, got {type(custom_ops).__name__}")
     custom_ops = dict(custom_ops or {})
     bad_keys = [key for key in custom_ops if not (isinstance(key, type) and issubclass(key, nn.Module))]
     if bad_keys:
