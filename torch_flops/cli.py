@@ -15,6 +15,7 @@ import difflib
 import importlib
 import importlib.util
 import sys
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,11 @@ def _factory(spec: str) -> nn.Module:
 def _saved(path: str, trust_pickle: bool) -> nn.Module:
     if not Path(path).is_file():
         raise CliError(f"no such file: {path}")
+    if _is_torchscript(path):  # counted whole, by the aten-level fallback
+        if not trust_pickle:
+            raise CliError(f"{path} is a TorchScript archive (torch.jit.save), and loading it runs the code it holds; "
+                           f"pass --trust-pickle if you trust it")
+        return torch.jit.load(path, map_location="cpu")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
@@ -127,6 +133,14 @@ def _saved(path: str, trust_pickle: bool) -> nn.Module:
             f"and pass the file with --weights {path}"
         )
     raise CliError(f"{path} holds a {type(loaded).__name__}, not a model")
+
+
+def _is_torchscript(path: str) -> bool:
+    """Whether ``path`` is an archive written by ``torch.jit.save`` (it holds ``constants.pkl``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.rpartition("/")[2] == "constants.pkl" for name in archive.namelist())
 
 
 def load_model(spec: str, trust_pickle: bool = False) -> tuple[nn.Module, tuple[int, ...] | None]:
@@ -152,6 +166,21 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for an int ``>= minimum`` (the bounds the Python API checks)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
     "int64": torch.int64, "int32": torch.int32,
@@ -171,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--meta", action="store_true", help="shape-only: count without running real arithmetic")
     parser.add_argument("--view", choices=VIEWS, default="modules")
-    parser.add_argument("--depth", type=int, default=None, help="module hierarchy levels to show (modules view)")
-    parser.add_argument("--top", type=int, default=None, help="show the N largest rows")
+    parser.add_argument("--depth", type=_int_at_least(0), default=None, help="module hierarchy levels to show (modules view)")
+    parser.add_argument("--top", type=_int_at_least(1), default=None, help="show the N largest rows")
     parser.add_argument("--sort", default=None, help="sort rows by a field, e.g. flops, macs, params, time_ms")
     parser.add_argument("--format", choices=VIEW_KINDS, default="text")
     parser.add_argument("--unit", choices=UNITS, default="flops")
