@@ -222,6 +222,19 @@ def test_cli_layers_json_in_macs(factory: str, capsys: pytest.CaptureFixture[str
     assert sum(r["macs"] for r in document["rows"]) == document["totals"]["macs"] == TOTAL_MACS
 
 
+@pytest.mark.parametrize("top", ["-1", "0", "two"])
+def test_cli_rejects_a_bad_top(factory: str, top: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main([factory, "--input-shape", "8,64", "--view", "layers", "--top", top])
+    assert info.value.code == 2
+    assert f"argument --top: expected a positive number of rows, got '{top}'" in capsys.readouterr().err
+
+
+def test_cli_bad_sort_field_is_a_usage_error(factory: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main([factory, "--input-shape", "8,64", "--view", "layers", "--sort", "speed"])
+    assert code == 2 and "torch-flops: error: cannot sort by 'speed'" in capsys.readouterr().err
+
+
 # -- the node view sorts the same way ------------------------------------------------------------------
 def test_node_view_top_follows_the_unit_and_puts_uncounted_nodes_last() -> None:
     class Inverse(nn.Module):
