@@ -152,6 +152,16 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of rows, got {text!r}")
+    return value
+
+
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
     "int64": torch.int64, "int32": torch.int32,
@@ -172,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--meta", action="store_true", help="shape-only: count without running real arithmetic")
     parser.add_argument("--view", choices=VIEWS, default="modules")
     parser.add_argument("--depth", type=int, default=None, help="module hierarchy levels to show (modules view)")
-    parser.add_argument("--top", type=int, default=None, help="show the N largest rows")
-    parser.add_argument("--sort", default=None, help="sort rows by a field, e.g. flops, macs, params, time_ms")
+    parser.add_argument("--top", type=_positive_int, default=None,
+                        help="show the N largest rows (by --sort, else by --unit; in tree order for the modules view)")
+    parser.add_argument("--sort", default=None, help="sort rows by a field, largest first, e.g. flops, macs, params, time_ms")
     parser.add_argument("--format", choices=VIEW_KINDS, default="text")
     parser.add_argument("--unit", choices=UNITS, default="flops")
     parser.add_argument("--output", metavar="FILE", help="write the table to FILE instead of standard output")
@@ -220,7 +231,10 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
             counter.propagate(*inputs)
     except TypeError as error:
         raise CliError(f"{args.model} cannot take inputs of shapes {shapes}: {error}", EXIT_RUN) from None
-    text = counter.report(args.view, args.format, depth=args.depth, top=args.top, sort=args.sort, unit=args.unit)
+    try:
+        text = counter.report(args.view, args.format, depth=args.depth, top=args.top, sort=args.sort, unit=args.unit)
+    except ValueError as error:  # a field the view cannot sort by, a bad depth: the arguments, not the model
+        raise CliError(str(error)) from None
     if args.format == "text":
         summary = f"total: {counter.total_flops:,} FLOPs, {counter.total_macs:,} MACs, {sum(p.numel() for p in model.parameters()):,} params"
         if counter.unsupported:

@@ -400,7 +400,7 @@ class TorchFLOPsByFX:
         if view == "nodes":
             rows: list[Any] = list(records)
             if sort is not None or top is not None:
-                rows = aggregate.sort_rows(rows, sort or "flops", top)
+                rows = aggregate.sort_rows(rows, sort or unit, top)
             text = None if format == "json" else render.node_table(rows, unit, format)
         elif view == "modules":
             rows = self.by_module(depth, sort or "path", top)
@@ -409,10 +409,10 @@ class TorchFLOPsByFX:
             rows = self.by_op_type(sort or ("flops" if unit == "flops" else "macs"), top)
             text = None if format == "json" else render.op_type_table(rows, total, unit, format)
         else:
-            layers, layer_total = layer_rows(self.model, records)
-            rows = layers[:top] if top else layers
-            kind = "text" if format == "json" else format
-            text = None if format == "json" else render.to_layer_table(rows, layer_total, kind)
+            rows, layer_total = layer_rows(self.model, records, unit=unit)
+            if sort is not None or top is not None:
+                rows = aggregate.sort_rows(rows, sort or unit, top)
+            text = None if format == "json" else render.to_layer_table(rows, layer_total, format, unit=unit)
         if text is not None:
             return text
         return json.dumps(self.to_json_document(view, rows, unit), indent=1)
