@@ -251,11 +251,16 @@ class TorchFLOPsByFX:
         probe = Probe(device, self.mem_func_name)
         swap = _reparametrize(gm, _meta_state(gm)) if shape_only else contextlib.nullcontext()
         timed = timing and not shape_only
-        with eval_mode(modules=graph.modules), swap:
-            if not timed or (warmup == 0 and repeat == 1):
-                output, records, self._liveness = graph.runner.run(inputs, probe, timing=timed, observer=observer)
-            else:
-                output, records, self._liveness = self._run_repeated(graph, bound, inputs, state, probe, observer, warmup, repeat)
+        before = AfterRun(named_modules(self.model), ()) if shape_only else None  # a shape-only run is not a forward
+        try:
+            with eval_mode(modules=graph.modules), swap:
+                if not timed or (warmup == 0 and repeat == 1):
+                    output, records, self._liveness = graph.runner.run(inputs, probe, timing=timed, observer=observer)
+                else:
+                    output, records, self._liveness = self._run_repeated(graph, bound, inputs, state, probe, observer, warmup, repeat)
+        finally:
+            if before is not None:
+                before.restore()
         self.records = records
         return output
 

@@ -20,6 +20,7 @@ followed one level deep: a list inside a list attribute is compared by identity 
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,8 +28,10 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_globals
 
-_IGNORED = frozenset({"training"})
-_CONTAINERS = (list, dict, set)  # dict subclasses (OrderedDict, the hook tables) included
+_IGNORED = "training"  # the one attribute tracing and counting set themselves (eval mode)
+_CONTAINERS = frozenset({dict, collections.OrderedDict, list, set})  # the hook tables are OrderedDicts
+_TABLES = ("_parameters", "_buffers", "_modules")  # reported by the names of their entries
+_MISSING = object()
 
 FORWARD_HOOK_TABLES = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 """The hook tables of a module that change what calling it does (the ``*_with_kwargs`` and
@@ -38,119 +41,117 @@ _GLOBAL_HOOK_TABLES = ("_global_forward_pre_hooks", "_global_forward_hooks", "_g
                        "_global_backward_hooks")
 
 
-def _contents(value: Any) -> tuple[Any, ...]:
-    """A container's contents as a tuple: a list's items, a dict's keys and values, a set's members."""
-    if isinstance(value, dict):
-        return (*value.keys(), *value.values())
-    if isinstance(value, list):
-        return tuple(value)
-    return tuple(value)  # a set
-
-
-def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
-
-
-class _ModuleState:
-    """One module's attributes and the contents of its containers, as they were."""
-
-    __slots__ = ("module", "cls", "forward", "attributes", "contents")
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-        self.cls = type(module)
-        self.forward = getattr(type(module), "forward", None)
-        self.attributes = dict(module.__dict__)
-        self.contents = {
-            name: (value, _contents(value), value.copy())
-            for name, value in self.attributes.items() if isinstance(value, _CONTAINERS)
-        }
-
-    def changed(self) -> list[str]:
-        """The attributes assigned, deleted or added since, and the containers whose contents changed."""
-        now = self.module.__dict__
-        names = [name for name in now.keys() - self.attributes.keys() if name not in _IGNORED]
-        for name, value in self.attributes.items():
-            if name in _IGNORED:
-                continue
-            if name not in now or now[name] is not value:
-                names.append(name)
-            elif name in self.contents and not _same(_contents(value), self.contents[name][1]):
-                names.append(name)
-        return sorted(names)
-
-    def matches(self, module: nn.Module) -> bool:
-        if module is not self.module or type(module) is not self.cls or getattr(self.cls, "forward", None) is not self.forward:
-            return False
-        now = module.__dict__
-        if len(now) != len(self.attributes):
-            return False
-        for name, value in self.attributes.items():
-            if name in _IGNORED:
-                continue
-            if now.get(name, _MISSING) is not value:
-                return False
-        for value, contents, _ in self.contents.values():
-            if not _same(_contents(value), contents):
-                return False
+def _same_contents(container: Any, copy: Any) -> bool:
+    """Whether ``container`` holds the very objects ``copy`` (a copy made earlier) holds, in order."""
+    if len(container) != len(copy):
+        return False
+    if not container:
         return True
-
-    def restore(self) -> None:
-        """Put back every attribute (the same objects) and every container's contents."""
-        now = self.module.__dict__
-        training = now.get("training")
-        for name in now.keys() - self.attributes.keys():
-            del now[name]
-        for value, _, copy in self.contents.values():
-            if isinstance(value, dict):
-                if not _same(_contents(value), _contents(copy)):
-                    value.clear()
-                    value.update(copy)
-            elif isinstance(value, list):
-                if not _same(tuple(value), tuple(copy)):
-                    value[:] = copy
-            elif value != copy:
-                value.clear()
-                value.update(copy)
-        now.update(self.attributes)
-        if training is not None:
-            now["training"] = training
-
-
-_MISSING = object()
+    if type(container) is set:
+        return container == copy
+    if isinstance(container, dict):
+        return list(container) == list(copy) and list(map(id, container.values())) == list(map(id, copy.values()))
+    return list(map(id, container)) == list(map(id, copy))
 
 
 class ModelSnapshot:
-    """The attributes of every module of a model, by path (see the module docstring)."""
+    """The attributes of every module of a model (see the module docstring), by path.
+
+    Attributes are compared by the ``id`` of every value, in C (``map(id, ...)``): the snapshot holds
+    each value, so no id can be reused by another object while it lives. A snapshot is taken at every
+    trace and compared at every run, so the state is kept in flat lists made by comprehensions, and
+    compared list against list; only the modules found to differ are looked at one by one."""
 
     def __init__(self, named: Iterable[tuple[str, nn.Module]]) -> None:
-        self.states = [(path, _ModuleState(module)) for path, module in named]
+        named = list(named)
+        self.paths = [path for path, _ in named]
+        self.modules = [module for _, module in named]
+        self.classes = list(map(type, self.modules))
+        self.forwards = [getattr(cls, "forward", None) for cls in self.classes]
+        self.attributes = [module.__dict__.copy() for module in self.modules]
+        self.ids = [list(map(id, attributes.values())) for attributes in self.attributes]
+        # every list, dict and set attribute: its module's index, itself, and a copy (() when empty:
+        # most of a module's tables are empty, and copying them would be most of the cost)
+        held = [(i, value) for i, attributes in enumerate(self.attributes) for value in attributes.values() if type(value) in _CONTAINERS]
+        self.owners = [i for i, _ in held]
+        self.containers = [value for _, value in held]
+        self.copies = [value.copy() if value else () for _, value in held]
+        self.lengths = list(map(len, self.containers))
+        self.filled = [k for k, length in enumerate(self.lengths) if length]
+
+    def _differing(self) -> list[int]:
+        """The indices of the modules whose attributes or containers differ from the snapshot (their
+        ``training`` flags aside)."""
+        found = set()
+        ids = [list(map(id, module.__dict__.values())) for module in self.modules]
+        if ids != self.ids:
+            found.update(i for i, (now, then) in enumerate(zip(ids, self.ids)) if now != then and not self._only_training(i))
+        lengths = list(map(len, self.containers))
+        if lengths != self.lengths:
+            found.update(self.owners[k] for k, (now, then) in enumerate(zip(lengths, self.lengths)) if now != then)
+        found.update(self.owners[k] for k in self.filled if not _same_contents(self.containers[k], self.copies[k]))
+        return sorted(found)
+
+    def _only_training(self, i: int) -> bool:
+        now, then = self.modules[i].__dict__, self.attributes[i]
+        return now.keys() == then.keys() and all(now[name] is value for name, value in then.items() if name != _IGNORED)
+
+    def _changed(self, i: int) -> list[str]:
+        """What module ``i`` had assigned, deleted or added since, by name: an attribute, a container
+        attribute whose contents changed, or an entry of its parameter, buffer or submodule table."""
+        now, then = self.modules[i].__dict__, self.attributes[i]
+        names = list(now.keys() - then.keys())
+        names += [name for name, value in then.items() if name != _IGNORED and now.get(name, _MISSING) is not value]
+        for k, owner in enumerate(self.owners):
+            value, copy = self.containers[k], self.copies[k]
+            if owner != i or _same_contents(value, copy):
+                continue
+            name = next(name for name, held in then.items() if held is value)
+            if name in _TABLES:
+                copy = copy or {}
+                names += [key for key in value.keys() | copy.keys() if value.get(key, _MISSING) is not copy.get(key, _MISSING)]
+            else:
+                names.append(name)
+        return sorted(set(names))
 
     def changed(self) -> dict[str, list[str]]:
-        """``{module path: [attribute names]}`` for every module written to since the snapshot."""
-        found = {}
-        for path, state in self.states:
-            names = state.changed()
-            if names:
-                found[path] = names
-        return found
+        """``{module path: [names]}`` for every module written to since the snapshot."""
+        return {self.paths[i]: self._changed(i) for i in self._differing()}
 
     def restore(self) -> None:
-        for _, state in self.states:
-            state.restore()
+        """Put back every module's attributes (the same objects) and its containers' contents."""
+        differing = set(self._differing())
+        if not differing:
+            return
+        for k, owner in enumerate(self.owners):
+            value, copy = self.containers[k], self.copies[k]
+            if owner in differing and not _same_contents(value, copy):
+                if isinstance(value, list):
+                    value[:] = copy
+                else:
+                    value.clear()
+                    value.update(copy or {})
+        for i in differing:
+            now = self.modules[i].__dict__
+            training = now.get(_IGNORED)
+            for name in now.keys() - self.attributes[i].keys():
+                del now[name]
+            now.update(self.attributes[i])
+            if training is not None:
+                now[_IGNORED] = training
 
     def matches(self, named: Iterable[tuple[str, nn.Module]]) -> bool:
-        """Whether ``named`` (a fresh walk of the model's modules) is the tree snapshotted, unchanged."""
-        count = 0
-        states = self.states
-        for path, module in named:
-            if count >= len(states):
-                return False
-            known_path, state = states[count]
-            if path != known_path or not state.matches(module):
-                return False
-            count += 1
-        return count == len(states)
+        """Whether ``named`` (a fresh walk of the model's modules) is the tree snapshotted, unchanged: the
+        same modules at the same paths, of the same classes with the same ``forward``, holding the same
+        attributes."""
+        named = list(named)
+        modules = [module for _, module in named]
+        if list(map(id, modules)) != list(map(id, self.modules)) or [path for path, _ in named] != self.paths:
+            return False
+        classes = list(map(type, modules))
+        if classes != self.classes or [getattr(cls, "forward", None) for cls in classes] != self.forwards:
+            return False
+        return not self._differing()
 
 
 def hooked_modules(named: Iterable[tuple[str, nn.Module]]) -> dict[str, str]:
