@@ -188,9 +188,12 @@ class TorchFLOPsByFX:
         :meth:`propagate_shapes`).
 
         ``timing=False`` counts FLOPs only, close to the model's own speed, without time, memory or
-        byte columns (:mod:`torch_flops.runner`). With timing, the graph runs ``warmup``
-        times untimed, then ``repeat`` times; each node's ``time_ms`` is its median over the timed runs
-        (``time_min_ms`` the fastest). When ``repeat > 1`` a plain ``model(...)`` is timed after each
+        byte columns (:mod:`torch_flops.runner`). With timing and ``warmup > 0`` or ``repeat > 1``,
+        the graph runs once for the caller (untimed; its output and its effects on inputs, model and
+        random generators are the ones the caller sees), ``warmup`` times more untimed, then
+        ``repeat`` times timed, on fresh copies of inputs the model writes in place, and the model and
+        generators are put back as the first run left them; each node's ``time_ms`` is its median over
+        the timed runs (``time_min_ms`` the fastest). When ``repeat > 1`` a plain ``model(...)`` is timed after each
         timed run, interleaved with them so that changing load weighs on both alike, and its median is
         kept for comparison (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat``
         are this method's own.
