@@ -389,9 +389,9 @@ def make_parallel():
 
 
 @pytest.mark.parametrize("option, message", [
-    (["--depth", "-1"], "argument --depth: must be >= 0, got -1"),
-    (["--depth", "x"], "argument --depth: expected an int, got 'x'"),
-    (["--top", "0"], "argument --top: must be >= 1, got 0"),
+    (["--depth", "-1"], "argument --depth: expected a number of levels >= 0, got '-1'"),
+    (["--depth", "x"], "argument --depth: expected a number of levels >= 0, got 'x'"),
+    (["--top", "0"], "argument --top: expected a positive number of rows, got '0'"),
 ])
 def test_cli_int_options_name_the_option(option: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     from torch_flops import cli

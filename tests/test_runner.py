@@ -62,17 +62,33 @@ def test_repeated_timing_reports_medians_and_a_plain_forward(capsys: pytest.Capt
         counter.propagate(torch.randn(2, 3, 8, 8), repeat=0)
 
 
+_CALLS: list[str] = []
+
+
+class _Outer(torch.nn.Module):
+    """Records a plain forward in ``_CALLS``: a graph run never executes this ``forward`` (it was traced)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _CALLS.append("plain")
+        return self.fc(x)
+
+
 def test_plain_forwards_are_interleaved_with_the_timed_runs() -> None:
-    """One untimed plain forward after the warm-ups, then each timed graph run followed by a timed plain
-    forward: the graph runs call the leaf only, a plain forward calls the model and then the leaf."""
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    """The caller's run first, then the warm-ups and one untimed plain forward, then each timed graph
+    run followed by a timed plain forward: the graph runs call the leaf only, a plain forward runs the
+    model's ``forward`` and then the leaf."""
+    calls = _CALLS
+    model = _Outer()
+    model.fc.register_forward_pre_hook(lambda module, args: calls.append("leaf"))
     counter = TorchFLOPsByFX(model)
-    calls: list[str] = []
-    model.register_forward_pre_hook(lambda module, args: calls.append("plain"))
-    model[0].register_forward_pre_hook(lambda module, args: calls.append("leaf"))
+    calls.clear()  # the trace ran forward once
     counter.propagate(torch.randn(2, 4), warmup=1, repeat=3)
     graph_run, plain_forward = ["leaf"], ["plain", "leaf"]
-    assert calls == graph_run + plain_forward + (graph_run + plain_forward) * 3
+    assert calls == graph_run * 2 + plain_forward + (graph_run + plain_forward) * 3
     calls.clear()
     counter.propagate(torch.randn(2, 4), repeat=1)  # one run: no plain forward to compare with
     assert calls == graph_run and counter.plain_forward_ms is None

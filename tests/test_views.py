@@ -82,17 +82,27 @@ def test_every_view_in_every_format_names_its_unit(resnet18: TorchFLOPsByFX, vie
     text = resnet18.report(view, "text", depth=1)
     md = resnet18.report(view, "md", depth=1)
     rows = list(csv.reader(io.StringIO(resnet18.report(view, "csv", depth=1))))
-    unit = "MACs" if view == "layers" else "FLOPs"
-    assert unit in text.splitlines()[0] and unit in md.splitlines()[0] and unit in rows[0]
+    assert "FLOPs" in text.splitlines()[0] and "FLOPs" in md.splitlines()[0] and "FLOPs" in rows[0]
     assert md.splitlines()[1].startswith("|-")
-    if view != "layers":
-        assert "MACs" in resnet18.report(view, "text", depth=1, unit="macs").splitlines()[0]
+    macs_header = resnet18.report(view, "text", depth=1, unit="macs").splitlines()[0]
+    assert "MACs" in macs_header and "FLOPs" not in macs_header
     document = json.loads(resnet18.report(view, "json", depth=1))
     assert document["schema"] == "torch_flops/result" and document["version"] == 1
     assert document["torch_version"] == torch.__version__ and document["view"] == view
     assert document["inputs"] == [{"name": "x", "shape": [1, 3, 224, 224], "dtype": "float32"}]
     assert document["totals"]["flops"] == 3_640_289_280 and document["totals"]["params"] == 11_689_512
     assert "matmul" in document["conventions"] and document["rows"]
+
+
+@pytest.mark.parametrize(("unit", "total"), [("flops", 3_640_289_280), ("macs", 1_824_034_280)])
+def test_layer_rows_sum_to_the_total_in_either_unit(resnet18: TorchFLOPsByFX, unit: str, total: int) -> None:
+    rows = json.loads(resnet18.report("layers", "json", unit=unit))["rows"]
+    assert sum(r[unit] for r in rows) == total and sum(r["params"] for r in rows) == 11_689_512
+    paths = {r["path"] for r in rows}
+    # a BasicBlock's own forward runs the residual add: FLOPs, no MACs, so the block has a row in FLOPs only
+    assert ("layer1.0" in paths) is (unit == "flops")
+    top = json.loads(resnet18.report("layers", "json", unit=unit, top=1))["rows"]
+    assert [r["path"] for r in top] == ["conv1"]  # 235,225,088 FLOPs, 118,013,952 MACs: the largest layer
 
 
 def test_csv_of_modules_has_raw_numbers(resnet18: TorchFLOPsByFX) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch_flops.records import LayerRecord, NodeRecord, Shape, Status
 
@@ -293,14 +294,20 @@ def by_op_type(records: Sequence[NodeRecord]) -> list[OpTypeRow]:
 
 def sort_rows(rows: list, key: str, top: int | None = None) -> list:
     """Rows sorted by a numeric field, largest first (``key="path"`` / ``"op_type"`` keeps their order),
-    then the first ``top``."""
+    then the first ``top``. Rows without a value (an unsupported node's FLOPs, a time not measured)
+    come last; ties keep their order."""
     if key not in ("path", "op_type", "order"):
         if not rows or not hasattr(rows[0], key):
             fields = ", ".join(f for f in getattr(rows[0], "__dataclass_fields__", {})) if rows else ""
             raise ValueError(f"cannot sort by {key!r}; sort by one of: {fields}")
-        rows = sorted(rows, key=lambda row: getattr(row, key), reverse=True)
+        rows = sorted(rows, key=lambda row: _present_first(getattr(row, key)), reverse=True)
     if top is not None:
         if top < 1:
             raise ValueError(f"top must be >= 1, got {top}")
         rows = rows[:top]
     return rows
+
+
+def _present_first(value: Any) -> tuple[bool, Any]:
+    """A sort key under which ``None`` is below every value (largest-first sorts put it last)."""
+    return (value is not None, 0 if value is None else value)

@@ -166,16 +166,17 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type`` for an int ``>= minimum`` (the bounds the Python API checks)."""
+def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse ``type`` for an int ``>= minimum`` (the bounds the Python API checks); ``what`` names
+    the value in the error (argparse adds the option: ``argument --top: expected ..., got '0'``)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
     return parse
@@ -200,9 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--meta", action="store_true", help="shape-only: count without running real arithmetic")
     parser.add_argument("--view", choices=VIEWS, default="modules")
-    parser.add_argument("--depth", type=_int_at_least(0), default=None, help="module hierarchy levels to show (modules view)")
-    parser.add_argument("--top", type=_int_at_least(1), default=None, help="show the N largest rows")
-    parser.add_argument("--sort", default=None, help="sort rows by a field, e.g. flops, macs, params, time_ms")
+    parser.add_argument("--depth", type=_int_at_least(0, "a number of levels >= 0"), default=None, help="module hierarchy levels to show (modules view)")
+    parser.add_argument("--top", type=_int_at_least(1, "a positive number of rows"), default=None,
+                        help="show the N largest rows (by --sort, else by --unit; in tree order for the modules view)")
+    parser.add_argument("--sort", default=None, help="sort rows by a field, largest first, e.g. flops, macs, params, time_ms")
     parser.add_argument("--format", choices=VIEW_KINDS, default="text")
     parser.add_argument("--unit", choices=UNITS, default="flops")
     parser.add_argument("--output", metavar="FILE", help="write the table to FILE instead of standard output")
@@ -249,7 +251,10 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
             counter.propagate(*inputs)
     except TypeError as error:
         raise CliError(f"{args.model} cannot take inputs of shapes {shapes}: {error}", EXIT_RUN) from None
-    text = counter.report(args.view, args.format, depth=args.depth, top=args.top, sort=args.sort, unit=args.unit)
+    try:
+        text = counter.report(args.view, args.format, depth=args.depth, top=args.top, sort=args.sort, unit=args.unit)
+    except ValueError as error:  # a field the view cannot sort by, a bad depth: the arguments, not the model
+        raise CliError(str(error)) from None
     if args.format == "text":
         summary = f"total: {counter.total_flops:,} FLOPs, {counter.total_macs:,} MACs, {sum(p.numel() for p in model.parameters()):,} params"
         if counter.unsupported:

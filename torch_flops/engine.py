@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import statistics
 import os
@@ -29,6 +28,8 @@ from torch_flops.runner import GraphRunner
 from torch_flops.measure import Probe, check_memory_function, gc_paused, run_device, tensors_in
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
+from torch_flops.model_state import AfterRun, Versions
+from torch_flops.tracer import named_modules
 from torch_flops.tracing import TraceResult, check_model, eval_mode, state_tensors, trace
 from torch_flops.wrappers import unwrap
 
@@ -139,22 +140,32 @@ class TorchFLOPsByFX:
         self._input_info: list[dict[str, Any]] = []
 
     def _graph_for(self, bound: model_inputs.BoundInputs) -> _Graph:
-        """The traced graph, its plans and concrete arguments for inputs like ``bound`` (cached)."""
-        key = (model_inputs.input_spec(bound), tuple(sorted(self.concrete_args.items(), key=lambda kv: kv[0])))
+        """The traced graph, its plans and concrete arguments for inputs like ``bound``.
+
+        A graph is reused only for inputs it was specialised on exactly (tensors in the same places,
+        plain values equal: :func:`torch_flops.inputs.input_spec`) and while the model is the tree it
+        was traced from (:meth:`~torch_flops.model_state.ModelSnapshot.matches`); otherwise the model is
+        traced again."""
+        spec = model_inputs.input_spec(bound)
+        key = None if spec is None else (spec, tuple(sorted(self.concrete_args.items(), key=lambda kv: kv[0])))
         try:
-            return self._graphs[key]
-        except (KeyError, TypeError):
-            pass
+            entry = self._graphs.get(key) if key is not None else None
+        except TypeError:  # an unhashable concrete value: do not cache
+            entry, key = None, None
+        if entry is not None:
+            if entry.result.snapshot is None or entry.result.snapshot.matches(named_modules(self.model)):
+                return entry
+            self._graphs.clear()  # the model changed since: no graph of it is current
         concrete = model_inputs.concrete_args(bound) | self.concrete_args
-        result = trace(self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf, model_inputs.variadics(bound))
+        result = trace(
+            self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf, model_inputs.variadics(bound), bound.positional,
+        )
         gm, paths = result.graph_module, result.modules_by_path
         plans = plan_graph(gm, self.registry, self.ignore_ops, paths)
         modules = [gm, *paths.values()]  # the graph module holds only the model's modules: modules_of(gm, model)
         entry = _Graph(result, plans, modules, GraphRunner(gm, plans, self.registry, paths))
-        try:
+        if key is not None:
             self._graphs[key] = entry
-        except TypeError:  # an unhashable concrete value: do not cache
-            pass
         return entry
 
     @property
@@ -181,9 +192,12 @@ class TorchFLOPsByFX:
         :meth:`propagate_shapes`).
 
         ``timing=False`` counts FLOPs only, close to the model's own speed, without time, memory or
-        byte columns (:mod:`torch_flops.runner`). With timing, the graph runs ``warmup``
-        times untimed, then ``repeat`` times; each node's ``time_ms`` is its median over the timed runs
-        (``time_min_ms`` the fastest). When ``repeat > 1`` a plain ``model(...)`` is timed after each
+        byte columns (:mod:`torch_flops.runner`). With timing and ``warmup > 0`` or ``repeat > 1``,
+        the graph runs once for the caller (untimed; its output and its effects on inputs, model and
+        random generators are the ones the caller sees), ``warmup`` times more untimed, then
+        ``repeat`` times timed, on fresh copies of inputs the model writes in place, and the model and
+        generators are put back as the first run left them; each node's ``time_ms`` is its median over
+        the timed runs (``time_min_ms`` the fastest). When ``repeat > 1`` a plain ``model(...)`` is timed after each
         timed run, interleaved with them so that changing load weighs on both alike, and its median is
         kept for comparison (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat``
         are this method's own.
@@ -248,24 +262,52 @@ class TorchFLOPsByFX:
         probe = Probe(device, self.mem_func_name)
         swap = _reparametrize(gm, _meta_state(gm)) if shape_only else contextlib.nullcontext()
         timed = timing and not shape_only
-        with eval_mode(modules=graph.modules), swap:
-            for _ in range(warmup if timed else 0):
-                graph.runner.run_flops(inputs)
-            plain = _PlainForward(self.model, bound, probe) if timed and repeat > 1 else None
-            if plain is not None:
-                plain.warm_up()
-            runs = []
-            for _ in range(repeat if timed else 1):
-                runs.append(graph.runner.run(inputs, probe, timing=timed, observer=observer))
-                if plain is not None:
-                    plain.time()
-            if plain is not None:
-                self.plain_forward_ms = statistics.median(plain.times_ms)
-        output, records, self._liveness = runs[-1]
-        if len(runs) > 1:
-            records = _median_times(records, [r[1] for r in runs])
+        before = AfterRun(named_modules(self.model), ()) if shape_only else None  # a shape-only run is not a forward
+        try:
+            with eval_mode(modules=graph.modules), swap:
+                if not timed or (warmup == 0 and repeat == 1):
+                    output, records, self._liveness = graph.runner.run(inputs, probe, timing=timed, observer=observer)
+                else:
+                    output, records, self._liveness = self._run_repeated(graph, bound, inputs, state, probe, observer, warmup, repeat)
+        finally:
+            if before is not None:
+                before.restore()
         self.records = records
         return output
+
+    def _run_repeated(
+        self, graph: _Graph, bound: model_inputs.BoundInputs, inputs: list[Any], state: list[torch.Tensor], probe: Probe,
+        observer: NodeObserver | None, warmup: int, repeat: int,
+    ) -> tuple[Any, list[NodeRecord], memory.Liveness]:
+        """One run on the caller's inputs, whose output, records and effects the caller gets, then
+        ``warmup`` untimed and ``repeat`` timed runs, each followed by a timed plain forward when
+        ``repeat > 1``; the records take each node's median and fastest time over the timed runs.
+
+        The extra runs leave no trace: they run on fresh copies of the inputs when the first run wrote
+        to them in place, and afterwards the model's attributes, the parameters and buffers the first
+        run wrote, and the random number generators are put back as the first run left them."""
+        pristine = _clone_tensors(inputs)
+        input_versions, state_versions = Versions(tensors_in(inputs)), Versions(state)
+        output, records, liveness = graph.runner.run(inputs, probe, timing=False, observer=observer)
+        inputs_written = bool(input_versions.written())
+        fresh = (lambda: _clone_tensors(pristine)) if inputs_written else (lambda: inputs)  # noqa: E731
+        after_first = AfterRun(named_modules(self.model), state_versions.written())
+        try:
+            for _ in range(warmup):
+                graph.runner.run_flops(fresh())
+            plain = _PlainForward(self.model, bound, probe, copy_inputs=inputs_written) if repeat > 1 else None
+            if plain is not None:
+                plain.warm_up()
+            timed_runs = []
+            for _ in range(repeat):
+                timed_runs.append(graph.runner.run(fresh(), probe, timing=True)[1])
+                if plain is not None:
+                    plain.time()
+        finally:
+            after_first.restore()
+        if plain is not None:
+            self.plain_forward_ms = statistics.median(plain.times_ms)
+        return output, _median_times(records, timed_runs), liveness
 
     def _require_records(self) -> list[NodeRecord]:
         if not self.records:
@@ -382,7 +424,7 @@ class TorchFLOPsByFX:
         if view == "nodes":
             rows: list[Any] = list(records)
             if sort is not None or top is not None:
-                rows = aggregate.sort_rows(rows, sort or "flops", top)
+                rows = aggregate.sort_rows(rows, sort or unit, top)
             text = None if format == "json" else render.node_table(rows, unit, format)
         elif view == "modules":
             rows = self.by_module(depth, sort or "path", top)
@@ -391,10 +433,10 @@ class TorchFLOPsByFX:
             rows = self.by_op_type(sort or ("flops" if unit == "flops" else "macs"), top)
             text = None if format == "json" else render.op_type_table(rows, total, unit, format)
         else:
-            layers, layer_total = layer_rows(self.model, records)
-            rows = layers[:top] if top else layers
-            kind = "text" if format == "json" else format
-            text = None if format == "json" else render.to_layer_table(rows, layer_total, kind)
+            rows, layer_total = layer_rows(self.model, records, unit=unit)
+            if sort is not None or top is not None:
+                rows = aggregate.sort_rows(rows, sort or unit, top)
+            text = None if format == "json" else render.to_layer_table(rows, layer_total, format, unit=unit)
         if text is not None:
             return text
         return json.dumps(self.to_json_document(view, rows, unit), indent=1)
@@ -445,6 +487,11 @@ def _meta_state(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
     return {name: stand_ins[id(t)] for name, t in state.items()}
 
 
+def _clone_tensors(values: Any) -> Any:
+    """``values`` with every tensor in it replaced by a copy."""
+    return pytree.tree_map_only(torch.Tensor, torch.Tensor.clone, values)
+
+
 def _median_times(records: list[NodeRecord], runs: list[list[NodeRecord]]) -> list[NodeRecord]:
     """``records`` with each node's median and minimum time over ``runs``."""
     out = []
@@ -463,22 +510,28 @@ class _PlainForward:
     The caller times one after each timed graph run, so that load which changes while the runs go on
     weighs on the graph's times and the plain forward's alike."""
 
-    def __init__(self, model: nn.Module, bound: model_inputs.BoundInputs, probe: Probe) -> None:
-        args, kwargs = model_inputs.call_arguments(bound)
-        self._call = functools.partial(model, *args, **kwargs)
+    def __init__(self, model: nn.Module, bound: model_inputs.BoundInputs, probe: Probe, copy_inputs: bool = False) -> None:
+        self._model = model
+        self._arguments = model_inputs.call_arguments(bound)
+        self._copy_inputs = copy_inputs  # each call on fresh copies of the inputs (the model writes to them)
         self._probe = probe
         self.times_ms: list[float] = []
 
+    def _call_arguments(self) -> tuple[list[Any], dict[str, Any]]:
+        return _clone_tensors(self._arguments) if self._copy_inputs else self._arguments
+
     def warm_up(self) -> None:
         """One untimed call."""
+        args, kwargs = self._call_arguments()
         with torch.no_grad():
-            self._call()
+            self._model(*args, **kwargs)
 
     def time(self) -> float:
         """Time one call; return and keep its milliseconds."""
+        args, kwargs = self._call_arguments()
         with torch.no_grad():
             start = self._probe.now()
-            self._call()
+            self._model(*args, **kwargs)
             elapsed = (self._probe.now() - start) * 1000.0
         self.times_ms.append(elapsed)
         return elapsed

@@ -14,6 +14,7 @@ the graph's placeholders in order.
 
 from __future__ import annotations
 
+import enum
 import inspect
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class BoundInputs:
 
     values: dict[str, Any]
     kinds: dict[str, inspect._ParameterKind]
+    positional: int | None = None  # how many arguments the call passed by position (None: not known)
 
 
 def bind(model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> BoundInputs:
@@ -66,7 +68,7 @@ def bind(model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> 
         for tensor in pytree.tree_leaves(value):
             if isinstance(tensor, torch.Tensor) and tensor.layout is not torch.strided:
                 raise layout_error(f"the input '{name}' of {type(model).__name__}.forward", tensor)
-    return BoundInputs(dict(bound.arguments), kinds)
+    return BoundInputs(dict(bound.arguments), kinds, len(args))
 
 
 _SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
@@ -114,33 +116,51 @@ def concrete_args(bound: BoundInputs) -> dict[str, Any]:
     return concrete
 
 
-def _leaf_key(leaf: Any) -> Hashable:
-    if isinstance(leaf, torch.Tensor):
-        return "<tensor>"
-    try:
-        hash(leaf)
-        return (type(leaf).__name__, leaf)
-    except TypeError:
-        return (type(leaf).__name__, repr(leaf))
+_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.layout,
+                torch.memory_format, type(...), enum.Enum)
 
 
-def input_spec(bound: BoundInputs) -> Hashable:
-    """What a traced graph depends on: each argument's structure and its non-tensor values."""
-    spec = []
+def is_plain(value: Any) -> bool:
+    """Whether ``value`` is a plain immutable value a graph may be specialised on and reused for: None, a
+    bool, number, string, dtype, device, layout, memory format, enum member, or a tuple of them."""
+    if isinstance(value, tuple):
+        return all(is_plain(item) for item in value)
+    return isinstance(value, _PLAIN_TYPES)
+
+
+def input_spec(bound: BoundInputs) -> Hashable | None:
+    """What a traced graph depends on: how many arguments came by position, each argument's structure
+    and its non-tensor values. ``None`` when an argument holds anything but tensors and plain values
+    (:func:`is_plain`): a configuration object, say, which may change between calls without changing
+    its identity, so no graph traced for it may be reused."""
+    spec: list[Any] = [bound.positional]
     for name, value in bound.values.items():
         leaves, tree = pytree.tree_flatten(value)
-        spec.append((name, str(tree), tuple(_leaf_key(leaf) for leaf in leaves)))
+        keys = []
+        for leaf in leaves:
+            if isinstance(leaf, torch.Tensor):
+                keys.append("<tensor>")
+            elif is_plain(leaf):
+                keys.append((type(leaf), leaf))
+            else:
+                return None
+        spec.append((name, str(tree), tuple(keys)))
     return tuple(spec)
 
 
 def default_bound(model: nn.Module) -> BoundInputs:
-    """The inputs assumed before the first call: every parameter without a default a tensor, the others
-    at their defaults."""
+    """The inputs assumed before the first call: every parameter without a default a tensor, passed by
+    position when it can be, the others at their defaults."""
     signature = forward_signature(model)
     values: dict[str, Any] = {}
     kinds: dict[str, inspect._ParameterKind] = {}
+    positional = 0
     for name, param in signature.parameters.items():
         kinds[name] = param.kind
+        if positional == len(values) and param.default is inspect.Parameter.empty and param.kind in (
+            inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            positional += 1
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             values[name] = ()
         elif param.kind is inspect.Parameter.VAR_KEYWORD:
@@ -149,7 +169,7 @@ def default_bound(model: nn.Module) -> BoundInputs:
             values[name] = torch.empty(0)  # a stand-in: only its being a tensor matters
         else:
             values[name] = param.default
-    return BoundInputs(values, kinds)
+    return BoundInputs(values, kinds, positional)
 
 
 def call_arguments(bound: BoundInputs) -> tuple[list[Any], dict[str, Any]]:

@@ -9,7 +9,7 @@ from torch import nn
 
 from torch_flops import aggregate
 from torch_flops.records import LayerRecord, NodeRecord
-from torch_flops.render import LayerTotal
+from torch_flops.render import UNITS, LayerTotal, check_choice
 
 
 def params_by_owner(model: nn.Module) -> dict[str, int]:
@@ -23,15 +23,23 @@ def params_by_owner(model: nn.Module) -> dict[str, int]:
 
 
 def layer_rows(
-    model: nn.Module, records: list[NodeRecord], custom_macs: Mapping[str, int] | None = None
+    model: nn.Module, records: list[NodeRecord], custom_macs: Mapping[str, int] | None = None, unit: str = "macs"
 ) -> tuple[list[LayerRecord], LayerTotal]:
-    """The rows of the layer-wise view and its total, from one run's records."""
+    """The rows of the layer-wise view and its total, from one run's records.
+
+    A module gets a row when it was called, is a leaf, owns parameters, ran ops no rule knows, or its
+    own ``forward`` ran ops that cost something in ``unit`` ("macs" or "flops"): a residual block's
+    ``x + identity`` costs FLOPs but no MACs, so its row shows in the FLOPs view only. Every row left
+    out costs nothing in ``unit`` and owns no parameters, so the rows sum to the total in ``unit``."""
+    check_choice("unit", unit, UNITS)
     called = {r.module_path for r in records if r.op == "call_module"}
     called |= {c.path for r in records for c in r.module_costs}
+    every_layer = aggregate.by_layer(records, type(model).__name__, params_by_owner(model), custom_macs)
     layers = [
         layer
-        for layer in aggregate.by_layer(records, type(model).__name__, params_by_owner(model), custom_macs)
-        if layer.macs or layer.params or layer.unsupported or layer.path in called or _is_leaf(model, layer.path)
+        for layer in every_layer
+        if (layer.flops if unit == "flops" else layer.macs)
+        or layer.params or layer.unsupported or layer.path in called or _is_leaf(model, layer.path)
     ]
     model_input = next((r.output_shapes[0] for r in records if r.op == "placeholder" and r.output_shapes), None)
     model_output = next((r.input_shapes[0] for r in records if r.op == "output" and r.input_shapes), None)
@@ -39,8 +47,9 @@ def layer_rows(
         module_class=type(model).__name__,
         input_shape=model_input,
         output_shape=model_output,
-        macs=sum(layer.macs for layer in layers),
-        params=sum(layer.params for layer in layers),
+        macs=sum(layer.macs for layer in every_layer),
+        flops=sum(layer.flops for layer in every_layer),
+        params=sum(layer.params for layer in every_layer),
     )
     return layers, total
 

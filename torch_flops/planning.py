@@ -22,7 +22,7 @@ from torch_flops.attribution import ModuleAttribution
 from torch_flops.fallback import AtenCostMode
 from torch_flops.measure import tensors_in
 from torch_flops.records import ZERO_COST, AtenOpCost, Cost, Shape, Status, frozen_from_dict
-from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, valid_cost
+from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, runs_class_forward, valid_cost
 from torch_flops.tracing import ROOT_LEAF
 
 IgnoreSpec = type | Callable[..., Any] | str
@@ -134,6 +134,8 @@ def plan_graph(
             rule = rules[key] = _lookup_rule(registry, node, module)
         except TypeError:  # an unhashable target
             rule = _lookup_rule(registry, node, module)
+        if module is not None and rule is not None and not runs_class_forward(module):
+            rule = None  # a hook, parametrisation or forward of its own: counted by what it runs
         path, cls = owning_module(node)
         qualname = None
         if node.op == "call_function":
@@ -176,7 +178,7 @@ def submodule(root: nn.Module, target: str, modules_by_path: Mapping[str, nn.Mod
 
 def _lookup_rule(registry: CostRegistry, node: fx.Node, module: nn.Module | None) -> Rule | None:
     if node.op == "call_module":
-        return registry.module_rule(module)
+        return registry.class_rule(type(module))
     if node.op == "call_function":
         return registry.function_rule(node.target)
     if node.op == "call_method":

@@ -26,8 +26,10 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch._ops import OpOverload, OpOverloadPacket
 
+from torch_flops.model_state import has_hooks
 from torch_flops.records import Cost
 
 _MISSING = object()
@@ -176,8 +178,23 @@ class CostRegistry:
 
     # -- lookup -------------------------------------------------------------------------------------
     def module_rule(self, module: nn.Module) -> Rule | None:
-        """The rule of ``type(module)`` or of its nearest registered base class."""
-        return lookup_by_mro(self.modules, type(module))
+        """The rule of ``type(module)`` or of its nearest registered base class, when ``module`` runs
+        that class's own ``forward`` and nothing more (:meth:`class_rule`, :func:`runs_class_forward`);
+        ``None`` otherwise, so that the module is counted by what it runs."""
+        rule = self.class_rule(type(module))
+        return rule if rule is not None and runs_class_forward(module) else None
+
+    def class_rule(self, cls: type) -> Rule | None:
+        """The rule of ``cls`` or of its nearest registered base class, unless a class between them from
+        outside PyTorch defines its own ``forward`` (a subclass of ``nn.Linear`` whose ``forward`` adds
+        work is not a plain linear layer; PyTorch's own subclasses, ``nn.Dropout`` of a rule for
+        ``_DropoutNd`` say, are what their base's rule was written for)."""
+        for klass in cls.__mro__:
+            if klass in self.modules:
+                return self.modules[klass]
+            if "forward" in vars(klass) and not klass.__module__.startswith("torch."):
+                return None
+        return None
 
     def function_rule(self, fn: Callable[..., Any]) -> Rule | None:
         try:
@@ -205,6 +222,14 @@ def _view(call: OpCall) -> Cost:
 
 
 VIEW_RULE = Rule(_view, known_zero=True)
+
+
+def runs_class_forward(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs its class's ``forward`` and nothing more: no ``forward`` set on the
+    instance, no parametrisation (``torch.nn.utils.parametrize``: the weight is computed on every
+    read) and no forward or backward hooks (``weight_norm`` and ``spectral_norm`` work through a
+    pre-hook, and a user's hook may compute too)."""
+    return "forward" not in module.__dict__ and not parametrize.is_parametrized(module) and not has_hooks(module)
 
 
 def lookup_by_mro(table: Mapping[type, T], cls: type) -> T | None:

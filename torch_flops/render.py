@@ -129,6 +129,7 @@ class LayerTotal:
     input_shape: Shape | None
     output_shape: Shape | None
     macs: int
+    flops: int
     params: int
 
 
@@ -140,21 +141,26 @@ def _layer_numbers(value: int, total: int, fmt: str, kind: str) -> str | int:
     return value if kind == "csv" else f"{value:,}"
 
 
-def to_layer_table(layers: Sequence[LayerRecord], total: LayerTotal, kind: str = "text", fmt: str = "raw") -> str:
-    """Name | Class | Input shape | Output shape | MACs | Params, one row per layer and a Total row."""
+def to_layer_table(
+    layers: Sequence[LayerRecord], total: LayerTotal, kind: str = "text", fmt: str = "raw", unit: str = "macs"
+) -> str:
+    """Name | Class | Input shape | Output shape | MACs (or FLOPs) | Params, one row per layer and a Total
+    row. ``unit``: "macs" (thop's column, :func:`torch_flops.profile`) or "flops"."""
     if kind not in LAYER_KINDS:
         raise ValueError(f"kind must be one of {LAYER_KINDS}, got {kind!r}")
     if fmt not in LAYER_FORMATS:
         raise ValueError(f"fmt must be one of {LAYER_FORMATS}, got {fmt!r}")
-    unit = " [%]" if fmt == "ratio" else ""
-    headers = ["Name", "Class", "Input shape", "Output shape", f"MACs{unit}", f"Params{unit}"]
+    check_choice("unit", unit, UNITS)
+    suffix = " [%]" if fmt == "ratio" else ""
+    headers = ["Name", "Class", "Input shape", "Output shape", f"{_unit_label(unit)}{suffix}", f"Params{suffix}"]
+    total_cost = total.flops if unit == "flops" else total.macs
     rows = [
         [
             layer.path or "(root)",
             layer.module_class,
             format_shape(layer.input_shape),
             format_shape(layer.output_shape),
-            _layer_numbers(layer.macs, total.macs, fmt, kind),
+            _layer_numbers(layer.flops if unit == "flops" else layer.macs, total_cost, fmt, kind),
             _layer_numbers(layer.params, total.params, fmt, kind),
         ]
         for layer in layers
@@ -165,7 +171,7 @@ def to_layer_table(layers: Sequence[LayerRecord], total: LayerTotal, kind: str =
             total.module_class,
             format_shape(total.input_shape),
             format_shape(total.output_shape),
-            _layer_numbers(total.macs, total.macs, fmt, kind),
+            _layer_numbers(total_cost, total_cost, fmt, kind),
             _layer_numbers(total.params, total.params, fmt, kind),
         ]
     )

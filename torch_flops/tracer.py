@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import builtins
+import contextlib
 import dis
 import functools
 import inspect
@@ -206,8 +207,11 @@ class ScopeTrackingTracer(fx.Tracer):
     on the innermost one, and that keeps instances of ``leaf_types`` and the modules at ``leaf_paths``
     as single nodes."""
 
-    def __init__(self, leaf_types: tuple[type, ...] = (), leaf_paths: Collection[str] = ()) -> None:
+    def __init__(self, leaf_types: tuple[type, ...] = (), leaf_paths: Collection[str] = (), record_constants: bool = False) -> None:
         super().__init__()
+        if record_constants:  # see record_constant_work
+            self.proxy_buffer_attributes = True
+        self.record_constants = record_constants
         self.open_scopes: list[tuple[str, type]] = []
         self.leaf_types = leaf_types
         self.leaf_paths = frozenset(leaf_paths)
@@ -220,8 +224,12 @@ class ScopeTrackingTracer(fx.Tracer):
 
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         """FX's ``Tracer.trace``, step by step, with its fixed costs cut (see the module docstring)."""
-        if not _OWN_TRACE or not isinstance(root, nn.Module):
-            return super().trace(root, concrete_args)
+        with record_constant_work(self) if self.record_constants else contextlib.nullcontext():
+            if not _OWN_TRACE or not isinstance(root, nn.Module):
+                return super().trace(root, concrete_args)
+            return self._own_trace(root, concrete_args)
+
+    def _own_trace(self, root: nn.Module, concrete_args: dict[str, Any] | None) -> fx.Graph:
         tracing = _fx_trace._get_is_fx_tracing()
         _fx_trace._set_is_fx_tracing(True)
         try:
@@ -439,6 +447,44 @@ class ScopeTrackingTracer(fx.Tracer):
             scope.module_path, scope.module_type = outer
         self.open_scopes.pop()
         return result
+
+
+TENSOR_FACTORIES = (
+    "arange", "range", "linspace", "logspace", "zeros", "ones", "full", "empty", "empty_strided", "eye", "rand",
+    "randn", "randint", "randperm", "normal", "tril_indices", "triu_indices", "scalar_tensor", "bartlett_window",
+    "blackman_window", "hamming_window", "hann_window", "kaiser_window",
+)
+"""The ``torch`` functions that make a tensor from sizes and numbers alone: with no proxy among their
+arguments, FX would run them while tracing and store their result as a constant."""
+
+
+@contextlib.contextmanager
+def record_constant_work(tracer: fx.Tracer) -> Iterator[None]:
+    """While ``tracer`` traces, calls of :data:`TENSOR_FACTORIES` through the ``torch`` namespace
+    (``torch.arange(n)``, ``torch.randn(4)``) become ``call_function`` nodes, whatever their arguments.
+
+    FX runs a tensor computation that does not depend on the inputs once, while tracing, and keeps its
+    result as a constant: a positional encoding built in ``forward`` would never be counted, and random
+    noise would be frozen into the graph. With these nodes, and with buffers read as ``get_attr`` nodes
+    (``proxy_buffer_attributes``), such work is recorded, counted and run again on every forward.
+    Functions imported by name (``from torch import arange``) and plain tensor attributes (not
+    registered as buffers) are not seen."""
+    originals = {name: getattr(torch, name) for name in TENSOR_FACTORIES if hasattr(torch, name)}
+
+    def recorded(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def factory(*args: Any, **kwargs: Any) -> Any:
+            return tracer.create_proxy("call_function", fn, args, kwargs)
+
+        return factory
+
+    try:
+        for name, fn in originals.items():
+            setattr(torch, name, recorded(fn))
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(torch, name, fn)
 
 
 def _autowrap_check(patcher: Any, frame_dict: dict[str, Any], function_ids: set[int]) -> None:

@@ -22,6 +22,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from torch_flops.model_state import ModelSnapshot, RngState, global_hooks, hooked_modules
 from torch_flops.inputs import forward_signature
 from torch_flops.tracer import ScopeTrackingTracer, named_modules
 
@@ -119,6 +120,7 @@ class TraceResult:
     modules_by_path: dict[str, nn.Module]
     leaf_modules: dict[str, str] = field(default_factory=dict)
     concrete_args: dict[str, Any] = field(default_factory=dict)  # what the graph is specialised on
+    snapshot: ModelSnapshot | None = None  # the model's modules as the graph was traced from them
 
 
 def trace(
@@ -128,6 +130,7 @@ def trace(
     concrete_args: Mapping[str, Any] | None = None,
     auto_leaf: bool = True,
     variadics: Mapping[str, int | tuple[str, ...]] | None = None,
+    positional: int | None = None,
 ) -> TraceResult:
     """Trace ``model`` in eval mode; when FX fails inside a module's ``forward``, keep that module whole
     and trace again (``auto_leaf=False`` raises :class:`TraceError` instead, naming the module).
@@ -136,7 +139,13 @@ def trace(
     while tracing are moved to the graph module only. Instances of ``leaf_types`` and the modules at
     ``leaf_paths`` stay single ``call_module`` nodes. ``concrete_args`` specialises the graph on
     non-tensor inputs (see :mod:`torch_flops.inputs`); ``variadics`` what the call passes to ``forward``'s
-    ``*args`` and ``**kwargs``, which a graph of the whole model as one node passes on one by one.
+    ``*args`` and ``**kwargs``, which a graph of the whole model as one node passes on one by one, and
+    ``positional`` how many arguments it passes by position, which that graph passes by position too.
+
+    Modules that carry hooks are kept whole, and so are modules whose ``forward`` writes to module
+    state while traced (found by comparing every module's attributes with a snapshot taken before the
+    trace, which puts them all back after it): both then run as ``model(x)`` runs them. The root is
+    kept whole when it carries hooks, writes to its own state, or global module hooks are registered.
     """
     check_model(model)
     unknown = sorted(set(leaf_paths) - set(dict(model.named_modules(remove_duplicate=False)))) if leaf_paths else []
@@ -145,20 +154,59 @@ def trace(
     leaves = {path: "named by the user" for path in leaf_paths}
     named = named_modules(model)
     modules = dict(named)
-    if "" in leaves or _is_library_leaf(model, leaf_types):
-        return TraceResult(_root_leaf_graph(model, variadics), modules, leaves | {"": leaves.get("", _library_leaf_reason(model))})
+    snapshot = ModelSnapshot(named)
+    eager = _eager_modules(named)
+
+    def whole_model(why: str) -> TraceResult:
+        return TraceResult(_root_leaf_graph(model, variadics, positional), modules, leaves | {"": why}, snapshot=snapshot)
+
+    if "" in leaves or "" in eager or _is_library_leaf(model, leaf_types):
+        return whole_model(leaves.get("", eager.get("", _library_leaf_reason(model))))
+    leaves |= {path: why for path, why in eager.items() if path not in leaves}
     while True:
         try:
-            graph_module = _trace_once(model, leaf_types, leaves, concrete_args, named)
-            return TraceResult(graph_module, modules, leaves, dict(concrete_args or {}))
+            graph_module, written = _trace_once(model, leaf_types, leaves, concrete_args, named, snapshot)
         except TraceError as error:
             if not auto_leaf:
                 raise
             reason = first_line(error.__cause__) if error.__cause__ is not None else str(error)
             reason = f"{type(error.__cause__).__name__}: {reason}" if error.__cause__ is not None else reason
             if error.module_path == "" or error.module_path in leaves:
-                return TraceResult(_root_leaf_graph(model, variadics), modules, leaves | {"": reason})
+                return whole_model(reason)
             leaves[error.module_path] = reason
+            continue
+        if not written:
+            return TraceResult(graph_module, modules, leaves, dict(concrete_args or {}), snapshot)
+        for path, names in written.items():
+            writer = _writer(path, leaves)
+            why = f"its forward writes to module state ({_describe_writes(path, names)}): kept whole so that the writes happen as in model(x)"
+            if writer == "":
+                return whole_model(why)
+            leaves[writer] = why
+
+
+def _eager_modules(named: list[tuple[str, nn.Module]]) -> dict[str, str]:
+    """Modules that must run as ``model(x)`` runs them, by path, with why: those carrying hooks, and
+    the root when global module hooks are registered (they run on every module call)."""
+    eager = hooked_modules(named)
+    kinds = global_hooks()
+    if kinds and "" not in eager:
+        eager[""] = f"global module {' and '.join(kinds)}s are registered: the model runs as in model(x)"
+    return eager
+
+
+def _writer(path: str, leaves: Mapping[str, str]) -> str:
+    """The module to keep whole for a write to the state of the module at ``path``: that module, or,
+    if it is kept whole already (so an enclosing ``forward`` wrote to it), its nearest traced parent."""
+    while path and path in leaves:
+        path = path.rpartition(".")[0]
+    return path
+
+
+def _describe_writes(path: str, names: list[str]) -> str:
+    where = f"'{path}'" if path else "the root"
+    shown = ", ".join(name.lstrip("_") if name in ("_buffers", "_parameters", "_modules") else name for name in names[:3])
+    return f"{shown} of {where}" + (" ..." if len(names) > 3 else "")
 
 
 def _is_library_leaf(model: nn.Module, leaf_types: tuple[type, ...]) -> bool:
@@ -178,12 +226,15 @@ def _library_leaf_reason(model: nn.Module) -> str:
 
 def _trace_once(
     model: nn.Module, leaf_types: tuple[type, ...], leaves: Mapping[str, str], concrete_args: Mapping[str, Any] | None,
-    named: list[tuple[str, nn.Module]],
-) -> fx.GraphModule:
-    """One trace of ``model``; ``named`` is :func:`named_modules` of it."""
-    tracer = ScopeTrackingTracer(leaf_types, leaves)
+    named: list[tuple[str, nn.Module]], snapshot: ModelSnapshot,
+) -> tuple[fx.GraphModule, dict[str, list[str]]]:
+    """One trace of ``model`` (``named`` is :func:`named_modules` of it, ``snapshot`` its state); returns
+    the graph module and what ``forward`` wrote to the modules while traced (``{path: attribute
+    names}``). Every module is put back as ``snapshot`` has it, whether the trace succeeds or not, and
+    the random number generators as they were."""
+    tracer = ScopeTrackingTracer(leaf_types, leaves, record_constants=True)
     tracer.root_named_modules = named
-    attributes = set(vars(model))
+    rng = RngState()
     try:
         try:
             with eval_mode(modules=[module for _, module in tracer.root_named_modules]), warnings.catch_warnings():
@@ -204,10 +255,20 @@ def _trace_once(
             for node in graph.nodes:  # FX's pytree codegen cannot write placeholder defaults
                 if node.op == "placeholder":
                     node.args = ()
-        return _graph_module(tracer.root, graph, type(model).__name__)  # copies the constants
+        gm = _graph_module(tracer.root, graph, type(model).__name__)  # copies the constants
+        written = snapshot.changed()
+        constants = [name for name in written.get("", ()) if not name.startswith(_TRACER_CONSTANTS)]
+        if "" in written and not constants:  # only FX's own constants were added to the root
+            del written[""]
+        elif "" in written:
+            written[""] = constants
+        return gm, written
     finally:  # FX stores tensor constants on the traced module: they belong to the graph module only
-        for name in set(vars(model)) - attributes:
-            delattr(model, name)
+        snapshot.restore()
+        rng.restore()
+
+
+_TRACER_CONSTANTS = ("_tensor_constant", "_torchbind_obj")  # attributes FX adds to the root for constants
 
 
 def _graph_module(root: nn.Module, graph: fx.Graph, name: str) -> fx.GraphModule:
@@ -262,12 +323,16 @@ def _drop_specialisation_asserts(graph: fx.Graph) -> None:
                 graph.erase_node(condition)
 
 
-def _root_leaf_graph(model: nn.Module, variadics: Mapping[str, int | tuple[str, ...]] | None = None) -> fx.GraphModule:
+def _root_leaf_graph(
+    model: nn.Module, variadics: Mapping[str, int | tuple[str, ...]] | None = None, positional: int | None = None,
+) -> fx.GraphModule:
     """A graph of one ``call_module`` node that runs the whole model (held as :data:`ROOT_LEAF`).
 
     ``variadics`` gives how many values the call puts in ``forward``'s ``*args`` and which keywords in
     its ``**kwargs`` (:func:`torch_flops.inputs.variadics`): the graph takes them as FX does, in a
-    ``*args`` and a ``**kwargs`` placeholder, and ``getitem`` nodes pass each one on, unpacked."""
+    ``*args`` and a ``**kwargs`` placeholder, and ``getitem`` nodes pass each one on, unpacked. The first
+    ``positional`` parameters are passed by position, as the call passed them (hooks see them so), the
+    others by keyword (all of them when ``positional`` is not known)."""
     variadics = variadics or {}
     holder = nn.Module()
     holder.add_module(ROOT_LEAF, model)  # the holder refers to the model; the model is not changed
@@ -284,7 +349,7 @@ def _root_leaf_graph(model: nn.Module, variadics: Mapping[str, int | tuple[str, 
             default = param.default
             placeholders.append(graph.placeholder(param.name, default_value=default))
     args, kwargs = [], {}
-    for param, node in zip(params, placeholders):
+    for index, (param, node) in enumerate(zip(params, placeholders)):
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             count = variadics.get(param.name, 0)
             args.extend(graph.call_function(operator.getitem, (node, i)) for i in range(int(count)))  # type: ignore[arg-type]
@@ -293,6 +358,8 @@ def _root_leaf_graph(model: nn.Module, variadics: Mapping[str, int | tuple[str, 
                 kwargs[key] = graph.call_function(operator.getitem, (node, key))
         elif param.kind is inspect.Parameter.POSITIONAL_ONLY or (starred and param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD):
             args.append(node)  # before a *args, positionally: by keyword they would collide with it
+        elif positional is not None and index < positional and param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            args.append(node)
         else:  # by keyword: decorators around forward (transformers') may re-route positional ones
             kwargs[param.name] = node
     graph.output(graph.call_module(ROOT_LEAF, tuple(args), kwargs))
