@@ -139,6 +139,17 @@ def test_a_root_pre_hook_changes_the_input_as_in_model_x() -> None:
     assert counter.total_flops == 4 * 4 * 7 + 16 + 16  # Linear(4, 4) on (4, 4) with its bias, relu
 
 
+def test_the_root_is_called_as_the_caller_called_it() -> None:
+    model, seen = Block(), []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append((len(args), sorted(kwargs))), with_kwargs=True)
+    counter = TorchFLOPsByFX(model)
+    x = torch.randn(2, 4)
+    for call in (lambda f: f(x), lambda f: f(x=x), lambda f: f(x)):
+        call(counter.propagate)
+        call(model)
+    assert seen == [(1, []), (1, []), (0, ["x"]), (0, ["x"]), (1, []), (1, [])]
+
+
 def test_a_hook_added_after_construction_is_honoured() -> None:
     model, seen = TwoBlocks(), []
     counter = TorchFLOPsByFX(model)

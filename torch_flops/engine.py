@@ -45,6 +45,7 @@ class _Graph:
     plans: dict[fx.Node, NodePlan]
     modules: list[nn.Module]
     runner: GraphRunner
+    positional: int | None  # how many arguments the call it was traced for passed by position
 
     @property
     def graph_module(self) -> fx.GraphModule:
@@ -153,9 +154,10 @@ class TorchFLOPsByFX:
         except TypeError:  # an unhashable concrete value: do not cache
             entry, key = None, None
         if entry is not None:
-            if entry.result.snapshot is None or entry.result.snapshot.matches(named_modules(self.model)):
-                return entry
-            self._graphs.clear()  # the model changed since: no graph of it is current
+            if entry.result.snapshot is not None and not entry.result.snapshot.matches(named_modules(self.model)):
+                self._graphs.clear()  # the model changed since: no graph of it is current
+            elif "" not in entry.result.leaf_modules or entry.positional == bound.positional:
+                return entry  # (a graph of the whole model as one node calls it as the caller did)
         concrete = model_inputs.concrete_args(bound) | self.concrete_args
         result = trace(
             self.model, self.leaf_types, self.leaf_paths, concrete, self.auto_leaf, model_inputs.variadics(bound), bound.positional,
@@ -163,7 +165,7 @@ class TorchFLOPsByFX:
         gm, paths = result.graph_module, result.modules_by_path
         plans = plan_graph(gm, self.registry, self.ignore_ops, paths)
         modules = [gm, *paths.values()]  # the graph module holds only the model's modules: modules_of(gm, model)
-        entry = _Graph(result, plans, modules, GraphRunner(gm, plans, self.registry, paths))
+        entry = _Graph(result, plans, modules, GraphRunner(gm, plans, self.registry, paths), bound.positional)
         if key is not None:
             self._graphs[key] = entry
         return entry

@@ -129,11 +129,10 @@ def is_plain(value: Any) -> bool:
 
 
 def input_spec(bound: BoundInputs) -> Hashable | None:
-    """What a traced graph depends on: how many arguments came by position, each argument's structure
-    and its non-tensor values. ``None`` when an argument holds anything but tensors and plain values
+    """What a traced graph depends on: each argument's structure and its non-tensor values. ``None`` when an argument holds anything but tensors and plain values
     (:func:`is_plain`): a configuration object, say, which may change between calls without changing
     its identity, so no graph traced for it may be reused."""
-    spec: list[Any] = [bound.positional]
+    spec = []
     for name, value in bound.values.items():
         leaves, tree = pytree.tree_flatten(value)
         keys = []
