@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-shape", type=_shape, action="append", metavar="1,3,224,224",
                         help="an input's shape (repeat for several inputs); default from the model where known")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None,
-                        help="input dtype (default float32; int64 token ids for transformers)")
+                        help="input dtype (default float32; int64 token ids for transformers); a floating dtype "
+                             "casts the model's parameters and buffers too")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--meta", action="store_true", help="shape-only: count without running real arithmetic")
     parser.add_argument("--view", choices=VIEWS, default="modules")
@@ -241,8 +242,11 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
     shapes = args.input_shape or ([default_shape] if default_shape else None)
     if not shapes:
         raise CliError(f"no default input shape for {args.model}: pass --input-shape, e.g. --input-shape 1,3,224,224")
+    dtype = _DTYPES.get(args.dtype) if args.dtype else None
     model = model.to(args.device)
-    inputs = make_inputs(model, shapes, _DTYPES.get(args.dtype) if args.dtype else None, args.device)
+    if dtype is not None and dtype.is_floating_point:  # weights in the inputs' dtype, as a half-precision run has them
+        model = model.to(dtype)
+    inputs = make_inputs(model, shapes, dtype, args.device)
     counter = TorchFLOPsByFX(model)
     try:
         if args.meta:
