@@ -183,3 +183,45 @@ def test_cli_peaks_plot_and_summary(tmp_path, capsys) -> None:
     assert "positive number" in capsys.readouterr().err
     assert cli.main([f"{factory}:make", "--input-shape", "2,8"]) == 0
     assert "no % of peak" in capsys.readouterr().out
+
+
+CALLS: list[str] = []
+
+
+def counted_relu(x: torch.Tensor) -> torch.Tensor:
+    CALLS.append(x.device.type)  # a helper function: one node, run once per graph run
+    return torch.relu(x)
+
+
+torch.fx.wrap("counted_relu")
+
+
+class Counted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return counted_relu(self.fc(x))
+
+
+def test_warmup_default_is_none_on_cpu() -> None:
+    # CPU: warmup=None means 0, as before: one graph run
+    counter = TorchFLOPsByFX(Counted())
+    CALLS.clear()
+    counter.propagate(torch.randn(2, 4))
+    assert CALLS == ["cpu"] and counter.plain_forward_ms is None
+    CALLS.clear()
+    counter.propagate(torch.randn(2, 4), warmup=2)  # the caller's run + 2 warm-up runs + 1 timed run
+    assert CALLS == ["cpu"] * 4
+
+
+@pytest.mark.cuda
+def test_warmup_default_on_cuda(cuda_device: torch.device) -> None:
+    counter = TorchFLOPsByFX(Counted().to(cuda_device))
+    CALLS.clear()
+    counter.propagate(torch.randn(2, 4, device=cuda_device))
+    assert CALLS == ["cuda"] * 4  # the caller's run, 2 warm-up runs, 1 timed run: no cold time reported
+    CALLS.clear()
+    counter.propagate(torch.randn(2, 4, device=cuda_device), timing=False)
+    assert CALLS == ["cuda"]  # FLOPs only: nothing timed, nothing to warm up

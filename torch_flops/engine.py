@@ -197,7 +197,7 @@ class TorchFLOPsByFX:
         return self._current.plans
 
     # -- running ------------------------------------------------------------------------------------
-    def propagate(self, *args: Any, timing: bool = True, warmup: int = 0, repeat: int = 1, **kwargs: Any) -> Any:
+    def propagate(self, *args: Any, timing: bool = True, warmup: int | None = None, repeat: int = 1, **kwargs: Any) -> Any:
         """Run the model on its inputs in eval mode under ``torch.no_grad()`` and record every node.
 
         Returns the model's output. Afterwards the model's and every submodule's training flag is
@@ -213,9 +213,14 @@ class TorchFLOPsByFX:
         the timed runs (``time_min_ms`` the fastest). When ``repeat > 1`` a plain ``model(...)`` is timed after each
         timed run, interleaved with them so that changing load weighs on both alike, and its median is
         kept for comparison (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat``
-        are this method's own.
+        are this method's own. ``warmup=None`` (the default) means 2 on CUDA, so that no reported time comes
+        from a cold call (lazy initialisation, cuDNN/cuBLAS autotuning), and 0 on CPU.
         """
         check_bool("timing", timing)
+        if warmup is None:
+            first_parameter = next(iter(self.model.parameters()), None)
+            tensors = [*tensors_in((args, kwargs)), *([first_parameter] if first_parameter is not None else [])]
+            warmup = 2 if timing and run_device(tensors).type == "cuda" else 0
         warmup = check_int("warmup", warmup, minimum=0)
         repeat = check_int("repeat", repeat, minimum=1)
         return self._propagate(args, kwargs, timing=timing, warmup=warmup, repeat=repeat)

@@ -263,7 +263,7 @@ def node_table(records: Sequence[NodeRecord], unit: str = "flops", kind: str = "
     return _table(headers, table, kind, align)
 
 
-THROUGHPUT_HEADERS = ("TFLOP/s", "GB/s", "FLOPs/B")
+THROUGHPUT_HEADERS = ("TFLOP/s", "GB/s", "FLOP/B")  # not "FLOPs": a MACs table names no FLOPs
 PEAK_HEADERS = ("% of peak", "Bound")
 
 
@@ -282,9 +282,9 @@ def add_throughput_columns(
     headers: list[str], table: list[list[Any]], align: list[str], throughput: Sequence[Any] | None, peaks_known: bool,
     kind: str,
 ) -> None:
-    """Append TFLOP/s, GB/s and FLOPs/B (and, with peaks, % of peak and Bound) to ``table`` in place.
+    """Append TFLOP/s, GB/s and FLOP/B (arithmetic intensity) (and, with peaks, % of peak and Bound) to ``table`` in place.
     CSV cells are raw values (a fraction of peak in %, as the header says); text and Markdown round
-    TFLOP/s to 4 significant digits, GB/s to 1 decimal, FLOPs/B to 2, % of peak to 2."""
+    TFLOP/s to 4 significant digits, GB/s to 1 decimal, FLOP/B to 2, % of peak to 2."""
     if throughput is None:
         return
     extra = [*THROUGHPUT_HEADERS, *(PEAK_HEADERS if peaks_known else ())]

@@ -8,6 +8,7 @@ compute roof ``P`` TFLOP/s. matplotlib is optional: ``pip install 'torch_flops[p
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -65,9 +66,17 @@ def plot_roofline(records: Sequence[NodeRecord], run: Summary, path: str | os.Pa
             ax.plot([lo_x, hi_x], [lo_x * bandwidth / 1000, hi_x * bandwidth / 1000], color="tab:red", lw=1.5,
                     label=f"memory roof {bandwidth:g} GB/s")
         ax.set_xlim(lo_x, hi_x)
-        for i, (record, t) in enumerate(sorted(points, key=lambda p: p[1].time_ms, reverse=True)[:top]):
+        labels: list[tuple[float, float, list[str]]] = []  # nodes within 0.1 decade of each other share a label
+        for record, t in sorted(points, key=lambda p: p[1].time_ms, reverse=True)[:top]:
+            lx, ly = math.log10(t.intensity), math.log10(t.tflops)
+            near = next((lab for lab in labels if abs(lab[0] - lx) < 0.1 and abs(lab[1] - ly) < 0.1), None)
+            if near is None:
+                labels.append((lx, ly, [record.name]))
+            else:
+                near[2].append(record.name)
+        for i, (lx, ly, names) in enumerate(labels):
             offset = (6, 4) if i % 2 == 0 else (6, -10)  # alternate above and below: neighbours overlap less
-            ax.annotate(record.name, (t.intensity, t.tflops), xytext=offset, textcoords="offset points", fontsize=7)
+            ax.annotate(", ".join(names), (10**lx, 10**ly), xytext=offset, textcoords="offset points", fontsize=7)
         for color, label in (("tab:red", "memory-bound node"), ("tab:blue", "compute-bound node")):
             if color in colors:
                 ax.scatter([], [], s=30, c=color, alpha=0.6, edgecolors="black", linewidths=0.4, label=label)
