@@ -33,6 +33,10 @@ def make_simple():
 
 def make_two():
     return TwoInputs()
+
+
+def make_conv():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 10))
 '''
 
 
@@ -66,6 +70,21 @@ def test_several_inputs_json_and_output_file(factory_file: Path, tmp_path: Path,
     # Linear on (2, 5): 8 * 9 + 8 = 80; + y: 8
     assert document["totals"]["flops"] == 88
     assert {r["op_type"]: r["flops"] for r in document["rows"]} == {"nn.Linear": 80, "operator.add": 8}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_floating_dtype_casts_the_model(factory_file: Path, dtype: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # on (1, 3, 4, 4): conv 64 outputs over 3*3*3 = 27: 64 * (2*27 - 1) + 64 = 3,456; BatchNorm 4 * 64 = 256;
+    # Linear(64, 10): 10 * (2*64 - 1) + 10 = 1,280; total 3,456 + 256 + 1,280 = 4,992, as in float32
+    totals = {}
+    for name in ("float32", dtype):
+        code, out, err = run([f"{factory_file}:make_conv", "--input-shape", "1,3,4,4", "--dtype", name,
+                              "--format", "json", "--view", "ops"], capsys)
+        assert code == 0 and err == "", err
+        document = json.loads(out)
+        assert [i["dtype"] for i in document["inputs"]] == [name]
+        totals[name] = document["totals"]["flops"]
+    assert totals == {"float32": 4992, dtype: 4992}
 
 
 def test_torchvision_model_with_unit_and_depth(capsys: pytest.CaptureFixture[str]) -> None:

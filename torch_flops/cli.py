@@ -188,6 +188,17 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 
+def _peak_tflops(text: str) -> float | dict[str, float]:
+    """``312`` or ``bf16=989.5,fp32=67`` (values checked by :func:`torch_flops.peaks.check_peaks`)."""
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return {key.strip(): float(value) for key, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or dtype=number pairs like bf16=989.5,fp32=67, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torch-flops", description="FLOPs, MACs, parameters and time of a PyTorch model, node by node.",
@@ -197,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-shape", type=_shape, action="append", metavar="1,3,224,224",
                         help="an input's shape (repeat for several inputs); default from the model where known")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None,
-                        help="input dtype (default float32; int64 token ids for transformers)")
+                        help="input dtype (default float32; int64 token ids for transformers); a floating dtype "
+                             "casts the model's parameters and buffers too")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--meta", action="store_true", help="shape-only: count without running real arithmetic")
     parser.add_argument("--view", choices=VIEWS, default="modules")
@@ -209,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unit", choices=UNITS, default="flops")
     parser.add_argument("--output", metavar="FILE", help="write the table to FILE instead of standard output")
     parser.add_argument("--weights", metavar="FILE", help="a state dict to load (weights_only=True)")
+    parser.add_argument("--peak-tflops", type=_peak_tflops, default=None, metavar="TFLOPS",
+                        help="the device's dense peak TFLOP/s: one number, or per dtype, e.g. bf16=989.5,fp32=67 "
+                             "(default: the table of peaks for a known GPU, docs/peaks.md)")
+    parser.add_argument("--peak-bandwidth", type=float, default=None, metavar="GB/S", help="the device's memory bandwidth in GB/s")
+    parser.add_argument("--plot", metavar="FILE", help="write a roofline picture to FILE (PNG; needs matplotlib)")
+    parser.add_argument("--warmup", type=_int_at_least(0, "a number of runs >= 0"), default=None,
+                        help="untimed runs before the timed ones (default 2 on CUDA, 0 on CPU)")
+    parser.add_argument("--repeat", type=_int_at_least(1, "a number of runs >= 1"), default=None,
+                        help="timed runs; each node's median is reported (default 10 on CUDA, 1 on CPU)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow MODEL to be a pickled whole module (unpickling runs code from the file)")
     return parser
@@ -241,14 +262,23 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
     shapes = args.input_shape or ([default_shape] if default_shape else None)
     if not shapes:
         raise CliError(f"no default input shape for {args.model}: pass --input-shape, e.g. --input-shape 1,3,224,224")
+    dtype = _DTYPES.get(args.dtype) if args.dtype else None
     model = model.to(args.device)
-    inputs = make_inputs(model, shapes, _DTYPES.get(args.dtype) if args.dtype else None, args.device)
-    counter = TorchFLOPsByFX(model)
+    if dtype is not None and dtype.is_floating_point:  # weights in the inputs' dtype, as a half-precision run has them
+        model = model.to(dtype)
+    inputs = make_inputs(model, shapes, dtype, args.device)
+    try:
+        counter = TorchFLOPsByFX(model, peak_tflops=args.peak_tflops, peak_bandwidth=args.peak_bandwidth)
+    except ValueError as error:  # a peak that is not a positive number, an unknown dtype
+        raise CliError(str(error)) from None
+    on_cuda = torch.device(args.device).type == "cuda"
+    warmup = args.warmup if args.warmup is not None else (2 if on_cuda else 0)
+    repeat = args.repeat if args.repeat is not None else (10 if on_cuda else 1)
     try:
         if args.meta:
             counter.propagate_shapes(*inputs)
         else:
-            counter.propagate(*inputs)
+            counter.propagate(*inputs, warmup=warmup, repeat=repeat)
     except TypeError as error:
         raise CliError(f"{args.model} cannot take inputs of shapes {shapes}: {error}", EXIT_RUN) from None
     try:
@@ -262,11 +292,31 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
         if counter.leaf_modules:
             summary += f"; kept whole (not traceable): {', '.join(p or '(root)' for p in counter.leaf_modules)}"
         text = f"{text}\n\n{summary}"
+        if not args.meta:
+            text += "\n" + throughput_line(counter.throughput_summary())
+    if args.plot:
+        try:
+            counter.plot_roofline(args.plot)
+        except ImportError as error:
+            raise CliError(str(error), EXIT_MISSING) from None
+        except ValueError as error:
+            raise CliError(f"no roofline: {error}") from None
     if args.output:
         Path(args.output).write_text(text + "\n")
     else:
         out(text)
     return 0
+
+
+def throughput_line(run: Any) -> str:
+    """``achieved 1.234 TFLOP/s, 56.7 GB/s over 12.345 ms; MFU 12.34 % of 989.5 TFLOP/s (bf16, NVIDIA H100 SXM)``,
+    or the rates and the message saying how to pass peaks."""
+    if run.time_ms is None or run.tflops is None:
+        return "throughput: not timed"
+    line = f"achieved {run.tflops:.4g} TFLOP/s, {run.gbps:.4g} GB/s over {run.time_ms:.3f} ms (sum of per-node times)"
+    if run.mfu is not None:
+        return f"{line}; MFU {100 * run.mfu:.2f} % of {run.peak_tflops:g} TFLOP/s ({run.dtype_key}, {run.peaks.name})"
+    return f"{line}; {run.message}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

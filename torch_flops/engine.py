@@ -19,6 +19,8 @@ from torch.nn.utils import stateless
 from torch.utils import _pytree as pytree
 
 from torch_flops import aggregate, render
+from torch_flops import peaks as device_peaks
+from torch_flops import throughput
 from torch_flops.arguments import check_bool, check_classes, check_int, check_str
 from torch_flops import inputs as model_inputs
 from torch_flops import memory
@@ -90,6 +92,11 @@ class TorchFLOPsByFX:
         auto_leaf: when FX cannot trace a module's ``forward``, keep that module whole (counted by the
             aten-level fallback, its submodules still reported under their own names) instead of
             raising :class:`TraceError`. :attr:`leaf_modules` says which modules became leaves and why.
+        peak_tflops: the device's dense peak TFLOP/s, one number for the run's dtype or a dict by dtype
+            (``{"bf16": 989.5, "fp32": 67}``, keys in :data:`torch_flops.peaks.DTYPE_KEYS` or torch
+            dtypes); with ``peak_bandwidth`` (GB/s) it gives % of peak, bound and MFU on any device.
+            Without them a CUDA device's peaks come from the table (``docs/peaks.md``); an unknown
+            device gets no percentage.
     """
 
     def __init__(
@@ -103,6 +110,8 @@ class TorchFLOPsByFX:
         leaf_modules: Iterable[str] = (),
         concrete_args: Mapping[str, Any] | None = None,
         auto_leaf: bool = True,
+        peak_tflops: float | Mapping[Any, float] | None = None,
+        peak_bandwidth: float | None = None,
     ) -> None:
         check_model(model)
         model = unwrap(model)  # DataParallel, DistributedDataParallel, torch.compile: the model inside
@@ -131,6 +140,8 @@ class TorchFLOPsByFX:
         self.leaf_paths = (leaf_modules,) if isinstance(leaf_modules, str) else tuple(leaf_modules)
         self.concrete_args = dict(concrete_args or {})
         self.auto_leaf = auto_leaf
+        self.peaks = device_peaks.check_peaks(peak_tflops, peak_bandwidth)
+        self.run_device: torch.device | None = None
         self._graphs: dict[Any, _Graph] = {}
         with gc_paused():
             self._current = self._graph_for(model_inputs.default_bound(model))
@@ -186,7 +197,7 @@ class TorchFLOPsByFX:
         return self._current.plans
 
     # -- running ------------------------------------------------------------------------------------
-    def propagate(self, *args: Any, timing: bool = True, warmup: int = 0, repeat: int = 1, **kwargs: Any) -> Any:
+    def propagate(self, *args: Any, timing: bool = True, warmup: int | None = None, repeat: int = 1, **kwargs: Any) -> Any:
         """Run the model on its inputs in eval mode under ``torch.no_grad()`` and record every node.
 
         Returns the model's output. Afterwards the model's and every submodule's training flag is
@@ -202,9 +213,14 @@ class TorchFLOPsByFX:
         the timed runs (``time_min_ms`` the fastest). When ``repeat > 1`` a plain ``model(...)`` is timed after each
         timed run, interleaved with them so that changing load weighs on both alike, and its median is
         kept for comparison (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat``
-        are this method's own.
+        are this method's own. ``warmup=None`` (the default) means 2 on CUDA, so that no reported time comes
+        from a cold call (lazy initialisation, cuDNN/cuBLAS autotuning), and 0 on CPU.
         """
         check_bool("timing", timing)
+        if warmup is None:
+            first_parameter = next(iter(self.model.parameters()), None)
+            tensors = [*tensors_in((args, kwargs)), *([first_parameter] if first_parameter is not None else [])]
+            warmup = 2 if timing and run_device(tensors).type == "cuda" else 0
         warmup = check_int("warmup", warmup, minimum=0)
         repeat = check_int("repeat", repeat, minimum=1)
         return self._propagate(args, kwargs, timing=timing, warmup=warmup, repeat=repeat)
@@ -252,6 +268,7 @@ class TorchFLOPsByFX:
         state = state_tensors(graph.modules)
         shape_only = any([t.is_meta for t in tensors_in(inputs)]) or any([t.is_meta for t in state])
         self.shape_only = shape_only
+        self.run_device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state])
         if shape_only:  # real inputs to a meta model: their meta stand-ins
             inputs = pytree.tree_map_only(torch.Tensor, lambda t: t if t.is_meta else torch.empty_like(t, device="meta"), inputs)
         self.plain_forward_ms = None
@@ -423,17 +440,22 @@ class TorchFLOPsByFX:
         check_str("sort", sort, optional=True)
         records = self._require_records()
         total = self.total_flops if unit == "flops" else self.total_macs
+        run = self.throughput_summary()
+        known = run.peak_tflops is not None
         if view == "nodes":
             rows: list[Any] = list(records)
             if sort is not None or top is not None:
                 rows = aggregate.sort_rows(rows, sort or unit, top)
-            text = None if format == "json" else render.node_table(rows, unit, format)
+            rates = throughput.for_view(view, rows, records, run)
+            text = None if format == "json" else render.node_table(rows, unit, format, rates, known)
         elif view == "modules":
             rows = self.by_module(depth, sort or "path", top)
-            text = None if format == "json" else render.module_table(rows, total, unit, format)
+            rates = throughput.for_view(view, rows, records, run)
+            text = None if format == "json" else render.module_table(rows, total, unit, format, rates, known)
         elif view == "ops":
             rows = self.by_op_type(sort or ("flops" if unit == "flops" else "macs"), top)
-            text = None if format == "json" else render.op_type_table(rows, total, unit, format)
+            rates = throughput.for_view(view, rows, records, run)
+            text = None if format == "json" else render.op_type_table(rows, total, unit, format, rates, known)
         else:
             rows, layer_total = layer_rows(self.model, records, unit=unit)
             if sort is not None or top is not None:
@@ -443,8 +465,30 @@ class TorchFLOPsByFX:
             return text
         return json.dumps(self.to_json_document(view, rows, unit), indent=1)
 
+    def throughput_summary(self) -> throughput.Summary:
+        """The last run against the device: achieved TFLOP/s and GB/s of the whole forward, the peaks used
+        (the user's, else the table's for a CUDA device) for the run's dtype, and MFU; without peaks,
+        ``message`` says how to pass them (:mod:`torch_flops.throughput`)."""
+        records = self._require_records()
+        found, message = throughput.resolve_peaks(self.peaks, self.run_device)
+        input_dtypes = [getattr(torch, info["dtype"]) for info in self._input_info]
+        key = throughput.dtype_key_of_run(self.model, input_dtypes, self.run_device)
+        return throughput.summary(records, found, key, message)
+
+    def plot_roofline(self, path: str | os.PathLike[str], top: int = 8, title: str | None = None) -> None:
+        """Write a roofline picture of the last run to ``path`` (PNG, SVG, PDF by its suffix): arithmetic
+        intensity against achieved TFLOP/s, log-log, one point per timed node sized by its time, the
+        ``top`` costliest labelled, and the device's two ceilings when its peaks are known. Needs
+        matplotlib (``pip install 'torch_flops[plot]'``)."""
+        from torch_flops import roofline
+
+        roofline.plot_roofline(self._require_records(), self.throughput_summary(), path, top=top, title=title)
+
     def to_json_document(self, view: str, rows: list[Any], unit: str = "flops") -> dict[str, Any]:
         records = self._require_records()
+        run = self.throughput_summary()
+        rates = throughput.for_view(view, rows, records, run)
+        row_fields = None if rates is None else [render.throughput_fields(t, run.peak_tflops is not None) for t in rates]
         totals = {
             "flops": aggregate.total_flops(records),
             "macs": aggregate.total_macs(records),
@@ -454,7 +498,7 @@ class TorchFLOPsByFX:
         }
         return render.to_json_document(
             view, rows, model=type(self.model).__name__, inputs=self._input_info, totals=totals, unit=unit,
-            extra={"leaf_modules": self.leaf_modules},
+            extra={"leaf_modules": self.leaf_modules, "throughput": throughput.summary_fields(run)}, row_fields=row_fields,
         )
 
     def to_dataframe(self, view: str = "nodes", depth: int | None = None):

@@ -210,8 +210,10 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], kind: str, ali
     return tabulate(shown, list(headers), tablefmt=tablefmt, colalign=list(align), disable_numparse=True)
 
 
-def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text") -> str:
-    """Module | Class | <unit> (inclusive) | self <unit> | % of total | Params | Time (ms)."""
+def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text",
+                 throughput: Sequence[Any] | None = None, peaks_known: bool = False) -> str:
+    """Module | Class | <unit> (inclusive) | self <unit> | % of total | Params | Time (ms), and the
+    throughput columns when ``throughput`` is given (:func:`add_throughput_columns`)."""
     check_choice("unit", unit, UNITS)
     check_choice("kind", kind, VIEW_KINDS[:3])
     label = _unit_label(unit)
@@ -222,11 +224,14 @@ def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str
         own = row.self_flops if unit == "flops" else row.self_macs
         name = row.path or "(root)"
         table.append([name, row.module_class, value, own, _percent(value, total), row.params, row.time_ms])
-    return _table(headers, table, kind, ["left", "left"] + ["right"] * 5)
+    align = ["left", "left"] + ["right"] * 5
+    add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
+    return _table(headers, table, kind, align)
 
 
-def op_type_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text") -> str:
-    """Op type | Count | <unit> | % of total | Time (ms)."""
+def op_type_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text",
+                  throughput: Sequence[Any] | None = None, peaks_known: bool = False) -> str:
+    """Op type | Count | <unit> | % of total | Time (ms), and the throughput columns when given."""
     check_choice("unit", unit, UNITS)
     check_choice("kind", kind, VIEW_KINDS[:3])
     label = _unit_label(unit)
@@ -235,11 +240,15 @@ def op_type_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: st
     for row in rows:
         value = row.flops if unit == "flops" else row.macs
         table.append([row.op_type, row.count, value, _percent(value, total), row.time_ms])
-    return _table(headers, table, kind, ["left"] + ["right"] * 4)
+    align = ["left"] + ["right"] * 4
+    add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
+    return _table(headers, table, kind, align)
 
 
-def node_table(records: Sequence[NodeRecord], unit: str = "flops", kind: str = "text") -> str:
-    """The node table of ``print_result_table`` in any kind; ``unit="macs"`` shows MACs."""
+def node_table(records: Sequence[NodeRecord], unit: str = "flops", kind: str = "text",
+               throughput: Sequence[Any] | None = None, peaks_known: bool = False) -> str:
+    """The node table of ``print_result_table`` in any kind; ``unit="macs"`` shows MACs; the throughput
+    columns when given."""
     check_choice("unit", unit, UNITS)
     check_choice("kind", kind, VIEW_KINDS[:3])
     label = _unit_label(unit)
@@ -249,7 +258,50 @@ def node_table(records: Sequence[NodeRecord], unit: str = "flops", kind: str = "
         value = r.flops if unit == "flops" else r.macs
         shown = value if r.status is not Status.UNSUPPORTED else ("" if kind == "csv" else "unsupported")
         table.append([r.name, r.op, r.target, r.module_path, r.module_class, shown, r.status.value, r.time_ms])
-    return _table(headers, table, kind, ["left"] * 5 + ["right", "left", "right"])
+    align = ["left"] * 5 + ["right", "left", "right"]
+    add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
+    return _table(headers, table, kind, align)
+
+
+THROUGHPUT_HEADERS = ("TFLOP/s", "GB/s", "FLOP/B")  # not "FLOPs": a MACs table names no FLOPs
+PEAK_HEADERS = ("% of peak", "Bound")
+
+
+def throughput_fields(t: Any, peaks_known: bool) -> dict[str, Any]:
+    """A :class:`torch_flops.throughput.Throughput` as raw JSON fields (``{}`` for ``None``):
+    ``tflops_per_s``, ``gb_per_s``, ``flops_per_byte`` and, with peaks, ``peak_fraction`` and ``bound``."""
+    if t is None:
+        return {}
+    fields = {"tflops_per_s": t.tflops, "gb_per_s": t.gbps, "flops_per_byte": t.intensity}
+    if peaks_known:
+        fields |= {"peak_fraction": t.peak_fraction, "bound": t.bound}
+    return fields
+
+
+def add_throughput_columns(
+    headers: list[str], table: list[list[Any]], align: list[str], throughput: Sequence[Any] | None, peaks_known: bool,
+    kind: str,
+) -> None:
+    """Append TFLOP/s, GB/s and FLOP/B (arithmetic intensity) (and, with peaks, % of peak and Bound) to ``table`` in place.
+    CSV cells are raw values (a fraction of peak in %, as the header says); text and Markdown round
+    TFLOP/s to 4 significant digits, GB/s to 1 decimal, FLOP/B to 2, % of peak to 2."""
+    if throughput is None:
+        return
+    extra = [*THROUGHPUT_HEADERS, *(PEAK_HEADERS if peaks_known else ())]
+    headers += extra
+    align += ["right"] * len(extra)
+    for row, t in zip(table, throughput):
+        if t is None:
+            row += [None] * len(extra)
+            continue
+        percent = None if t.peak_fraction is None else 100.0 * t.peak_fraction
+        cells: list[Any] = [t.tflops, t.gbps, t.intensity, percent, t.bound][: len(extra)]
+        if kind != "csv":
+            cells = [
+                f"{t.tflops:.4g}", f"{t.gbps:.1f}", "" if t.intensity is None else f"{t.intensity:.2f}",
+                "" if percent is None else f"{percent:.2f}", t.bound or "",
+            ][: len(extra)]
+        row += cells
 
 
 CONVENTIONS = {
@@ -264,10 +316,10 @@ CONVENTIONS = {
 
 def to_json_document(
     view: str, rows: Sequence[Any], *, model: str, inputs: Sequence[Mapping[str, Any]], totals: Mapping[str, Any],
-    unit: str, extra: Mapping[str, Any] | None = None,
+    unit: str, extra: Mapping[str, Any] | None = None, row_fields: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A versioned JSON-ready document: schema, versions, conventions, inputs, totals and the view's rows
-    (raw values; shapes as lists)."""
+    (raw values; shapes as lists). ``row_fields`` adds fields to each row (the throughput columns)."""
     import dataclasses
 
     import torch
@@ -291,6 +343,6 @@ def to_json_document(
         "unit": unit,
         "totals": dict(totals),
         "view": view,
-        "rows": [plain(row) for row in rows],
+        "rows": [plain(row) | dict(more) for row, more in zip(rows, row_fields or [{}] * len(rows))],
         **(extra or {}),
     }
