@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 
 import pytest
 from hypothesis import given, settings
@@ -317,6 +318,20 @@ def test_a_parametrised_layer_counts_its_weight_computation() -> None:
     assert counter.total_flops == 64 * 64 + 8 * 64 * (2 * 64 - 1) + 8 * 64
 
 
+@pytest.mark.parametrize("apply", [
+    pytest.param(lambda layer: torch.nn.utils.parametrizations.weight_norm(layer), id="parametrizations.weight_norm"),
+    pytest.param(lambda layer: torch.nn.utils.weight_norm(layer), id="weight_norm_pre_hook"),
+])
+def test_weight_norm_counts_the_weight_it_computes(apply) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the pre-hook form is deprecated
+        layer = apply(nn.Linear(64, 32))
+    counter = TorchFLOPsByFX(nn.Sequential(layer))
+    counter.propagate(torch.randn(8, 64))
+    # w = v * (g / ||v||), v of (32, 64): norms 2 * 2048, 32 divides, 2048 multiplies; then the layer
+    assert counter.total_flops == 2 * 2048 + 32 + 2048 + LINEAR_64_32
+
+
 def test_a_layer_with_a_hook_counts_the_hooks_work() -> None:
     layer = nn.Linear(64, 32)
     layer.register_forward_hook(lambda module, args, output: output * 3)
@@ -353,7 +368,7 @@ def test_every_way_of_counting_leaves_the_model_as_one_forward_would(run: str) -
 # -- generated models: construction and counting leave what one plain forward leaves -----------------
 BEHAVIOURS = ("assign", "reassign_buffer", "mutate_buffer", "append", "hook", "root_hook", "config",
               "in_place_input", "random")
-RUNS = ("propagate", "timing_off", "repeats", "profile")
+RUNS = ("propagate", "timing_off", "repeats", "profile", "shapes")
 
 
 def _add_one(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -444,6 +459,13 @@ def test_generated_models_are_left_as_one_plain_forward_leaves_them(
         x = torch.randn(batch, 4)
         args = (Config(n),) if "config" in behaviours else ()
         ours, theirs = x.clone(), x.clone()
+        if run == "shapes":  # not a forward: the model, the input and the generators are left as they are
+            before, rng_before = _state(model), torch.get_rng_state()
+            counter.propagate_shapes(ours, *args)
+            torch.testing.assert_close(ours, x)
+            assert torch.equal(torch.get_rng_state(), rng_before)
+            _assert_same_state(_state(model), before)
+            continue
         torch.manual_seed(seed + batch)
         expected = plain(theirs, *copy.deepcopy(args))
         rng_after = torch.get_rng_state()

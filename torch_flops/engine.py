@@ -233,8 +233,10 @@ class TorchFLOPsByFX:
         tensor of the same shape and dtype (the model's weights are not copied; they are swapped back
         afterwards), so FLOPs, MACs, shapes and analytic memory come out exactly as in a real run, for
         models of any size. Inputs may be real or meta tensors, or given as ``input_shapes`` (one shape
-        per positional input, of ``dtype``). Time and CUDA memory columns are ``None``. Ops whose
-        control flow depends on tensor values cannot run on meta tensors."""
+        per positional input, of ``dtype``). Time and CUDA memory columns are ``None``. Tensors that
+        ``forward`` makes without a device (``torch.rand(shape)``) are made on meta too. Ops whose
+        control flow depends on tensor values cannot run on meta tensors. The model, its inputs and
+        the random generators are left exactly as they were: a shape-only run is not a forward."""
         if not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r} ({type(dtype).__name__})")
         if input_shapes is not None:
@@ -280,10 +282,12 @@ class TorchFLOPsByFX:
         device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state])
         probe = Probe(device, self.mem_func_name)
         swap = _reparametrize(gm, _meta_state(gm)) if shape_only else contextlib.nullcontext()
+        # in a shape-only run, tensors made without a device (torch.rand(shape)) are made on meta too
+        made_on = torch.device("meta") if shape_only else contextlib.nullcontext()
         timed = timing and not shape_only
         before = AfterRun(named_modules(self.model), ()) if shape_only else None  # a shape-only run is not a forward
         try:
-            with eval_mode(modules=graph.modules), swap:
+            with eval_mode(modules=graph.modules), swap, made_on:
                 if not timed or (warmup == 0 and repeat == 1):
                     output, records, self._liveness = graph.runner.run(inputs, probe, timing=timed, observer=observer)
                 else:

@@ -215,6 +215,22 @@ def norm(call: OpCall) -> Cost:
     return vector_norm_cost(*_in_out(call), p)
 
 
+def weight_norm_cost(v_numel: int, g_numel: int) -> Cost:
+    """``w = v * (g / ||v||)``, the norm of order 2 taken over every dimension but ``dim``: the norms
+    ``2 * v_numel``, ``g / norm`` one divide per norm, ``v * ...`` one multiply per element:
+    ``3 * v_numel + g_numel``."""
+    if v_numel == 0:
+        return Cost(0, 0)
+    return Cost(3 * v_numel + g_numel, 0)
+
+
+# [*v] = _weight_norm([*v], g, dim); aten: _weight_norm_interface -> (w, norms)
+@function_rule(torch._weight_norm)
+@aten_rule(*aten_ops("_weight_norm", "_weight_norm_interface"))
+def weight_norm(call: OpCall) -> Cost:
+    return weight_norm_cost(call.arg(0, "v").numel(), call.arg(1, "g").numel())
+
+
 # [reduced] = logsumexp([*], dim, keepdim=False)
 @function_rule(torch.logsumexp)
 @method_rule("logsumexp")
