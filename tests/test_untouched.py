@@ -484,3 +484,20 @@ def test_generated_models_are_left_as_one_plain_forward_leaves_them(
         torch.testing.assert_close(ours, theirs)  # the input, written in place exactly once
         assert torch.equal(torch.get_rng_state(), rng_after)
         _assert_same_state(_state(model), _state(plain))
+
+
+@pytest.mark.parametrize("own_trace", [True, False], ids=["own trace", "FX's trace"])
+def test_both_traces_record_constant_work_and_leave_the_model(own_trace: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where PyTorch lacks the FX helpers our trace follows, FX's own trace runs: it records the same
+    work and leaves the model the same way."""
+    from torch_flops import tracer as tracer_module
+
+    monkeypatch.setattr(tracer_module, "_OWN_TRACE", own_trace)
+    model, x = PositionalEncoding(), torch.randn(1, 16, 8)
+    counter = TorchFLOPsByFX(model)
+    counter.propagate(x)
+    assert counter.total_flops == 4 * 16 * 8 + 8 + 8
+    writers = Writers()
+    stats = writers.stats
+    counter = TorchFLOPsByFX(writers)
+    assert set(counter.leaf_modules) == {"stats"} and writers.stats is stats and stats.seen == [] and stats.last is None
