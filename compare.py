@@ -31,8 +31,9 @@ Peer conventions (read from their sources, checked against their numbers by the 
   pooling 1 per input element; elementwise ops, activations, softmax, max pooling and
   ``scaled_dot_product_attention`` are skipped (listed as unsupported).
 - ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs): 2 per multiply of mm / bmm / addmm /
-  convolution, no bias; no formula for ``aten._scaled_dot_product_flash_attention_for_cpu``, so CPU SDPA
-  counts 0.
+  convolution, no bias. CPU SDPA runs ``aten._scaled_dot_product_flash_attention_for_cpu``: where its
+  ``flop_registry`` has a formula for it (torch 2.15 on), 2 per multiply of SDPA's two products; where
+  not (torch 2.14 and earlier), 0.
 - torchinfo ``summary(...).total_mult_adds`` (MACs): per leaf module with ``weight``/``bias``
   parameters: Conv layers parameters x output positions, every other layer batch x parameters (a Linear
   on ``(1, 197, 768)`` counts once, not 197 times).
@@ -652,17 +653,29 @@ def predict_fvcore(b: Breakdown) -> Prediction:
     return p
 
 
+def flop_counter_mode_prices_cpu_sdpa() -> bool:
+    """Whether this torch's FlopCounterMode has a formula for the CPU SDPA kernel (torch 2.15 on)."""
+    from torch.utils.flop_counter import flop_registry
+
+    kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return kernel is not None and kernel in flop_registry
+
+
 def predict_flop_counter_mode(b: Breakdown) -> Prediction:
     p = Prediction()
+    sdpa_priced = flop_counter_mode_prices_cpu_sdpa()
     for item in b.items:
         if item.family in PRODUCT_FAMILIES:
             _count_product(p, item, "mm/bmm/addmm/convolution", factor=2)
+        elif item.family == "attention" and sdpa_priced:
+            p.count(item.multiplies, "multiplies (SDPA's two products)", 2)
+            p.miss(item.flops - item.multiplies - item.adds, "SDPA score scaling, softmax and mask")
         elif item.family == "attention":
-            p.miss_item(item, "no formula for aten._scaled_dot_product_flash_attention_for_cpu")
+            p.miss_item(item, "this torch has no formula for aten._scaled_dot_product_flash_attention_for_cpu")
         else:
             p.miss_item(item)
     # 2 x multiplies = (multiplies + adds + bias) - bias + dot products: relate it to our FLOPs
-    counted = [i for i in b.items if i.family in PRODUCT_FAMILIES]
+    counted = [i for i in b.items if i.family in PRODUCT_FAMILIES or (i.family == "attention" and sdpa_priced)]
     bias = sum(i.bias for i in counted)
     dots = sum(i.multiplies - i.adds for i in counted)
     others = sum(p.missed.values()) - bias

@@ -147,37 +147,38 @@ def t(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 
 LINEAR_NODE = r"node 'layer' \(call_module layer in module 'layer' \(Linear\)\) failed on inputs with shapes "
 PROPAGATE_CASES = [
-    # (id, model factory, args, kwargs, exception, message)
+    # (id, model factory, args, kwargs, exception, message); a message ends where torch's own wording starts
+    # (the test checks that part against the error torch raised, chained as the cause)
     case("wrong_channels", SmallConvNet, (t(1, 1, 8, 8),), {}, NodeExecutionError,
          r"node 'conv' \(call_module conv in module 'conv' \(Conv2d\)\) failed on inputs with shapes \[\[1, 1, 8, 8\]\]: "
-         r"RuntimeError: .*expected input\[1, 1, 8, 8\] to have 3 channels, but got 1"),
+         r"RuntimeError: "),
     case("wrong_spatial_size_fails_at_fc", SmallConvNet, (t(2, 3, 10, 10),), {}, NodeExecutionError,
          r"node 'fc' \(call_module fc in module 'fc' \(Linear\)\) failed on inputs with shapes \[\[2, 100\]\]: "
-         r"RuntimeError: mat1 and mat2 shapes cannot be multiplied \(2x100 and 64x10\)"),
+         r"RuntimeError: "),
     case("missing_batch_dim", SmallConvNet, (t(3, 8, 8),), {}, NodeExecutionError,
          r"node 'bn' \(call_module bn in module 'bn' \(BatchNorm2d\)\) failed on inputs with shapes \[\[4, 8, 8\]\]: "
-         r"ValueError: expected 4D input \(got 3D input\)"),
+         r"ValueError: "),
     case("zero_dim_tensor", SimpleModel, (torch.tensor(1.0),), {}, NodeExecutionError,
-         LINEAR_NODE + r"\[\[\]\]: RuntimeError: both arguments to linear need to be at least 1D"),
+         LINEAR_NODE + r"\[\[\]\]: RuntimeError: "),
     case("wrong_shape_into_auto_leaf", lambda: HasSizeLeaf(pre_out=6), (t(2, 4),), {}, NodeExecutionError,
          r"node 'block' \(call_module block in module 'block' \(SizeLeaf\)\) failed on inputs with shapes \[\[2, 6\]\]: "
-         r"RuntimeError: mat1 and mat2 shapes cannot be multiplied \(2x6 and 4x4\)"),
+         r"RuntimeError: "),
     case("int64_input_to_linear", SimpleModel, (t(1, 5, dtype=torch.int64),), {}, NodeExecutionError,
-         LINEAR_NODE + r"\[\[1, 5\]\]: RuntimeError: .*same dtype.*Long and Float"),
+         LINEAR_NODE + r"\[\[1, 5\]\]: RuntimeError: "),
     case("float64_input_to_float32_model", SimpleModel, (t(1, 5, dtype=torch.float64),), {}, NodeExecutionError,
-         LINEAR_NODE + r"\[\[1, 5\]\]: RuntimeError: .*same dtype.*Double and Float"),
+         LINEAR_NODE + r"\[\[1, 5\]\]: RuntimeError: "),
     case("list_instead_of_tensor", SimpleModel, ([t(1, 5)],), {}, NodeExecutionError,
-         LINEAR_NODE + r"\[\[1, 5\]\]: TypeError: linear\(\): argument 'input' \(position 1\) must be Tensor, not \w*list"),
+         LINEAR_NODE + r"\[\[1, 5\]\]: TypeError: "),
     case("dict_instead_of_tensor", SimpleModel, ({"x": t(1, 5)},), {}, NodeExecutionError,
-         LINEAR_NODE + r"\[\[1, 5\]\]: TypeError: .*must be Tensor, not \w*dict"),
+         LINEAR_NODE + r"\[\[1, 5\]\]: TypeError: "),
     case("none_instead_of_tensor", SimpleModel, (None,), {}, NodeExecutionError,
-         LINEAR_NODE + r"\[no tensors\]: TypeError: .*must be Tensor, not NoneType"),
+         LINEAR_NODE + r"\[no tensors\]: TypeError: "),
     case("float_instead_of_tensor", SimpleModel, (3.0,), {}, NodeExecutionError,
-         LINEAR_NODE + r"\[no tensors\]: TypeError: .*must be Tensor, not float"),
+         LINEAR_NODE + r"\[no tensors\]: TypeError: "),
     case("str_instead_of_tensor", SimpleModel, ("x",), {}, NodeExecutionError,
-         LINEAR_NODE + r"\[no tensors\]: TypeError: .*must be Tensor, not str"),
+         LINEAR_NODE + r"\[no tensors\]: TypeError: "),
     case("numpy_instead_of_tensor", SimpleModel, (np.ones((1, 5), np.float32),), {}, NodeExecutionError,
-         r"failed on inputs with shapes \[no tensors\]: TypeError: .*must be Tensor, not numpy.ndarray"),
+         r"failed on inputs with shapes \[no tensors\]: TypeError: "),
     case("too_many_positional", SimpleModel, (t(1, 5), t(1, 5)), {}, TypeError,
          r"SimpleModel.forward\(x: torch.Tensor\) cannot take these inputs: too many positional arguments"),
     case("too_many_past_a_default", TwoInputs, (t(2, 3), t(2, 3), 3.0, 4.0), {}, TypeError,
@@ -193,7 +194,7 @@ PROPAGATE_CASES = [
          r"SmallConvNet.forward\(x: torch.Tensor\) cannot take these inputs: got an unexpected keyword argument 'mask'"),
     case("runtime_error_in_traced_op", Cholesky, (-torch.ones(4, 4),), {}, NodeExecutionError,
          r"node 'linalg_cholesky' \(call_function torch.linalg.cholesky\) failed on inputs with shapes \[\[4, 4\]\]: "
-         r"_LinAlgError: .*not positive-definite"),
+         r""),
     case("only_one_submodule_raises", HasRaises, (t(2, 4),), {}, NodeExecutionError,
          r"node 'bad' \(call_module bad in module 'bad' \(Raises\)\) failed on inputs with shapes \[\[2, 4\]\]: "
          r"ValueError: Raises.forward refuses"),
@@ -211,7 +212,10 @@ def test_propagate_rejects_inputs_the_model_cannot_take(
     info = raises_unchanged(model, lambda: counter.propagate(*args, **kwargs), error, match)
     if isinstance(info.value, NodeExecutionError):
         assert f"node '{info.value.node_name}'" in str(info.value)
-        assert info.value.__cause__ is not None  # the original error is chained, not lost
+        cause = info.value.__cause__
+        assert cause is not None  # the original error is chained, not lost, and quoted whole
+        assert str(info.value).endswith(f"]]: {type(cause).__name__}: {cause}") or str(info.value).endswith(
+            f"[no tensors]: {type(cause).__name__}: {cause}")
     assert model.training and all(m.training for m in model.modules())  # still in train mode
 
 
