@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.backends.opt_einsum  # `import torch` does not import it on torch 2.4
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn

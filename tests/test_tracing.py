@@ -90,6 +90,15 @@ class WrappedFunctions(nn.Module):
         return scaled_by_features(self.inner(x), math.sqrt(x.shape[-1]))
 
 
+def fx_reference(fx_trace: Callable[[], Any]) -> Any:
+    """FX's own trace, the reference; skips where this PyTorch's FX cannot trace the model at all (timm's
+    ViT on torch 2.4 passes a proxy of ``forward``'s ``is_causal`` to SDPA)."""
+    try:
+        return fx_trace()
+    except TypeError as error:
+        pytest.skip(f"torch.fx of torch {torch.__version__} cannot trace it: {error}")
+
+
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "unpacks": Unpacks,
     "wrapped_functions": WrappedFunctions,
@@ -106,10 +115,11 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 @pytest.mark.parametrize("name", MODELS)
 def test_graph_equals_fx_tracers(name: str, own_trace: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """With its own ``trace`` and, where PyTorch lacks FX helpers it follows, with FX's ``trace``."""
-    assert tracer_module._OWN_TRACE  # this PyTorch has every helper: the own trace is what runs
+    if own_trace and not tracer_module._OWN_TRACE:
+        pytest.skip("this PyTorch lacks FX helpers the own trace follows (torch 2.4): FX's trace runs")
     monkeypatch.setattr(tracer_module, "_OWN_TRACE", own_trace)
     torch.manual_seed(0)
-    reference = fx.Tracer().trace(MODELS[name]().eval())
+    reference = fx_reference(lambda: fx.Tracer().trace(MODELS[name]().eval()))
     torch.manual_seed(0)
     ours = ScopeTrackingTracer().trace(MODELS[name]().eval())  # a fresh model: LeViT caches proxies
     assert graph_summary(ours) == graph_summary(reference)
@@ -147,7 +157,7 @@ def test_graph_module_holds_the_models_own_objects(name: str) -> None:
     before = set(vars(model))
     gm = trace(model).graph_module
     assert set(vars(model)) == before  # the constants FX put on the model while tracing are gone
-    reference = fx.symbolic_trace(model)  # leaves its constants on the model, as FX does
+    reference = fx_reference(lambda: fx.symbolic_trace(model))  # leaves its constants on the model, as FX does
     targets = [n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr")]
     assert targets == [n.target for n in reference.graph.nodes if n.op in ("call_module", "get_attr")]
     for target in targets:
@@ -284,7 +294,7 @@ def test_module_classes_are_restored_after_a_trace() -> None:
     originals = {name: vars(nn.Module)[name] for name in ("__call__", "__getattr__")}
     classes = (Unpacks, nn.Linear, FailsInside)
     ScopeTrackingTracer().trace(Unpacks())
-    with pytest.raises(Exception, match="symbolically traced variables cannot be used as inputs to control flow"):
+    with pytest.raises(fx.proxy.TraceError):  # FX's error for a proxy used as a bool
         ScopeTrackingTracer().trace(FailsInside())
     for cls in classes:
         assert "__call__" not in vars(cls) and "__getattr__" not in vars(cls), cls
