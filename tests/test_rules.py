@@ -17,6 +17,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from features import needs_sdpa_gqa
 from models import Op
 from torch_flops import Status, TorchFLOPsByFX, aggregate
 from torch_flops.rules import activation
@@ -477,7 +478,7 @@ ATTENTION_CASES = [
      _qkv(kv_len=6, value_dim=16), 2_312, 1_152),
     # grouped-query: 4 query heads over 2 key heads, B = 4: 2 * 1,048 = 2,096; MACs 2 * 512
     ("sdpa_gqa", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
-     _qkv(heads=4, kv_heads=2), 2_096, 1_024),
+     _qkv(heads=4, kv_heads=2), 2_096, 1_024, needs_sdpa_gqa),
 ]
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from features import needs_jagged_embedding_bag
 from models import Op
 from test_rules import SIGNATURE, check, op_records, params, randn, run
 from torch_flops import Cost, Status, count_aten
@@ -77,6 +78,7 @@ def test_bag_entries(args: tuple, expected: tuple[int, int]) -> None:
     assert bag_entries(*args) == expected
 
 
+@needs_jagged_embedding_bag
 def test_nested_input_is_one_bag_per_row() -> None:
     nested = torch.nested.nested_tensor([tensor(1, 2), tensor(3, 4, 5)], layout=torch.jagged)
     assert bag_entries(nested, None) == (5, 2)  # rows of 2 and 3

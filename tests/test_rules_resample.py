@@ -16,6 +16,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from features import LANCZOS, needs_lanczos
 from models import Op
 from test_rules import SIGNATURE, as_module, check, op_records, params, randn, run
 from torch_flops import DEFAULT_REGISTRY, Cost, OpCall, Status, count_aten
@@ -120,7 +121,7 @@ RESAMPLE_CASES = [
     ("f_interpolate_bicubic_aa", lambda x: F.interpolate(x, scale_factor=0.5, mode="bicubic", antialias=True),
      (randn(1, 1, 8, 8),), 1_136, 576),  # windows [5, 7, 7, 5]: 24 * 24 = 576 points; 2*576 - 16 = 1,136
     ("f_interpolate_lanczos", lambda x: F.interpolate(x, scale_factor=0.5, mode="lanczos", antialias=True),
-     (randn(1, 1, 8, 8),), 1_784, 900),  # windows [7, 8, 8, 7]: 30 * 30 = 900 points; 2*900 - 16 = 1,784
+     (randn(1, 1, 8, 8),), 1_784, 900, needs_lanczos),  # windows [7, 8, 8, 7]: 30 * 30 = 900 points; 2*900 - 16 = 1,784
     ("f_interpolate_bilinear_aa_align_corners",
      lambda x: F.interpolate(x, size=(3, 3), mode="bilinear", align_corners=True, antialias=True),
      (randn(2, 1, 5, 5),), 2 * (2 * 81 - 9), 2 * 81),  # windows [3, 4, 2]: 9 * 9 = 81 points per plane, 2 planes
@@ -254,7 +255,8 @@ AGREEMENT_CASES = [
      (randn(2, 3, 19, 23),)),
     (Op(lambda x: F.interpolate(x, size=(11, 5), mode="bicubic", antialias=True)), (randn(1, 2, 17, 13),)),
     (Op(lambda x: F.interpolate(x, size=(11, 5), mode="bicubic", antialias=True)), (randn(1, 2, 17, 13).double(),)),
-    (Op(lambda x: F.interpolate(x, scale_factor=(1.5, 0.6), mode="lanczos", antialias=True)), (randn(1, 2, 9, 13),)),
+    pytest.param(Op(lambda x: F.interpolate(x, scale_factor=(1.5, 0.6), mode="lanczos", antialias=True)), (randn(1, 2, 9, 13),),
+                 marks=needs_lanczos),
     (Op(lambda x: F.interpolate(x, size=(7, 3), mode="bilinear", antialias=True, align_corners=True)),
      (randn(1, 1, 5, 9),)),
 ]
@@ -284,6 +286,6 @@ def test_interpolate_dispatches_only_priced_aten_ops() -> None:
             assert not tally.unsupported, (rank, mode, dict(tally.unsupported))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for mode in ("bilinear", "bicubic", "lanczos"):
+        for mode in ("bilinear", "bicubic", *(("lanczos",) if LANCZOS else ())):
             _, tally = count_aten(lambda t: F.interpolate(t, size=(3, 3), mode=mode, antialias=True), randn(1, 2, 5, 5))
             assert not tally.unsupported and tally.cost.flops > 0, mode

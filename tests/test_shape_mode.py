@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from features import needs_sdpa_gqa
 from models import Op
 from torch_flops import TorchFLOPsByFX
 
@@ -91,6 +92,7 @@ def test_in_place_results_share_their_input_storage() -> None:
     assert counter.activation_memory().peak_node == "fc1"
 
 
+@needs_sdpa_gqa
 def test_grouped_query_attention_is_counted_by_query_heads() -> None:
     q, k, v = torch.randn(1, 8, 4, 16), torch.randn(1, 2, 6, 16), torch.randn(1, 2, 6, 16)
     counter = TorchFLOPsByFX(Op(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=True)))
