@@ -116,7 +116,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 def test_graph_equals_fx_tracers(name: str, own_trace: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """With its own ``trace`` and, where PyTorch lacks FX helpers it follows, with FX's ``trace``."""
     if own_trace and not tracer_module._OWN_TRACE:
-        pytest.skip("this PyTorch lacks FX helpers the own trace follows (torch 2.4): FX's trace runs")
+        pytest.skip("this PyTorch lacks FX helpers the own trace follows (torch 2.4): FX's trace runs instead")
     monkeypatch.setattr(tracer_module, "_OWN_TRACE", own_trace)
     torch.manual_seed(0)
     reference = fx_reference(lambda: fx.Tracer().trace(MODELS[name]().eval()))

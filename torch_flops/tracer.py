@@ -192,11 +192,22 @@ def _kind_and_name(orig_method: Any, graph: fx.Graph) -> tuple[str, str]:
 _PLAIN_CONSTANTS = frozenset({type(None), bool, int, float, complex, str, torch.dtype, torch.device, torch.layout, torch.memory_format, type(...)})
 
 _FX_HELPERS = ("_Patcher", "_PatchedFn", "CURRENT_PATCHER", "_orig_module_call", "_orig_module_getattr", "_wrapped_fns_to_patch",
-               "_wrapped_methods_to_patch", "_create_wrapped_method", "_create_wrapped_func", "_get_is_fx_tracing",
-               "_set_is_fx_tracing", "_constant_attribute_types")
-_OWN_TRACE = all(hasattr(_fx_trace, name) for name in _FX_HELPERS)
+               "_wrapped_methods_to_patch", "_create_wrapped_method", "_create_wrapped_func", "_constant_attribute_types")
+_OWN_TRACE = all(hasattr(_fx_trace, name) for name in _FX_HELPERS) and (
+    hasattr(_fx_trace, "_set_is_fx_tracing") or hasattr(_fx_trace, "_is_fx_tracing_flag"))
 """Whether this PyTorch has every helper of FX's ``Tracer.trace`` that :meth:`ScopeTrackingTracer.trace`
-follows (PyTorch 2.3 and later); without them FX's own ``trace`` runs."""
+follows (2.11 has them, 2.4 does not); without them FX's own ``trace`` runs."""
+
+
+def _swap_fx_tracing(value: bool) -> bool:
+    """Sets FX's "a trace is running" flag and returns its old value (torch 2.11 keeps it in a global)."""
+    if hasattr(_fx_trace, "_set_is_fx_tracing"):
+        old = _fx_trace._get_is_fx_tracing()
+        _fx_trace._set_is_fx_tracing(value)
+    else:
+        old, _fx_trace._is_fx_tracing_flag = _fx_trace._is_fx_tracing_flag, value
+    return old
+
 
 _MODULE_HOOKS = ("__call__", "__getattr__")  # what Tracer.trace patches on nn.Module
 _ATTACH_ARGS = getattr(fx.Node, "_update_args_kwargs", None)  # what Node.__init__ calls; setters otherwise
@@ -230,8 +241,7 @@ class ScopeTrackingTracer(fx.Tracer):
             return self._own_trace(root, concrete_args)
 
     def _own_trace(self, root: nn.Module, concrete_args: dict[str, Any] | None) -> fx.Graph:
-        tracing = _fx_trace._get_is_fx_tracing()
-        _fx_trace._set_is_fx_tracing(True)
+        tracing = _swap_fx_tracing(True)
         try:
             return self._trace_module(root, concrete_args)
         except RuntimeError as error:
@@ -239,7 +249,7 @@ class ScopeTrackingTracer(fx.Tracer):
                 error.partial_fx_graph = self.graph.python_code(root_module="self", verbose=True).src  # type: ignore[attr-defined]
             raise
         finally:
-            _fx_trace._set_is_fx_tracing(tracing)
+            _swap_fx_tracing(tracing)
 
     def _trace_module(self, root: nn.Module, concrete_args: dict[str, Any] | None) -> fx.Graph:
         if _LazyGraphModule is not None:
