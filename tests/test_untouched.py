@@ -200,6 +200,31 @@ def test_a_replaced_submodule_is_counted_as_it_is_now() -> None:
     assert counter.total_flops == (2 * 4 * 7 + 8 + 8) + (2 * 4 * 7 + 8)
 
 
+class Switch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.activate = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc(x)
+        return torch.relu(x) if self.activate else x
+
+
+def test_a_flag_reassigned_on_a_traced_module_is_traced_again() -> None:
+    model = Switch()
+    counter = TorchFLOPsByFX(model)
+    counter.propagate(torch.randn(2, 4))
+    assert counter.total_flops == 2 * 4 * 7 + 8 + 8  # Linear(4, 4) on (2, 4) and its relu
+    model.activate = False
+    counter.propagate(torch.randn(2, 4))
+    assert counter.total_flops == 2 * 4 * 7 + 8
+    model.train()  # the training flag alone does not change the graph
+    graph = counter.graph_model
+    counter.propagate(torch.randn(2, 4))
+    assert counter.graph_model is graph
+
+
 def test_plain_arguments_reuse_the_graph() -> None:
     model = Repeats()
     model.forward = lambda x, n: Repeats.forward(model, x, Config(n))  # noqa: E731 - an int argument

@@ -165,7 +165,7 @@ class TorchFLOPsByFX:
         except TypeError:  # an unhashable concrete value: do not cache
             entry, key = None, None
         if entry is not None:
-            if entry.result.snapshot is not None and not entry.result.snapshot.matches(named_modules(self.model)):
+            if entry.result.snapshot is not None and not entry.result.snapshot.matches():
                 self._graphs.clear()  # the model changed since: no graph of it is current
             elif "" not in entry.result.leaf_modules or entry.positional == bound.positional:
                 return entry  # (a graph of the whole model as one node calls it as the caller did)

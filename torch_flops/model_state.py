@@ -32,6 +32,7 @@ _IGNORED = "training"  # the one attribute tracing and counting set themselves (
 _CONTAINERS = frozenset({dict, collections.OrderedDict, list, set})  # the hook tables are OrderedDicts
 _TABLES = ("_parameters", "_buffers", "_modules")  # reported by the names of their entries
 _MISSING = object()
+_EAGER_TABLES = ("_modules", "_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 
 FORWARD_HOOK_TABLES = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 """The hook tables of a module that change what calling it does (the ``*_with_kwargs`` and
@@ -78,6 +79,7 @@ class ModelSnapshot:
         self.copies = [value.copy() if value else () for _, value in held]
         self.lengths = list(map(len, self.containers))
         self.filled = [k for k, length in enumerate(self.lengths) if length]
+        self._forwards = dict(zip(self.classes, self.forwards))
 
     def _differing(self) -> list[int]:
         """The indices of the modules whose attributes or containers differ from the snapshot (their
@@ -140,18 +142,49 @@ class ModelSnapshot:
             if training is not None:
                 now[_IGNORED] = training
 
-    def matches(self, named: Iterable[tuple[str, nn.Module]]) -> bool:
-        """Whether ``named`` (a fresh walk of the model's modules) is the tree snapshotted, unchanged: the
-        same modules at the same paths, of the same classes with the same ``forward``, holding the same
-        attributes."""
-        named = list(named)
-        modules = [module for _, module in named]
-        if list(map(id, modules)) != list(map(id, self.modules)) or [path for path, _ in named] != self.paths:
+    def focus(self, eager_paths: Iterable[str]) -> None:
+        """Say which modules a graph runs eagerly (those at ``eager_paths`` and inside them): for those,
+        :meth:`matches` checks only what the graph depends on, their class, ``forward``, submodules and
+        hooks (and the number of their attributes, which a ``forward`` set on the instance changes),
+        since the graph calls them as they are at run time. Every other module (the ones traced into)
+        is checked whole."""
+        eager_paths = tuple(eager_paths)
+        prefixes = tuple(f"{path}." for path in eager_paths if path)
+        whole = "" in eager_paths
+        eager = [whole or path in eager_paths or path.startswith(prefixes) for path in self.paths]
+        self._traced = [i for i, flag in enumerate(eager) if not flag]
+        self._eager = [i for i, flag in enumerate(eager) if flag]
+        traced = set(self._traced)
+        self._traced_ids = [self.ids[i] for i in self._traced]
+        self._watched = [k for k, owner in enumerate(self.owners) if owner in traced]
+        self._eager_lengths = [len(self.attributes[i]) for i in self._eager]
+        tables = [(self.attributes[i][name], i) for i in self._eager for name in _EAGER_TABLES if name in self.attributes[i]]
+        held = {id(container): k for k, container in enumerate(self.containers)}
+        self._watched += [held[id(table)] for table, _ in tables if id(table) in held]
+        self._watched_lengths = [self.lengths[k] for k in self._watched]
+        self._watched_filled = [k for k in self._watched if self.lengths[k]]
+
+    def matches(self) -> bool:
+        """Whether the model is still the tree snapshotted, unchanged: the same modules (each module's
+        submodules are the same objects), of the same classes with the same ``forward``, holding the
+        same attributes; after :meth:`focus`, the modules run eagerly only as described there."""
+        if list(map(type, self.modules)) != self.classes:
             return False
-        classes = list(map(type, modules))
-        if classes != self.classes or [getattr(cls, "forward", None) for cls in classes] != self.forwards:
+        if any(getattr(cls, "forward", None) is not forward for cls, forward in self._forwards.items()):
             return False
-        return not self._differing()
+        if not hasattr(self, "_traced"):
+            return not self._differing()
+        modules = self.modules
+        ids = [list(map(id, modules[i].__dict__.values())) for i in self._traced]
+        if ids != self._traced_ids:
+            if any(now != then and not self._only_training(i) for i, now, then in zip(self._traced, ids, self._traced_ids)):
+                return False
+        if [len(modules[i].__dict__) for i in self._eager] != self._eager_lengths:
+            return False
+        containers = self.containers
+        if [len(containers[k]) for k in self._watched] != self._watched_lengths:
+            return False
+        return all(_same_contents(containers[k], self.copies[k]) for k in self._watched_filled)
 
 
 def hooked_modules(named: Iterable[tuple[str, nn.Module]]) -> dict[str, str]:

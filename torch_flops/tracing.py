@@ -158,6 +158,7 @@ def trace(
     eager = _eager_modules(named)
 
     def whole_model(why: str) -> TraceResult:
+        snapshot.focus([""])
         return TraceResult(_root_leaf_graph(model, variadics, positional), modules, leaves | {"": why}, snapshot=snapshot)
 
     if "" in leaves or "" in eager or _is_library_leaf(model, leaf_types):
@@ -176,6 +177,7 @@ def trace(
             leaves[error.module_path] = reason
             continue
         if not written:
+            snapshot.focus(node.target for node in graph_module.graph.nodes if node.op == "call_module")
             return TraceResult(graph_module, modules, leaves, dict(concrete_args or {}), snapshot)
         for path, names in written.items():
             writer = _writer(path, leaves)
@@ -235,6 +237,7 @@ def _trace_once(
     tracer = ScopeTrackingTracer(leaf_types, leaves, record_constants=True)
     tracer.root_named_modules = named
     rng = RngState()
+    clean = False
     try:
         try:
             with eval_mode(modules=[module for _, module in tracer.root_named_modules]), warnings.catch_warnings():
@@ -257,6 +260,8 @@ def _trace_once(
                     node.args = ()
         gm = _graph_module(tracer.root, graph, type(model).__name__)  # copies the constants
         written = snapshot.changed()
+        if not written:
+            clean = True  # nothing to put back
         constants = [name for name in written.get("", ()) if not name.startswith(_TRACER_CONSTANTS)]
         if "" in written and not constants:  # only FX's own constants were added to the root
             del written[""]
@@ -264,7 +269,8 @@ def _trace_once(
             written[""] = constants
         return gm, written
     finally:  # FX stores tensor constants on the traced module: they belong to the graph module only
-        snapshot.restore()
+        if not clean:
+            snapshot.restore()
         rng.restore()
 
 
