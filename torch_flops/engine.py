@@ -270,16 +270,16 @@ class TorchFLOPsByFX:
         state = state_tensors(graph.modules)
         shape_only = any([t.is_meta for t in tensors_in(inputs)]) or any([t.is_meta for t in state])
         self.shape_only = shape_only
-        self.run_device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state])
         if shape_only:  # real inputs to a meta model: their meta stand-ins
             inputs = pytree.tree_map_only(torch.Tensor, lambda t: t if t.is_meta else torch.empty_like(t, device="meta"), inputs)
         self.plain_forward_ms = None
+        self.run_device = None  # known after a run with timing, which throughput needs
         if not timing and observer is None and not shape_only:
             with eval_mode(modules=graph.modules):
                 output, self.records = graph.runner.run_flops(inputs)
             self._liveness = None
             return output
-        device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state])
+        device = self.run_device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state])
         probe = Probe(device, self.mem_func_name)
         swap = _reparametrize(gm, _meta_state(gm)) if shape_only else contextlib.nullcontext()
         # in a shape-only run, tensors made without a device (torch.rand(shape)) are made on meta too

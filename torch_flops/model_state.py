@@ -11,7 +11,12 @@ The same snapshot says whether a traced graph still describes the model
 (:meth:`ModelSnapshot.matches`): the same modules at the same paths, of the same classes, with the same
 ``forward``, the same objects as attributes (parameters, buffers, submodules, hooks, flags) and the
 same contents in their containers. Only ``training`` is left out: tracing and counting run in eval mode
-whatever it is.
+whatever it is. Once told which modules the graph runs eagerly (:meth:`ModelSnapshot.focus`), it checks
+those only for what the graph depends on (class, ``forward``, submodules, hooks), so the check at
+every ``propagate`` costs in proportion to the modules traced into.
+
+This module reads ``nn.Module``'s own tables (``_modules``, ``_forward_hooks`` ...): the one place in
+the library that does.
 
 Values are compared by identity and held by the snapshot, so an object replaced by another cannot
 be mistaken for it (a freed object's ``id`` may be reused; a held one's cannot). Containers are
@@ -32,11 +37,11 @@ _IGNORED = "training"  # the one attribute tracing and counting set themselves (
 _CONTAINERS = frozenset({dict, collections.OrderedDict, list, set})  # the hook tables are OrderedDicts
 _TABLES = ("_parameters", "_buffers", "_modules")  # reported by the names of their entries
 _MISSING = object()
-_EAGER_TABLES = ("_modules", "_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 
 FORWARD_HOOK_TABLES = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 """The hook tables of a module that change what calling it does (the ``*_with_kwargs`` and
 ``*_always_called`` tables only flag entries of these)."""
+_EAGER_TABLES = ("_modules", *FORWARD_HOOK_TABLES)  # what a graph depends on in a module it runs eagerly
 
 _GLOBAL_HOOK_TABLES = ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_backward_pre_hooks",
                        "_global_backward_hooks")
