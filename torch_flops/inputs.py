@@ -87,7 +87,11 @@ def layout_error(what: str, tensor: torch.Tensor) -> NotImplementedError:
 
 
 def check_state_layouts(model: nn.Module) -> None:
-    """Raise :func:`layout_error` for a parameter or buffer of ``model`` that is not a strided tensor."""
+    """Raise :func:`layout_error` for a parameter or buffer of ``model`` that is not a strided tensor
+    (the names are looked up only then: the quick test runs at every construction)."""
+    strided = torch.strided
+    if all(t.layout is strided for m in model.modules() for table in (m._parameters, m._buffers) for t in table.values() if t is not None):
+        return
     for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
         for name, tensor in named:
             if tensor.layout is not torch.strided:

@@ -60,6 +60,24 @@ def _same_contents(container: Any, copy: Any) -> bool:
     return list(map(id, container)) == list(map(id, copy))
 
 
+def _flat_contents(containers: list[Any], indices: list[int]) -> list[Any]:
+    """The ids of what the containers at ``indices`` hold, and the keys of the dicts among them, in one
+    list: two such lists are equal when every one of those containers holds the same objects (a
+    container of another length shifts the rest, so the lists differ)."""
+    flat: list[Any] = []
+    for k in indices:
+        container = containers[k]
+        if isinstance(container, dict):
+            flat += container.keys()
+            flat += map(id, container.values())
+        elif type(container) is set:
+            flat += sorted(map(id, container))
+        else:
+            flat += map(id, container)
+        flat.append(len(container))
+    return flat
+
+
 class ModelSnapshot:
     """The attributes of every module of a model (see the module docstring), by path.
 
@@ -78,12 +96,15 @@ class ModelSnapshot:
         self.ids = [list(map(id, attributes.values())) for attributes in self.attributes]
         # every list, dict and set attribute: its module's index, itself, and a copy (() when empty:
         # most of a module's tables are empty, and copying them would be most of the cost)
-        held = [(i, value) for i, attributes in enumerate(self.attributes) for value in attributes.values() if type(value) in _CONTAINERS]
-        self.owners = [i for i, _ in held]
-        self.containers = [value for _, value in held]
-        self.copies = [value.copy() if value else () for _, value in held]
+        held = [(i, name, value) for i, attributes in enumerate(self.attributes) for name, value in attributes.items()
+                if type(value) in _CONTAINERS]
+        self.owners = [i for i, _, _ in held]
+        self.names = [name for _, name, _ in held]
+        self.containers = [value for _, _, value in held]
+        self.copies = [value.copy() if value else () for value in self.containers]
         self.lengths = list(map(len, self.containers))
         self.filled = [k for k, length in enumerate(self.lengths) if length]
+        self.filled_contents = _flat_contents(self.copies, self.filled)
         self._forwards = dict(zip(self.classes, self.forwards))
 
     def _differing(self) -> list[int]:
@@ -96,7 +117,8 @@ class ModelSnapshot:
         lengths = list(map(len, self.containers))
         if lengths != self.lengths:
             found.update(self.owners[k] for k, (now, then) in enumerate(zip(lengths, self.lengths)) if now != then)
-        found.update(self.owners[k] for k in self.filled if not _same_contents(self.containers[k], self.copies[k]))
+        if _flat_contents(self.containers, self.filled) != self.filled_contents:
+            found.update(self.owners[k] for k in self.filled if not _same_contents(self.containers[k], self.copies[k]))
         return sorted(found)
 
     def _only_training(self, i: int) -> bool:
@@ -161,11 +183,8 @@ class ModelSnapshot:
         self._eager = [i for i, flag in enumerate(eager) if flag]
         traced = set(self._traced)
         self._traced_ids = [self.ids[i] for i in self._traced]
-        self._watched = [k for k, owner in enumerate(self.owners) if owner in traced]
         self._eager_lengths = [len(self.attributes[i]) for i in self._eager]
-        tables = [(self.attributes[i][name], i) for i in self._eager for name in _EAGER_TABLES if name in self.attributes[i]]
-        held = {id(container): k for k, container in enumerate(self.containers)}
-        self._watched += [held[id(table)] for table, _ in tables if id(table) in held]
+        self._watched = [k for k, (owner, name) in enumerate(zip(self.owners, self.names)) if owner in traced or name in _EAGER_TABLES]
         self._watched_lengths = [self.lengths[k] for k in self._watched]
         self._watched_filled = [k for k in self._watched if self.lengths[k]]
 
@@ -212,7 +231,16 @@ def global_hooks() -> list[str]:
 
 def has_hooks(module: nn.Module) -> bool:
     """Whether calling ``module`` runs hooks besides its ``forward``."""
+    attributes = module.__dict__
+    if not any([attributes.get(table) for table in FORWARD_HOOK_TABLES]):
+        return False
     return any(_hooks(module, table) for table in FORWARD_HOOK_TABLES)
+
+
+def is_parametrised(module: nn.Module) -> bool:
+    """Whether ``module`` has a parametrised tensor (``torch.nn.utils.parametrize``): what
+    ``parametrize.is_parametrized`` says, read from the submodule table without an attribute miss."""
+    return isinstance(module._modules.get("parametrizations"), nn.ModuleDict)
 
 
 def _hooks(module: nn.Module, table: str) -> list[Any]:

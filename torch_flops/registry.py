@@ -26,10 +26,9 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 from torch._ops import OpOverload, OpOverloadPacket
 
-from torch_flops.model_state import has_hooks
+from torch_flops.model_state import has_hooks, is_parametrised
 from torch_flops.records import Cost
 
 _MISSING = object()
@@ -229,7 +228,7 @@ def runs_class_forward(module: nn.Module) -> bool:
     instance, no parametrisation (``torch.nn.utils.parametrize``: the weight is computed on every
     read) and no forward or backward hooks (``weight_norm`` and ``spectral_norm`` work through a
     pre-hook, and a user's hook may compute too)."""
-    return "forward" not in module.__dict__ and not parametrize.is_parametrized(module) and not has_hooks(module)
+    return "forward" not in module.__dict__ and not is_parametrised(module) and not has_hooks(module)
 
 
 def lookup_by_mro(table: Mapping[type, T], cls: type) -> T | None:
