@@ -60,6 +60,17 @@ def _same_contents(container: Any, copy: Any) -> bool:
     return list(map(id, container)) == list(map(id, copy))
 
 
+def _under(path: str, roots: set[str]) -> bool:
+    """Whether the module at ``path`` is one of ``roots`` or inside one ('' is the whole model)."""
+    if "" in roots:
+        return True
+    while path:
+        if path in roots:
+            return True
+        path = path.rpartition(".")[0]
+    return False
+
+
 def _flat_contents(containers: list[Any], indices: list[int]) -> list[Any]:
     """The ids of what the containers at ``indices`` hold, and the keys of the dicts among them, in one
     list: two such lists are equal when every one of those containers holds the same objects (a
@@ -175,10 +186,8 @@ class ModelSnapshot:
         hooks (and the number of their attributes, which a ``forward`` set on the instance changes),
         since the graph calls them as they are at run time. Every other module (the ones traced into)
         is checked whole."""
-        eager_paths = tuple(eager_paths)
-        prefixes = tuple(f"{path}." for path in eager_paths if path)
-        whole = "" in eager_paths
-        eager = [whole or path in eager_paths or path.startswith(prefixes) for path in self.paths]
+        eager_paths = set(eager_paths)
+        eager = [_under(path, eager_paths) for path in self.paths]
         self._traced = [i for i, flag in enumerate(eager) if not flag]
         self._eager = [i for i, flag in enumerate(eager) if flag]
         traced = set(self._traced)
