@@ -58,7 +58,7 @@ print(" ".join(f"{p} {m.version(p)}" for p in ("torch", "torchvision", "transfor
         (cd "$root" && "$venv/bin/torch-flops" resnet50 --depth 1) > "$work/main_job.txt" 2>> "$log"
         main_status=$?
         cat "$work/main_job.txt" >> "$log"
-        main_job=$(tail -n 1 "$work/main_job.txt")
+        main_job=$(grep '^total:' "$work/main_job.txt" | tail -n 1)
         if [ "$main_status" -eq 0 ] && [[ $main_job == total:* ]]; then
             line+=" main job ok (${main_job#total: });"
         else

@@ -517,6 +517,8 @@ def test_both_traces_record_constant_work_and_leave_the_model(own_trace: bool, m
     work and leaves the model the same way."""
     from torch_flops import tracer as tracer_module
 
+    if own_trace and not tracer_module._OWN_TRACE:
+        pytest.skip("this PyTorch lacks FX helpers the own trace follows (torch 2.4): FX's trace runs instead")
     monkeypatch.setattr(tracer_module, "_OWN_TRACE", own_trace)
     model, x = PositionalEncoding(), torch.randn(1, 16, 8)
     counter = TorchFLOPsByFX(model)
