@@ -104,26 +104,19 @@ class AtenCostMode(TorchDispatchMode):
 
 
     def _track(self, output: Any) -> None:
-        """Count the new storages ``output`` holds; each is freed when its last tensor is."""
+        """Count the new storages ``output`` holds (a sparse tensor's: its indices' and values'); each is
+        freed when its last tensor is."""
         for tensor in tensors_in(output):
-            try:
-                self._hold(tensor, tensor.untyped_storage())
-            except (NotImplementedError, RuntimeError):  # a sparse tensor: its indices and values hold the memory
-                for part in memory.strided_parts(tensor):
-                    self._hold(tensor, part.untyped_storage())
-
-    def _hold(self, tensor: torch.Tensor, storage: torch.UntypedStorage) -> None:
-        """``tensor`` holds ``storage`` until it is freed."""
-        key = storage._cdata
-        if key in self._existing:
-            return
-        if key not in self._holders:
-            self._holders[key] = 0
-            self._sizes[key] = storage.nbytes()
-            self.live_bytes += self._sizes[key]
-            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-        self._holders[key] += 1
-        weakref.finalize(tensor, self._release, key)
+            for key, nbytes in memory.storages((tensor,)).items():
+                if key in self._existing:
+                    continue
+                if key not in self._holders:
+                    self._holders[key] = 0
+                    self._sizes[key] = nbytes
+                    self.live_bytes += nbytes
+                    self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+                self._holders[key] += 1
+                weakref.finalize(tensor, self._release, key)
 
     def _release(self, key: int) -> None:
         self._holders[key] -= 1
