@@ -133,9 +133,10 @@ def is_plain(value: Any) -> bool:
 
 
 def input_spec(bound: BoundInputs) -> Hashable | None:
-    """What a traced graph depends on: each argument's structure and its non-tensor values. ``None`` when an argument holds anything but tensors and plain values
-    (:func:`is_plain`): a configuration object, say, which may change between calls without changing
-    its identity, so no graph traced for it may be reused."""
+    """What a traced graph depends on: each argument's structure and its non-tensor values. ``None``
+    when an argument holds anything but tensors and plain values (:func:`is_plain`): a configuration
+    object, say, which may change between calls without changing its identity, so no graph traced for
+    it may be reused."""
     spec = []
     for name, value in bound.values.items():
         leaves, tree = pytree.tree_flatten(value)

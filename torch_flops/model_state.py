@@ -102,7 +102,6 @@ class ModelSnapshot:
         self.paths = [path for path, _ in named]
         self.modules = [module for _, module in named]
         self.classes = list(map(type, self.modules))
-        self.forwards = [getattr(cls, "forward", None) for cls in self.classes]
         self.attributes = [module.__dict__.copy() for module in self.modules]
         self.ids = [list(map(id, attributes.values())) for attributes in self.attributes]
         # every list, dict and set attribute: its module's index, itself, and a copy (() when empty:
@@ -116,7 +115,8 @@ class ModelSnapshot:
         self.lengths = list(map(len, self.containers))
         self.filled = [k for k, length in enumerate(self.lengths) if length]
         self.filled_contents = _flat_contents(self.copies, self.filled)
-        self._forwards = dict(zip(self.classes, self.forwards))
+        self.forwards = {cls: getattr(cls, "forward", None) for cls in self.classes}  # each class's forward, once
+        self._traced: list[int] | None = None  # set by focus(): the modules traced into, by index
 
     def _differing(self) -> list[int]:
         """The indices of the modules whose attributes or containers differ from the snapshot (their
@@ -203,9 +203,9 @@ class ModelSnapshot:
         same attributes; after :meth:`focus`, the modules run eagerly only as described there."""
         if list(map(type, self.modules)) != self.classes:
             return False
-        if any(getattr(cls, "forward", None) is not forward for cls, forward in self._forwards.items()):
+        if any(getattr(cls, "forward", None) is not forward for cls, forward in self.forwards.items()):
             return False
-        if not hasattr(self, "_traced"):
+        if self._traced is None:
             return not self._differing()
         modules = self.modules
         ids = [list(map(id, modules[i].__dict__.values())) for i in self._traced]
