@@ -267,6 +267,16 @@ def op_type(record: NodeRecord) -> str:
 _TORCH_NN_CLASSES = frozenset(name for name in dir(__import__("torch").nn) if name[:1].isupper())
 
 
+def charged_op_type(record: NodeRecord) -> str:
+    """The op-type row that a node's time (and bytes) are charged to: the first aten op of a node the
+    fallback counted, the unsupported target of a node not counted, else the node's op type."""
+    if record.aten_costs:
+        return record.aten_costs[0].label
+    if record.status is Status.UNSUPPORTED:
+        return unsupported_label(record)
+    return op_type(record)
+
+
 def by_op_type(records: Sequence[NodeRecord]) -> list[OpTypeRow]:
     """FLOPs, MACs, node count and time per op type, in order of first appearance. A node counted by the
     aten fallback is split into the aten ops it ran (``aten.mm`` ...), each counted once per call."""
@@ -285,10 +295,8 @@ def by_op_type(records: Sequence[NodeRecord]) -> list[OpTypeRow]:
         if r.aten_costs:
             for i, cost in enumerate(r.aten_costs):
                 add(cost.label, cost.calls, cost.flops, cost.macs, (r.time_ms or 0.0) if i == 0 else 0.0)
-        elif r.status is Status.UNSUPPORTED:
-            add(unsupported_label(r), 1, 0, 0, r.time_ms or 0.0)
         else:
-            add(op_type(r), 1, r.flops or 0, r.macs or 0, r.time_ms or 0.0)
+            add(charged_op_type(r), 1, r.flops or 0, r.macs or 0, r.time_ms or 0.0)
     return [OpTypeRow(key, int(c), int(f), int(m), float(t)) for key, (c, f, m, t) in table.items()]
 
 

@@ -443,31 +443,29 @@ class TorchFLOPsByFX:
         top = check_int("top", top, minimum=1, optional=True)
         check_str("sort", sort, optional=True)
         records = self._require_records()
-        total = self.total_flops if unit == "flops" else self.total_macs
-        run = self.throughput_summary()
-        known = run.peak_tflops is not None
         if view == "nodes":
             rows: list[Any] = list(records)
             if sort is not None or top is not None:
                 rows = aggregate.sort_rows(rows, sort or unit, top)
-            rates = throughput.for_view(view, rows, records, run)
-            text = None if format == "json" else render.node_table(rows, unit, format, rates, known)
         elif view == "modules":
             rows = self.by_module(depth, sort or "path", top)
-            rates = throughput.for_view(view, rows, records, run)
-            text = None if format == "json" else render.module_table(rows, total, unit, format, rates, known)
         elif view == "ops":
             rows = self.by_op_type(sort or ("flops" if unit == "flops" else "macs"), top)
-            rates = throughput.for_view(view, rows, records, run)
-            text = None if format == "json" else render.op_type_table(rows, total, unit, format, rates, known)
         else:
             rows, layer_total = layer_rows(self.model, records, unit=unit)
             if sort is not None or top is not None:
                 rows = aggregate.sort_rows(rows, sort or unit, top)
-            text = None if format == "json" else render.to_layer_table(rows, layer_total, format, unit=unit)
-        if text is not None:
-            return text
-        return json.dumps(self.to_json_document(view, rows, unit), indent=1)
+        if format == "json":  # the document has the throughput fields of its own
+            return json.dumps(self.to_json_document(view, rows, unit), indent=1)
+        if view == "layers":
+            return render.to_layer_table(rows, layer_total, format, unit=unit)
+        run = self.throughput_summary()
+        rates, known = throughput.for_view(view, rows, records, run), run.peak_tflops is not None
+        if view == "nodes":
+            return render.node_table(rows, unit, format, rates, known)
+        total = self.total_flops if unit == "flops" else self.total_macs
+        table = render.module_table if view == "modules" else render.op_type_table
+        return table(rows, total, unit, format, rates, known)
 
     def throughput_summary(self) -> throughput.Summary:
         """The last run against the device: achieved TFLOP/s and GB/s of the whole forward, the peaks used

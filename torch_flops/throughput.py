@@ -29,7 +29,7 @@ import torch
 
 from torch_flops import aggregate
 from torch_flops.peaks import UNKNOWN_DEVICE_HINT, Peaks, detect, run_dtype_key
-from torch_flops.records import NodeRecord, Status
+from torch_flops.records import NodeRecord
 
 
 @dataclass(frozen=True)
@@ -104,12 +104,7 @@ def bytes_by_op_type(records: Sequence[NodeRecord]) -> dict[str, int]:
     for r in records:
         if r.op in ("placeholder", "output", "get_attr"):
             continue
-        if r.aten_costs:
-            key = r.aten_costs[0].label
-        elif r.status is Status.UNSUPPORTED:
-            key = aggregate.unsupported_label(r)
-        else:
-            key = aggregate.op_type(r)
+        key = aggregate.charged_op_type(r)
         moved[key] = moved.get(key, 0) + _moved(r)
     return moved
 
