@@ -65,6 +65,16 @@ class HasBranchy(nn.Module):
         return self.block(self.pre(x))
 
 
+def has_branchy_identity() -> HasBranchy:
+    """``HasBranchy`` whose ``pre`` layer passes its input through unchanged (identity weight, zero
+    bias), so the branch ``Branchy`` takes follows the input's sign."""
+    model = HasBranchy()
+    with torch.no_grad():
+        model.pre.weight.copy_(torch.eye(4))
+        model.pre.bias.zero_()
+    return model
+
+
 class TwoInputs(nn.Module):
     def __init__(self) -> None:
         super().__init__()
