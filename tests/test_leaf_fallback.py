@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 
 from models import Branchy, HasBranchy, SimpleModel
-from torch_flops import ModuleCost, Status, TorchFLOPsByFX, profile
+from torch_flops import Status, TorchFLOPsByFX, profile
 
 torch.manual_seed(0)
 
@@ -31,16 +31,17 @@ def test_only_the_untraceable_submodule_becomes_a_leaf() -> None:
     assert counter.leaf_modules == {
         "block": "TraceError: symbolically traced variables cannot be used as inputs to control flow"
     }
-    by_target = {r.target: r for r in counter.records if r.op == "call_module"}
-    assert by_target["pre"].status is Status.RULE and by_target["pre"].flops == 12 * 7 + 12  # Linear(4, 4) on (3, 4)
-    block = by_target["block"]
-    assert block.status is Status.FALLBACK
-    # x.sum(): 11 adds; > 0: 1 comparison; inner Linear(4, 4) on (3, 4): 12 * (2*4 - 1) + 12 = 96
-    assert block.flops == 11 + 1 + 96
-    assert block.module_costs == (
-        ModuleCost("block", "Branchy", 12, 0, 1, (3, 4), (3, 4)),
-        ModuleCost("block.inner", "Linear", 96, 60, 1, (3, 4), (3, 4)),
-    )
+    pre = next(r for r in counter.records if r.op == "call_module")
+    assert pre.target == "pre" and pre.status is Status.RULE and pre.flops == 12 * 7 + 12  # Linear(4, 4) on (3, 4)
+    block = [(r.name, r.op, r.target, r.module_path, r.module_class, r.status, r.flops, r.macs, r.input_shapes, r.output_shapes)
+             for r in counter.records if r.leaf_node == "block"]
+    assert block == [  # one record per call the leaf made, each charged to the module that made it
+        ("block.sum", "call_method", "sum", "block", "Branchy", Status.RULE, 11, 0, ((3, 4),), ((),)),  # 12 - 1 adds
+        ("block.gt", "call_method", "gt", "block", "Branchy", Status.RULE, 1, 0, ((),), ((),)),
+        # inner Linear(4, 4) on (3, 4): 12 * (2*4 - 1) + 12 = 96 FLOPs, 12 * 4 + 12 = 60 MACs
+        ("block.linear", "call_function", "torch.nn.functional.linear", "block.inner", "Linear", Status.RULE, 96, 60,
+         ((3, 4), (4, 4), (4,)), ((3, 4),)),
+    ]
     assert counter.total_flops == 96 + 108 and not counter.unsupported
 
 
@@ -56,9 +57,9 @@ def test_modules_inside_a_leaf_keep_their_rows_in_the_layer_view() -> None:
 def test_the_other_branch_is_counted_as_it_ran() -> None:
     counter = TorchFLOPsByFX(identity_model())
     counter.propagate(-torch.rand(3, 4) - 0.1)
-    block = next(r for r in counter.records if r.target == "block")
-    assert block.flops == 11 + 1  # the sum and the comparison; the Linear did not run
-    assert [c.path for c in block.module_costs] == ["block"]
+    block = [r for r in counter.records if r.leaf_node == "block"]
+    assert [(r.target, r.flops) for r in block] == [("sum", 11), ("gt", 1)]  # the Linear did not run
+    assert {r.module_path for r in block} == {"block"}
 
 
 def test_an_untraceable_root_becomes_one_node() -> None:
@@ -68,9 +69,9 @@ def test_an_untraceable_root_becomes_one_node() -> None:
     out = counter.propagate(x)
     torch.testing.assert_close(out, model(x))
     assert list(counter.leaf_modules) == [""]
-    (node,) = [r for r in counter.records if r.op == "call_module"]
-    assert node.target == "(root)" and node.module_class == "Branchy" and node.status is Status.FALLBACK
-    assert [c.path for c in node.module_costs] == ["", "inner"]
+    calls = [r for r in counter.records if r.leaf_node]
+    assert {r.leaf_node for r in calls} == {"root_module"} and not any(r.op == "call_module" for r in counter.records)
+    assert [(r.module_path, r.module_class, r.flops) for r in calls] == [("", "", 11), ("", "", 1), ("inner", "Linear", 96)]
     assert counter.total_flops == 11 + 1 + 96
 
 
@@ -90,9 +91,8 @@ def test_user_named_leaves_and_no_hooks_left_behind() -> None:
     assert counter.total_flops == 44
     counter = TorchFLOPsByFX(model, leaf_modules=[""])
     counter.propagate(torch.randn(1, 5))
-    (node,) = [r for r in counter.records if r.op == "call_module"]
-    assert node.status is Status.FALLBACK and node.flops == 44
-    assert [(c.path, c.flops) for c in node.module_costs] == [("", 4), ("layer", 40)]
+    calls = [(r.module_path, r.target, r.flops) for r in counter.records if r.leaf_node == "root_module"]
+    assert calls == [("layer", "torch.nn.functional.linear", 40), ("", "add_", 4)]  # x.add_(1)
     assert not module_hooks._global_forward_hooks and not module_hooks._global_forward_pre_hooks
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     with pytest.raises(ValueError, match=r"leaf_modules \['nope'\] are not submodules of SimpleModel"):

@@ -90,8 +90,8 @@ def test_detection_model_counts_every_op() -> None:
     counter = TorchFLOPsByFX(model)
     counter.propagate([torch.rand(3, 160, 160)])
     assert list(counter.leaf_modules) == [""]  # GeneralizedRCNN.forward calls len() on its input
-    (node,) = [r for r in counter.records if r.op == "call_module"]
-    assert node.status is Status.FALLBACK and not counter.unsupported
-    paths = {c.path for c in node.module_costs}
-    assert {"backbone.body", "rpn.head.conv", "roi_heads.box_head.fc6", "roi_heads.box_predictor.cls_score"} <= paths
-    assert sum(c.flops for c in node.module_costs) == node.flops == counter.total_flops > 0
+    calls = [r for r in counter.records if r.leaf_node == "root_module"]
+    assert calls and not counter.unsupported and not any(r.op == "call_module" for r in counter.records)
+    paths = {r.module_path for r in calls}
+    assert {"backbone.body.0.0", "rpn.head.conv.0.0", "roi_heads.box_head.fc6", "roi_heads.box_predictor.cls_score"} <= paths
+    assert sum(r.flops for r in calls) == counter.total_flops > 0

@@ -18,7 +18,7 @@ torchvision = pytest.importorskip("torchvision")
 
 def summary(counter: TorchFLOPsByFX) -> list[tuple]:
     return [(r.name, r.op, r.target, r.module_path, r.status, r.flops, r.macs, r.input_shapes, r.output_shapes,
-             r.unsupported_ops, r.module_costs, r.aten_costs) for r in counter.records]
+             r.unsupported_ops, r.aten_costs, r.leaf_node) for r in counter.records]
 
 
 @pytest.mark.parametrize("model, inputs", [
@@ -211,8 +211,10 @@ def test_run_records_hold_exactly_the_record_fields(timing: bool) -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
             record.flops = 0  # type: ignore[misc]
     assert all((r.time_ms is not None) == timing for r in counter.records)
-    block = next(r for r in counter.records if r.target == "block")
-    assert block.status is Status.FALLBACK and block.aten_costs and block.flops == sum(c.flops for c in block.aten_costs)
+    block = [r for r in counter.records if r.leaf_node == "block"]  # the calls the leaf made, each a record
+    assert [(r.name, r.target, r.module_path, r.flops) for r in block[:2]] == [
+        ("block.sum", "sum", "block", 2 * 4 - 1), ("block.gt", "gt", "block", 1)
+    ]
 
 
 def test_plans_hold_exactly_the_plan_fields() -> None:

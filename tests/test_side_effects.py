@@ -128,7 +128,7 @@ def record_facts(counter: TorchFLOPsByFX) -> list[tuple]:
     """The deterministic part of every record (no times, no memory readings)."""
     return [
         (r.name, r.op, r.target, r.module_path, r.status, r.flops, r.macs, r.input_shapes, r.output_shapes,
-         r.unsupported_ops, r.module_costs)
+         r.unsupported_ops, r.aten_costs, r.leaf_node)
         for r in counter.records
     ]
 
@@ -418,8 +418,8 @@ def test_interleaved_counters_do_not_interfere() -> None:
     assert totals["plain"] == 33_230
     assert totals["ignoring"] == 33_230 - conv
     assert totals["custom_rule"] == 33_230 - fc + 1000
-    assert totals["whole_model_leaf"] == 33_230  # one node, counted by the aten-level fallback: same formulas
-    assert [r.status for r in counters["whole_model_leaf"].records if r.op == "call_module"] == [Status.FALLBACK]
+    assert totals["whole_model_leaf"] == 33_230  # one node, counted call by call: same formulas
+    assert {r.leaf_node for r in counters["whole_model_leaf"].records} == {"", "root_module"}
     assert DEFAULT_REGISTRY.module_rule(nn.Linear(1, 1)) is default_linear
     assert_unchanged(model, before)
 

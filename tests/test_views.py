@@ -62,12 +62,13 @@ def test_op_types_sum_to_the_total() -> None:
     assert {"nn.Conv2d", "nn.BatchNorm2d", "nn.ReLU", "nn.MaxPool2d", "nn.Linear"} <= set(ops)
 
 
-def test_fallback_nodes_split_into_aten_ops_and_leaf_modules_keep_rows() -> None:
+def test_calls_inside_leaves_are_op_types_and_leaf_modules_keep_rows() -> None:
     counter = TorchFLOPsByFX(has_branchy_identity())
     counter.propagate(torch.rand(3, 4) + 0.1)
     ops = {o.op_type: o for o in counter.by_op_type()}
-    assert ops["aten.sum"].flops == 11 and ops["aten.gt"].flops == 1
-    assert ops["aten.addmm"].flops == 12 * 7 + 12  # the inner Linear(4, 4) on (3, 4), inside the leaf
+    assert ops["Tensor.sum"].flops == 11 and ops["Tensor.gt"].flops == 1
+    assert ops["torch.nn.functional.linear"].flops == 12 * 7 + 12  # the inner Linear(4, 4) on (3, 4), inside the leaf
+    assert ops["nn.Linear"].flops == 12 * 7 + 12  # the traced pre layer
     rows = {r.path: r for r in counter.by_module()}
     assert rows["block.inner"].flops == 96 and rows["block"].flops == 96 + 12 and rows["block"].self_flops == 12
     assert sum(r.self_flops for r in rows.values()) == counter.total_flops

@@ -5,7 +5,7 @@ from torch_flops.engine import TorchFLOPsByFX
 from torch_flops.fallback import AtenCostMode, AtenTally, count_aten
 from torch_flops.planning import NodeExecutionError
 from torch_flops.profile import LayerInfo, profile
-from torch_flops.records import Cost, LayerRecord, ModuleCost, NodeRecord, Status
+from torch_flops.records import Cost, LayerRecord, NodeRecord, Status
 from torch_flops.registry import (
     DEFAULT_REGISTRY,
     CostRegistry,
@@ -34,7 +34,6 @@ __all__ = [
     "DuplicateRuleError",
     "LayerInfo",
     "LayerRecord",
-    "ModuleCost",
     "NodeExecutionError",
     "NodeRecord",
     "OpCall",

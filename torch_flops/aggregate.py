@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,15 +88,40 @@ def _fill_first_call_shapes(records: Sequence[NodeRecord], layers: dict[str, _La
                 layer.output_shape = record.output_shapes[0]
 
 
-def _add_module_costs(record: NodeRecord, layers: dict[str, _Layer], root_class: str) -> None:
-    """A leaf node counted by the fallback: each module inside it gets its own cost and shapes."""
-    for cost in record.module_costs:
-        layer = layers.get(cost.path)
-        if layer is None:
-            layer = layers[cost.path] = _Layer(cost.path, cost.module_class if cost.path else root_class)
-            layer.input_shape, layer.output_shape = cost.input_shape, cost.output_shape
-        layer.macs += cost.macs
-        layer.flops += cost.flops
+@dataclass(frozen=True)
+class Charge:
+    """One op's cost charged to a module: the module whose own ``forward`` ran it."""
+
+    path: str
+    module_class: str
+    flops: int
+    macs: int
+    time_ms: float
+    unsupported: str | None  # the op's label when no rule priced it
+
+
+def _within(path: str, scope: str) -> bool:
+    return scope == "" or path == scope or path.startswith(scope + ".")
+
+
+def charges(records: Sequence[NodeRecord], root_class: str, whole: Collection[str] = ()) -> list[Charge]:
+    """The one attribution of records to modules, read by every module-level view.
+
+    Each op record (not a graph input or output) is charged to its ``module_path``: a ``call_module``
+    node to its module, a function, a method or a call made inside a leaf to the innermost module whose
+    ``forward`` ran it. The records inside a module named in ``whole`` (a module with a custom counter)
+    are charged to that module itself."""
+    found = []
+    for r in records:
+        if r.op in ("placeholder", "output"):
+            continue
+        path, cls = r.module_path, r.module_class if r.module_path else root_class
+        scope = next((p for p in whole if _within(path, p)), None)
+        if scope is not None and scope != path:
+            path, cls = scope, ""
+        unsupported = unsupported_label(r) if r.status is Status.UNSUPPORTED and scope is None else None
+        found.append(Charge(path, cls, r.flops or 0, r.macs or 0, r.time_ms or 0.0, unsupported))
+    return found
 
 
 def by_layer(
@@ -107,29 +132,27 @@ def by_layer(
 ) -> list[LayerRecord]:
     """Group node costs by the module whose own ``forward`` ran them, in order of first call.
 
-    Every node is attributed to its ``module_path`` (a ``call_module`` node to its module, a function
-    or method to the innermost module around it). ``params_by_path`` gives each parameter-owning path's
+    Records are charged to modules by :func:`charges`. ``params_by_path`` gives each parameter-owning path's
     count; a parameter is charged to the deepest layer row that contains it (the root row takes what no
     other row contains), so the rows' params sum to the model's. ``macs_override`` replaces the MACs of
-    the named ``call_module`` nodes (custom counters); such nodes are not reported as unsupported.
+    the modules at the named paths and everything inside them (custom counters); their ops are not
+    reported as unsupported.
     """
     macs_override = macs_override or {}
     layers: dict[str, _Layer] = {}
-    for record in records:
-        if record.op in ("placeholder", "output"):
-            continue
-        if record.module_costs and record.name not in macs_override:
-            _add_module_costs(record, layers, root_class)
-            continue
-        layer = layers.get(record.module_path)
+    for charge in charges(records, root_class, macs_override):
+        layer = layers.get(charge.path)
         if layer is None:
-            module_class = record.module_class if record.module_path else root_class
-            layer = layers[record.module_path] = _Layer(record.module_path, module_class)
-        overridden = record.name in macs_override
-        layer.macs += macs_override[record.name] if overridden else (record.macs or 0)
-        layer.flops += record.flops or 0
-        if record.status is Status.UNSUPPORTED and not overridden:
-            layer.unsupported.append(unsupported_label(record))
+            layer = layers[charge.path] = _Layer(charge.path, charge.module_class)
+        layer.macs += charge.macs if charge.path not in macs_override else 0
+        layer.flops += charge.flops
+        if charge.unsupported is not None:
+            layer.unsupported.append(charge.unsupported)
+    for path, macs in macs_override.items():
+        layer = layers.get(path)
+        if layer is None:
+            layer = layers[path] = _Layer(path, "")
+        layer.macs += macs
     for owner, count in params_by_path.items():
         if not count:
             continue
@@ -185,22 +208,6 @@ class OpTypeRow:
     time_ms: float
 
 
-def self_costs(records: Sequence[NodeRecord]) -> list[tuple[str, str, int, int, float]]:
-    """``(module path, class, flops, macs, time_ms)`` charged to the module whose own ``forward`` ran
-    each op: a node to its ``module_path``, a leaf counted by the fallback to the modules inside it
-    (its time to the leaf itself)."""
-    costs = []
-    for r in records:
-        if r.op in ("placeholder", "output"):
-            continue
-        if r.module_costs:
-            costs += [(c.path, c.module_class, c.flops, c.macs, 0.0) for c in r.module_costs]
-            costs.append((r.module_path, r.module_class, 0, 0, r.time_ms or 0.0))
-        else:
-            costs.append((r.module_path, r.module_class, r.flops or 0, r.macs or 0, r.time_ms or 0.0))
-    return costs
-
-
 def _depth(path: str) -> int:
     return 0 if not path else path.count(".") + 1
 
@@ -222,19 +229,20 @@ def by_module(
     inclusive: dict[str, list[float]] = {"": [0, 0, 0.0]}
     own: dict[str, list[int]] = {}
     first: dict[str, int] = {"": 0}
-    for i, (path, cls, flops, macs, time_ms) in enumerate(self_costs(records)):
-        if path not in classes and cls:
-            classes[path] = cls
+    for i, charge in enumerate(charges(records, root_class)):
+        path = charge.path
+        if path not in classes and charge.module_class:
+            classes[path] = charge.module_class
         for scope in _scopes(path):
             first.setdefault(scope, i + 1)
         own.setdefault(path, [0, 0])
-        own[path][0] += flops
-        own[path][1] += macs
+        own[path][0] += charge.flops
+        own[path][1] += charge.macs
         for scope in [*_scopes(path), ""]:
             totals = inclusive.setdefault(scope, [0, 0, 0.0])
-            totals[0] += flops
-            totals[1] += macs
-            totals[2] += time_ms
+            totals[0] += charge.flops
+            totals[1] += charge.macs
+            totals[2] += charge.time_ms
     params_inclusive: dict[str, int] = {}
     for owner, count in (params_by_path or {}).items():
         for scope in [*_scopes(owner), ""]:

@@ -1,7 +1,8 @@
-"""Attribute the aten-level costs of a leaf module to the modules inside it.
+"""Which module is running: the innermost module of a leaf whose ``forward`` is executing.
 
-While a leaf ``call_module`` node runs under the aten-level counter, global forward hooks keep a stack
-of the leaf's submodules that are running; every priced aten op is charged to the top of the stack.
+While a leaf node runs (:mod:`torch_flops.op_capture`), global forward hooks keep a stack of the leaf's
+submodules that are running, so that every op the leaf makes is charged to the module whose own
+``forward`` made it, exactly as a traced node is charged to the module whose ``forward`` created it.
 The hooks exist only for that one call and are removed afterwards, whatever happens.
 """
 
@@ -9,72 +10,40 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 from torch.nn.modules import module as module_hooks
 
-from torch_flops.measure import tensors_in
-from torch_flops.records import ModuleCost, Shape
 
+class ModuleStack:
+    """The running submodules of ``leaf`` (qualified names under ``leaf_path``), innermost last.
 
-@dataclass
-class _Entry:
-    path: str
-    module_class: str
-    flops: int = 0
-    macs: int = 0
-    calls: int = 0
-    input_shape: Shape | None = None
-    output_shape: Shape | None = None
-
-
-def _first_shape(value: Any) -> Shape | None:
-    return next((tuple(t.shape) for t in tensors_in(value)), None)
-
-
-class ModuleAttribution:
-    """Charges costs to the innermost running submodule of ``leaf`` (qualified names under ``leaf_path``)."""
+    :attr:`top` is ``(path, class name)`` of the innermost one; at the leaf's own level it is the leaf
+    (``('', '')`` when the leaf is the whole model, as for a traced node of the root's ``forward``)."""
 
     def __init__(self, leaf: nn.Module, leaf_path: str) -> None:
-        self.paths: dict[int, str] = {}
-        self.entries: dict[str, _Entry] = {}
+        self._owners: dict[int, tuple[str, str]] = {}
         for name, module in leaf.named_modules():
             path = f"{leaf_path}.{name}" if leaf_path and name else (name or leaf_path)
-            self.paths.setdefault(id(module), path)
-            self.entries.setdefault(path, _Entry(path, type(module).__name__))
-        self.stack: list[str] = [leaf_path]
-        self.order: list[str] = []
-
-    def on_cost(self, label: str, cost: Any) -> None:
-        entry = self.entries[self.stack[-1]]
-        entry.flops += cost.flops
-        entry.macs += cost.macs
+            self._owners.setdefault(id(module), (path, type(module).__name__ if path else ""))
+        self._stack: list[tuple[str, str]] = [self._owners[id(leaf)]]
+        self.top = self._stack[-1]
 
     def _enter(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        path = self.paths.get(id(module))
-        if path is None:
-            return
-        self.stack.append(path)
-        entry = self.entries[path]
-        entry.calls += 1
-        if entry.calls == 1:
-            self.order.append(path)
-        if entry.input_shape is None:
-            entry.input_shape = _first_shape(args)
+        owner = self._owners.get(id(module))
+        if owner is not None:
+            self._stack.append(owner)
+            self.top = owner
 
     def _exit(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        path = self.paths.get(id(module))
-        if path is None or self.stack[-1] != path:
-            return
-        self.stack.pop()
-        entry = self.entries[path]
-        if entry.output_shape is None:
-            entry.output_shape = _first_shape(output)
+        owner = self._owners.get(id(module))
+        if owner is not None and len(self._stack) > 1 and self._stack[-1] == owner:
+            self._stack.pop()
+            self.top = self._stack[-1]
 
     @contextmanager
-    def hooks(self) -> Iterator[ModuleAttribution]:
+    def hooks(self) -> Iterator[ModuleStack]:
         pre = module_hooks.register_module_forward_pre_hook(self._enter)
         post = module_hooks.register_module_forward_hook(self._exit)
         try:
@@ -82,8 +51,3 @@ class ModuleAttribution:
         finally:
             pre.remove()
             post.remove()
-
-    def module_costs(self) -> tuple[ModuleCost, ...]:
-        """One entry per module that ran, in order of first call."""
-        entries = [self.entries[path] for path in self.order]
-        return tuple(ModuleCost(e.path, e.module_class, e.flops, e.macs, e.calls, e.input_shape, e.output_shape) for e in entries)

@@ -176,7 +176,7 @@ class TorchFLOPsByFX:
         gm, paths = result.graph_module, result.modules_by_path
         plans = plan_graph(gm, self.registry, self.ignore_ops, paths)
         modules = [gm, *paths.values()]  # the graph module holds only the model's modules: modules_of(gm, model)
-        entry = _Graph(result, plans, modules, GraphRunner(gm, plans, self.registry, paths), bound.positional)
+        entry = _Graph(result, plans, modules, GraphRunner(gm, plans, self.registry, paths, self.ignore_ops), bound.positional)
         if key is not None:
             self._graphs[key] = entry
         return entry
@@ -387,7 +387,7 @@ class TorchFLOPsByFX:
             raise RuntimeError("no memory analysis in a FLOPs-only run: propagate with timing=True")
         return MemorySummary(
             peak_activation_bytes=live.peak_bytes,
-            peak_node=records[live.peak_index].name if records else "",
+            peak_node=self._current.runner.nodes[live.peak_index].name if records else "",
             params_bytes=sum(memory.tensor_bytes(p) for p in self.model.parameters()),
             buffers_bytes=sum(memory.tensor_bytes(b) for b in self.model.buffers()),
         )
@@ -541,10 +541,12 @@ def _clone_tensors(values: Any) -> Any:
 
 
 def _median_times(records: list[NodeRecord], runs: list[list[NodeRecord]]) -> list[NodeRecord]:
-    """``records`` with each node's median and minimum time over ``runs``."""
+    """``records`` with each record's median and minimum time over ``runs`` (matched by name: a leaf
+    may make other calls in another run)."""
+    by_name = [{r.name: r.time_ms for r in run} for run in runs]
     out = []
-    for i, record in enumerate(records):
-        times = [r[i].time_ms for r in runs if r[i].time_ms is not None]
+    for record in records:
+        times = [t for run in by_name if (t := run.get(record.name)) is not None]
         if not times:
             out.append(record)
             continue

@@ -56,54 +56,18 @@ class AtenTally:
         self.calls[label] += 1
 
 
-class AtenCostMode(TorchDispatchMode):
-    """Runs every aten op unchanged and adds its cost to :attr:`tally`.
+class Allocations:
+    """The storages that ops allocate (those not among ``existing``' storages), each alive while a
+    tensor holds it: :attr:`live_bytes` now and :attr:`peak_bytes` at most."""
 
-    ``on_cost``, when given, is also called with ``(label, cost)`` for every priced op (used to
-    attribute costs to the module that was running). With ``existing`` (the tensors alive before the
-    call) the mode also follows the storages its ops allocate: :attr:`peak_bytes`.
-    """
-
-    def __init__(
-        self,
-        registry: CostRegistry | None = None,
-        on_cost: Callable[[str, Cost], None] | None = None,
-        existing: Iterable[torch.Tensor] | None = None,
-    ) -> None:
-        super().__init__()
-        self.registry = registry or DEFAULT_REGISTRY
-        self.on_cost = on_cost
-        self.tally = AtenTally()
-        self._rules: dict[OpOverload, Rule | None] = {}
-        # allocation tracking: storages made by the ops run here, alive while a tensor holds them
-        self._track_memory = existing is not None
-        self._existing = set(memory.storages(existing or ()))
+    def __init__(self, existing: Iterable[torch.Tensor]) -> None:
+        self._existing = set(memory.storages(existing))
         self._holders: dict[int, int] = {}
         self._sizes: dict[int, int] = {}
         self.live_bytes = 0
         self.peak_bytes = 0
 
-    def __torch_dispatch__(self, func: OpOverload, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        output = func(*args, **kwargs)
-        if self._track_memory:
-            self._track(output)
-        try:
-            rule = self._rules[func]
-        except KeyError:
-            rule = self._rules[func] = self.registry.aten_rule(func)
-        label = aten_label(func)
-        if rule is None:
-            self.tally.unsupported[label] += 1
-            return output
-        cost = ZERO_COST if rule.known_zero else _apply(rule, label, OpCall(args, kwargs, output))
-        self.tally.add(label, cost)
-        if self.on_cost is not None:
-            self.on_cost(label, cost)
-        return output
-
-
-    def _track(self, output: Any) -> None:
+    def track(self, output: Any) -> None:
         """Count the new storages ``output`` holds (a sparse tensor's: its indices' and values'); each is
         freed when its last tensor is."""
         for tensor in tensors_in(output):
@@ -123,6 +87,61 @@ class AtenCostMode(TorchDispatchMode):
         if not self._holders[key]:
             del self._holders[key]
             self.live_bytes -= self._sizes.pop(key)
+
+
+class AllocationMode(TorchDispatchMode):
+    """Runs every aten op unchanged and follows the storages it allocates (:class:`Allocations`)."""
+
+    def __init__(self, existing: Iterable[torch.Tensor]) -> None:
+        super().__init__()
+        self.allocations = Allocations(existing)
+
+    def __torch_dispatch__(self, func: OpOverload, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        output = func(*args, **(kwargs or {}))
+        self.allocations.track(output)
+        return output
+
+
+class AtenCostMode(TorchDispatchMode):
+    """Runs every aten op unchanged and adds its cost to :attr:`tally`.
+
+    With ``existing`` (the tensors alive before the
+    call) the mode also follows the storages its ops allocate: :attr:`peak_bytes`.
+    """
+
+    def __init__(
+        self,
+        registry: CostRegistry | None = None,
+        existing: Iterable[torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.registry = registry or DEFAULT_REGISTRY
+        self.tally = AtenTally()
+        self._rules: dict[OpOverload, Rule | None] = {}
+        self.allocations = Allocations(existing) if existing is not None else None
+
+    @property
+    def peak_bytes(self) -> int:
+        """The most the ops run here had allocated at once (0 unless ``existing`` was given)."""
+        return self.allocations.peak_bytes if self.allocations is not None else 0
+
+    def __torch_dispatch__(self, func: OpOverload, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        output = func(*args, **kwargs)
+        if self.allocations is not None:
+            self.allocations.track(output)
+        try:
+            rule = self._rules[func]
+        except KeyError:
+            rule = self._rules[func] = self.registry.aten_rule(func)
+        label = aten_label(func)
+        if rule is None:
+            self.tally.unsupported[label] += 1
+            return output
+        cost = ZERO_COST if rule.known_zero else _apply(rule, label, OpCall(args, kwargs, output))
+        self.tally.add(label, cost)
+        return output
+
 
 
 def _apply(rule: Rule, label: str, call: OpCall) -> Cost:

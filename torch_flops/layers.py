@@ -32,8 +32,7 @@ def layer_rows(
     ``x + identity`` costs FLOPs but no MACs, so its row shows in the FLOPs view only. Every row left
     out costs nothing in ``unit`` and owns no parameters, so the rows sum to the total in ``unit``."""
     check_choice("unit", unit, UNITS)
-    called = {r.module_path for r in records if r.op == "call_module"}
-    called |= {c.path for r in records for c in r.module_costs}
+    called = {r.module_path for r in records if r.op == "call_module" or r.leaf_node}
     every_layer = aggregate.by_layer(records, type(model).__name__, params_by_owner(model), custom_macs)
     layers = [
         layer

@@ -1,15 +1,14 @@
 """What is known about each node before it runs, and how a node is priced.
 
 :func:`plan_graph` resolves every node's rule once per graph (a :class:`NodePlan`: rule, labels, owning
-module); :func:`start_fallback` / :func:`fallback_scope` run a node without one under the aten-level
-counter (:mod:`torch_flops.fallback`). The errors a run raises
+module); :func:`start_fallback` runs a node without one: a leaf module op by op
+(:mod:`torch_flops.op_capture`), anything else under the aten-level counter (:mod:`torch_flops.fallback`). The errors a run raises
 name the node, its target, its module and the shapes it saw. :mod:`torch_flops.runner` runs the graph.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +17,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from torch_flops.attribution import ModuleAttribution
-from torch_flops.fallback import AtenCostMode
-from torch_flops.measure import tensors_in
+from torch_flops.fallback import AllocationMode, AtenCostMode
+from torch_flops.labels import function_label
+from torch_flops.measure import Probe, tensors_in
+from torch_flops.op_capture import OpCapture
 from torch_flops.records import ZERO_COST, AtenOpCost, Cost, Shape, Status, frozen_from_dict
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, runs_class_forward, valid_cost
 from torch_flops.tracing import ROOT_LEAF
@@ -53,29 +53,6 @@ class NodePlan:
     def fallback(self) -> bool:
         """Priced by the aten-level counter: an op node that has no rule and is not ignored."""
         return self.rule is None and not self.ignored
-
-
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-_MODULE_ALIASES = {
-    "_operator": "operator",
-    "torch._C._nn": "torch.nn.functional",
-    "torch._C._VariableFunctions": "torch",
-    "torch._C._linalg": "torch.linalg",
-    "torch._C._special": "torch.special",
-    "builtins": "",
-}
-
-
-def function_label(fn: Callable[..., Any]) -> str:
-    """A readable, address-free name: ``operator.add``, ``torch.matmul``, ``torch.nn.functional.linear``."""
-    name = getattr(fn, "__name__", None)
-    module = getattr(fn, "__module__", None)
-    if name is None or module is None:
-        return _ADDRESS.sub("", repr(fn))
-    module = _MODULE_ALIASES.get(module, module)
-    if module in ("torch.linalg", "torch.special"):  # C bindings are named linalg_inv, special_erfcx
-        name = name.removeprefix(module.rsplit(".", 1)[1] + "_")
-    return f"{module}.{name}" if module else name
 
 
 def target_label(node: fx.Node) -> str:
@@ -243,33 +220,68 @@ def check_cost(cost: Any, n: fx.Node, plan: NodePlan) -> None:
         )
 
 
+class AtenRun:
+    """A node without a rule that is not a module (a helper function, a method no rule knows): run
+    under the aten-level counter, priced by the aten ops it dispatches."""
+
+    def __init__(self, registry: CostRegistry, existing: tuple[torch.Tensor, ...] | None) -> None:
+        self.mode = AtenCostMode(registry, existing=existing)
+
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
+        return self.mode
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.mode.peak_bytes
+
+    def result(self) -> tuple[Cost | None, tuple[Status, tuple[str, ...], tuple[AtenOpCost, ...], tuple]]:
+        """``(cost, (status, unsupported ops, aten costs, op records))``; the cost is ``None`` (status
+        ``UNSUPPORTED``) when an aten op had no rule."""
+        tally = self.mode.tally
+        aten = tuple(AtenOpCost(label, tally.calls[label], cost.flops, cost.macs) for label, cost in tally.by_op.items())
+        if tally.unsupported:
+            return None, (Status.UNSUPPORTED, tuple(tally.unsupported), aten, ())
+        return tally.cost, (Status.FALLBACK, (), aten, ())
+
+
+class CaptureRun:
+    """A leaf module without a rule: every torch-level call it makes is recorded and priced on its own
+    (:class:`~torch_flops.op_capture.OpCapture`); with ``existing``, its allocations are followed too."""
+
+    def __init__(
+        self, plan: NodePlan, registry: CostRegistry, node_name: str, ignore: Collection[IgnoreSpec],
+        probe: Probe | None, existing: tuple[torch.Tensor, ...] | None,
+    ) -> None:
+        self.capture = OpCapture(registry, plan.module, plan.module_qualname or "", node_name, probe, ignore,
+                                 measure_bytes=existing is not None)
+        self.allocations = AllocationMode(existing) if existing is not None else None
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        with self.capture.modules.hooks(), self.capture:
+            with self.allocations if self.allocations is not None else contextlib.nullcontext():
+                yield
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.allocations.allocations.peak_bytes if self.allocations is not None else 0
+
+    def result(self) -> tuple[Cost | None, tuple[Status, tuple[str, ...], tuple[AtenOpCost, ...], tuple]]:
+        """``(cost, (status, unsupported ops, (), op records))``: the sum over the calls, ``None`` (status
+        ``UNSUPPORTED``) when one of them could not be priced."""
+        ops = self.capture.records()
+        if self.capture.cost is None:
+            return None, (Status.UNSUPPORTED, tuple(self.capture.unsupported), (), ops)
+        return self.capture.cost, (Status.FALLBACK, (), (), ops)
+
+
 def start_fallback(
-    plan: NodePlan, registry: CostRegistry, existing: tuple[torch.Tensor, ...] | None = None
-) -> tuple[AtenCostMode, ModuleAttribution | None]:
-    """The aten counter for a node without a rule; for a module with children, also the attribution of
-    its costs to them. ``existing``: the tensors alive before the call, to follow its allocations."""
-    attribution = None
-    if plan.module is not None and next(plan.module.children(), None) is not None:
-        attribution = ModuleAttribution(plan.module, plan.module_qualname or "")
-    return AtenCostMode(registry, attribution.on_cost if attribution else None, existing), attribution
-
-
-@contextlib.contextmanager
-def fallback_scope(mode: AtenCostMode | None, attribution: ModuleAttribution | None) -> Iterator[None]:
-    """Run under ``mode`` (and ``attribution``'s hooks), or plainly when there is no mode."""
-    with attribution.hooks() if attribution is not None else contextlib.nullcontext():
-        with mode if mode is not None else contextlib.nullcontext():
-            yield
-
-
-def fallback_result(
-    mode: AtenCostMode, attribution: ModuleAttribution | None
-) -> tuple[Cost | None, tuple[Status, tuple[str, ...], tuple[AtenOpCost, ...], tuple]]:
-    """What a node run under ``mode`` cost, and its details: ``(cost, (status, unsupported ops, aten
-    costs, module costs))``. The cost is ``None`` (status ``UNSUPPORTED``) when an aten op had no rule."""
-    tally = mode.tally
-    aten = tuple(AtenOpCost(label, tally.calls[label], cost.flops, cost.macs) for label, cost in tally.by_op.items())
-    modules = attribution.module_costs() if attribution is not None else ()
-    if tally.unsupported:
-        return None, (Status.UNSUPPORTED, tuple(tally.unsupported), aten, modules)
-    return tally.cost, (Status.FALLBACK, (), aten, modules)
+    plan: NodePlan, registry: CostRegistry, node_name: str, ignore: Collection[IgnoreSpec] = (),
+    probe: Probe | None = None, existing: tuple[torch.Tensor, ...] | None = None,
+) -> AtenRun | CaptureRun:
+    """How to run a node without a rule: a module op by op (:class:`CaptureRun`), anything else under
+    the aten-level counter (:class:`AtenRun`). ``probe`` times the calls inside a module;
+    ``existing`` (the tensors alive before the call) follows its allocations and bytes."""
+    if plan.module is not None:
+        return CaptureRun(plan, registry, node_name, ignore, probe, existing)
+    return AtenRun(registry, existing)

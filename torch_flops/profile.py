@@ -120,7 +120,8 @@ def profile(
             counters[id(plan.module)] = _custom_counter_for(plan.module, custom_ops)
         custom = counters[id(plan.module)]
         if custom is not None:
-            custom_macs[node.name] = custom_macs.get(node.name, 0) + _custom_macs(plan.module, custom, node_args, result)
+            path = plan.module_qualname or ""
+            custom_macs[path] = custom_macs.get(path, 0) + _custom_macs(plan.module, custom, node_args, result)
 
     if custom_ops:
         counter._propagate(args, kwargs, observe)

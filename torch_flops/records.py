@@ -61,21 +61,6 @@ ZERO_COST = Cost(0, 0)
 
 
 @dataclass(frozen=True)
-class ModuleCost:
-    """The cost of the ops a module ran itself (not through a child module) while a leaf node executed:
-    how the aten-level fallback keeps the modules inside a leaf visible under their own names.
-    Shapes are those of the module's first call (its first tensor input and first tensor output)."""
-
-    path: str
-    module_class: str
-    flops: int
-    macs: int
-    calls: int = 1
-    input_shape: Shape | None = None
-    output_shape: Shape | None = None
-
-
-@dataclass(frozen=True)
 class AtenOpCost:
     """What one aten operator cost, summed over its calls, inside a node counted by the fallback."""
 
@@ -87,16 +72,21 @@ class AtenOpCost:
 
 @dataclass(frozen=True)
 class NodeRecord:
-    """One executed FX node.
+    """One executed op: an FX node, or a torch-level call made inside a leaf node.
 
     ``read_bytes`` / ``written_bytes`` are the bytes the node moves and ``live_bytes`` the activation
     memory still alive after it (see :mod:`torch_flops.memory`). ``time_ms`` is the median over the
     timed runs and ``time_min_ms`` the fastest; both are ``None`` in a shape-only or FLOPs-only run. ``flops`` and ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``, and then
-    ``unsupported_ops`` names the aten ops that had no rule. A ``call_module`` node counted by the
-    fallback lists in ``module_costs`` what each module inside it cost, and any fallback node in
-    ``aten_costs`` what each aten operator cost (both sum to the node's cost). ``module_path`` is the qualified name of the
-    innermost module whose ``forward`` created the node ('' at the root), and ``module_class`` that
-    module's class name. Memory fields are ``None`` unless the node ran on CUDA.
+    ``unsupported_ops`` names the aten ops that had no rule. A record priced by the aten-level fallback lists in
+    ``aten_costs`` what each aten operator cost (they sum to its cost). ``module_path`` is the qualified
+    name of the innermost module whose ``forward`` created the node or made the call ('' at the root),
+    and ``module_class`` that module's class name. Memory fields are ``None`` unless the node ran on
+    CUDA.
+
+    A leaf node (a module run as one unit: one FX cannot trace, or one kept whole) has no record of its
+    own: each torch-level call it makes is one (``op`` ``call_function`` or ``call_method``, named
+    ``<leaf node>.<call>``), with ``leaf_node`` the leaf node's name ('' for a node of the graph) and
+    ``live_bytes`` ``None``. A leaf that makes no call keeps a record of its own.
     """
 
     name: str
@@ -113,12 +103,12 @@ class NodeRecord:
     mem_before_bytes: int | None = None
     mem_after_bytes: int | None = None
     unsupported_ops: tuple[str, ...] = ()
-    module_costs: tuple[ModuleCost, ...] = ()
     aten_costs: tuple[AtenOpCost, ...] = ()
     read_bytes: int = 0
     written_bytes: int = 0
     live_bytes: int | None = None
     time_min_ms: float | None = None
+    leaf_node: str = ""
 
     @property
     def arithmetic_intensity(self) -> float | None:

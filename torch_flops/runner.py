@@ -25,7 +25,7 @@ Two loops share the steps:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import torch
@@ -37,9 +37,8 @@ from torch_flops.planning import (
     NodeObserver,
     NodePlan,
     _shapes,
+    IgnoreSpec,
     check_cost,
-    fallback_result,
-    fallback_scope,
     node_error,
     observer_error,
     rule_error,
@@ -78,7 +77,7 @@ def _status(plan: NodePlan) -> Status:
     return _ZERO
 
 
-_PLANNED_DETAILS = {status: (status, (), (), ()) for status in Status}  # (status, unsupported ops, aten costs, module costs)
+_PLANNED_DETAILS = {status: (status, (), (), ()) for status in Status}  # (status, unsupported ops, aten costs, op records)
 
 
 class _Step:
@@ -141,14 +140,15 @@ class _Step:
                 kwargs[key] = values[source]
         return args, kwargs
 
-    def call(self, args: Any, kwargs: dict[str, Any], mode: Any = None, attribution: Any = None) -> Any:
-        """Run the node (a fallback node under its counter ``mode``); an error names the node."""
+    def call(self, args: Any, kwargs: dict[str, Any], counting: Any = None) -> Any:
+        """Run the node (a fallback node under its ``counting``, from ``start_fallback``); an error
+        names the node."""
         try:
             if self.kind == _CALL:
                 return self.fn(*args, **kwargs)
             if self.kind == _GET_ATTR:
                 return getattr(*self.fn)
-            with fallback_scope(mode, attribution):
+            with counting.scope():
                 return self.fn(*args, **kwargs)
         except Exception as error:
             raise node_error(self.node, self.plan, args, kwargs, error) from error
@@ -201,9 +201,10 @@ class GraphRunner:
 
     def __init__(
         self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], registry: CostRegistry,
-        modules_by_path: Mapping[str, nn.Module] | None = None,
+        modules_by_path: Mapping[str, nn.Module] | None = None, ignore: Collection[IgnoreSpec] = (),
     ) -> None:
         self.gm = gm
+        self.ignore = ignore  # what calls inside leaves to mark ignored
         self._modules_by_path = modules_by_path  # the modules gm holds at these paths, when known
         self.registry = registry
         self.nodes = list(gm.graph.nodes)
@@ -295,18 +296,19 @@ class GraphRunner:
         values: list[Any] = [None] * n
         shapes: list[tuple] = [()] * n
         costs: list[Cost | None] = [ZERO_COST] * n
-        fallbacks: dict[int, tuple] = {}  # status, missing ops, aten costs and module costs of fallback nodes
+        fallbacks: dict[int, tuple] = {}  # status, missing ops, aten costs and op records of fallback nodes
         self._bind_inputs(self.gm.graph.process_inputs(*inputs), values)
         for node in self.placeholders:
             shapes[self.slot[node]] = _shapes(values[self.slot[node]])
-        registry, slot = self.registry, self.slot
+        hidden = self._hidden_inputs(values)
+        registry, slot, ignore = self.registry, self.slot, self.ignore
         with torch.no_grad():
             for step in self.steps:
                 args, kwargs = step.arguments(values, slot)
                 kind = step.kind
                 if kind == _FALLBACK:
-                    mode, attribution = start_fallback(step.plan, registry)
-                    output = step.call(args, kwargs, mode, attribution)
+                    counting = start_fallback(step.plan, registry, step.node.name, ignore)
+                    output = step.call(args, kwargs, counting)
                 else:
                     output = step.call(args, kwargs)
                 i = step.index
@@ -315,26 +317,37 @@ class GraphRunner:
                 if step.rule is not None:
                     costs[i] = step.price(args, kwargs, output)
                 elif kind == _FALLBACK:
-                    costs[i], fallbacks[i] = fallback_result(mode, attribution)
+                    costs[i], fallbacks[i] = counting.result()
                 for dead in step.free:
                     values[dead] = None
             output = self._output(values)
-        run = (shapes, costs, fallbacks, _shapes(output))
+        run = (shapes, costs, fallbacks, _shapes(output), hidden)
         if self._previous is not None and self._previous[0] == run:
             return output, list(self._previous[1])
         details = list(self.planned_details)  # a fallback node's: what its run found
         for i, found in fallbacks.items():
             details[i] = found
-        records = self._records(shapes, costs, details, run[3])
+        records = self._records(shapes, costs, details, run[3], hidden)
         self._previous = (run, records)
         return output, list(records)
 
+    def _hidden_inputs(self, values: list[Any]) -> frozenset[int]:
+        """The placeholders that got no value worth showing: ``None``, or an empty ``*args`` /
+        ``**kwargs``."""
+        return frozenset(
+            i for i in (self.slot[node] for node in self.placeholders)
+            if values[i] is None or (isinstance(values[i], (tuple, list, dict)) and not values[i])
+        )
+
     def _records(
         self, shapes: list[tuple], costs: list[Cost | None], details: list[tuple], output_shapes: tuple,
-        measured: list[dict[str, Any]] | None = None, live_after: tuple[int, ...] | None = None,
+        hidden: frozenset[int] = frozenset(), measured: list[dict[str, Any]] | None = None,
+        live_after: tuple[int, ...] | None = None,
     ) -> list[NodeRecord]:
         """One record per node: its shapes (a node's input shapes are its producers' output shapes),
-        cost and details, and the ``measured`` columns and ``live_after`` bytes of a full run.
+        cost and details, and the ``measured`` columns and ``live_after`` bytes of a full run. A leaf
+        node's records are those of the calls it made (the fourth item of its details), a ``hidden``
+        input has none.
 
         Each record's fields start as a copy of the node's template (the fields no run changes, and the
         defaults), filled in here; the first record of a run is checked for every field."""
@@ -347,15 +360,22 @@ class GraphRunner:
                 template["module_path"], template["module_class"] = plan.module_path, plan.module_class
                 templates.append(template)
         records: list[NodeRecord] = []
+        checked = False
         producers, output_index = self.producers, self._output_index
         for i, template in enumerate(self._templates):
+            if i in hidden:
+                continue
+            ops = details[i][3]
+            if ops:
+                records += ops
+                continue
             state = template.copy()
             cost = costs[i]
             if cost is None:
                 state["flops"] = state["macs"] = None
             else:
                 state["flops"], state["macs"] = cost.flops, cost.macs
-            state["status"], state["unsupported_ops"], state["aten_costs"], state["module_costs"] = details[i]
+            state["status"], state["unsupported_ops"], state["aten_costs"], _ = details[i]
             if i == output_index:
                 state["input_shapes"] = state["output_shapes"] = output_shapes
             else:
@@ -364,8 +384,9 @@ class GraphRunner:
             if measured is not None:
                 state.update(measured[i])
                 state["live_bytes"] = live_after[i]
-            if not records:
+            if not checked:
                 check_record_fields(state)
+                checked = True
             records.append(frozen_from_dict(NodeRecord, state))
         return records
 
@@ -385,10 +406,12 @@ class GraphRunner:
         inner_peaks = [0] * n  # peak allocations inside nodes run by the fallback
         marks: list[tuple[Any, Any] | None] = [None] * n  # (start, end) of each timed node
         model_state = memory.storage_ids(self._state_tensors())
-        registry, slot = self.registry, self.slot
+        registry, slot, ignore = self.registry, self.slot, self.ignore
+        countings: dict[int, Any] = {}  # the fallback nodes' counting, read once the device is done
         probe.start()
         with torch.no_grad():
             self._bind_inputs(self.gm.graph.process_inputs(*inputs), values)
+            hidden = self._hidden_inputs(values)
             for node in self.placeholders:
                 i = slot[node]
                 held = tensors_in(values[i])
@@ -405,20 +428,21 @@ class GraphRunner:
                     in_tensors = [a for a in args if isinstance(a, _Tensor)]
                     if kwargs:
                         in_tensors += [v for v in kwargs.values() if isinstance(v, _Tensor)]
-                mode = attribution = None
+                counting = None
                 if kind == _FALLBACK:
                     state = (*plan.module.parameters(), *plan.module.buffers()) if plan.module is not None else ()
-                    mode, attribution = start_fallback(plan, registry, existing=(*in_tensors, *state))
+                    counting = countings[i] = start_fallback(
+                        plan, registry, step.node.name, ignore, probe if timing else None, existing=(*in_tensors, *state)
+                    )
                 start = probe.mark() if timing else None
-                output = step.call(args, kwargs, mode, attribution)
+                output = step.call(args, kwargs, counting)
                 marks[i] = (start, probe.mark()) if timing else None
                 mem_after = probe.memory()
                 values[i] = output
                 if step.rule is not None:
                     costs[i] = step.price(args, kwargs, output)
-                elif mode is not None:
-                    costs[i], details[i] = fallback_result(mode, attribution)
-                    inner_peaks[i] = mode.peak_bytes
+                elif counting is not None:
+                    inner_peaks[i] = counting.peak_bytes
                 if observer is not None:
                     self._observe(observer, step.node, output, args, kwargs)
                 out_tensors = [output] if isinstance(output, _Tensor) else tensors_in(output)
@@ -445,8 +469,10 @@ class GraphRunner:
             probe.finish()
             for i, pair in enumerate(marks):
                 measured[i]["time_ms"] = probe.elapsed_ms(*pair) if pair is not None else 0.0
+        for i, counting in countings.items():
+            costs[i], details[i] = counting.result()
         live = memory.liveness(produced, self.last_use, model_state, inner_peaks)
-        return output, self._records(shapes, costs, details, _shapes(output), measured, live.live_after), live
+        return output, self._records(shapes, costs, details, _shapes(output), hidden, measured, live.live_after), live
 
     def _state_tensors(self) -> list[torch.Tensor]:
         """The parameters and buffers of the graph module's modules (``gm.parameters()`` and
