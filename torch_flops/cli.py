@@ -25,6 +25,7 @@ from torch import nn
 
 from torch_flops.engine import VIEWS, TorchFLOPsByFX
 from torch_flops.render import UNITS, VIEW_KINDS
+from torch_flops.rules.attention import ATTENTION_MODES
 
 EXIT_RUN, EXIT_USAGE, EXIT_MISSING = 1, 2, 3
 
@@ -230,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="untimed runs before the timed ones (default 2 on CUDA, 0 on CPU)")
     parser.add_argument("--repeat", type=_int_at_least(1, "a number of runs >= 1"), default=None,
                         help="timed runs; each node's median is reported (default 10 on CUDA, 1 on CPU)")
+    parser.add_argument("--attention", choices=ATTENTION_MODES, default="dense",
+                        help="scaled dot-product attention: count every score (dense) or only those the causal or "
+                             "given mask leaves visible (causal)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow MODEL to be a pickled whole module (unpickling runs code from the file)")
     return parser
@@ -268,7 +272,8 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
         model = model.to(dtype)
     inputs = make_inputs(model, shapes, dtype, args.device)
     try:
-        counter = TorchFLOPsByFX(model, peak_tflops=args.peak_tflops, peak_bandwidth=args.peak_bandwidth)
+        counter = TorchFLOPsByFX(model, peak_tflops=args.peak_tflops, peak_bandwidth=args.peak_bandwidth,
+                                 attention=args.attention)
     except ValueError as error:  # a peak that is not a positive number, an unknown dtype
         raise CliError(str(error)) from None
     on_cuda = torch.device(args.device).type == "cuda"
