@@ -59,7 +59,8 @@ def forward_flops(d: Dims, batch: int, new: int, cached: int, attention: str = "
     attention_flops = visible * (2 * head - 1) + visible + (visible if masked else 0) + 3 * visible - rows + head * (2 * visible - rows)
     pointwise = 3 * t * inter + 2 * (4 * t * h + 2 * t) + 2 * t * h  # SiLU and product; two RMSNorms; two residual adds
     per_layer = linear + rope + attention_flops + pointwise
-    once = (4 * t * h + 2 * t) + t * vocab * (2 * h - 1) + (t * head // 2 + 4 * t * head) + t  # norm, LM head, rotary tables, positions
+    tables = new * head // 2 + 4 * new * head + new  # rotary angles, cos, sin, their scaling; positions: per position, not per sequence
+    once = (4 * t * h + 2 * t) + t * vocab * (2 * h - 1) + tables  # final norm, LM head
     return d.layers * per_layer + once
 
 
