@@ -37,6 +37,15 @@ def make_two():
 
 def make_conv():
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 10))
+
+
+class CausalSelfAttention(nn.Module):
+    def forward(self, x):
+        return nn.functional.scaled_dot_product_attention(x, x, x, is_causal=True)
+
+
+def make_causal_attention():
+    return CausalSelfAttention()
 '''
 
 
@@ -58,6 +67,17 @@ def test_factory_file_nodes_view(factory_file: Path, capsys: pytest.CaptureFixtu
     assert code == 0 and err == ""
     assert "FLOPs" in out.splitlines()[0]
     assert "total: 40 FLOPs, 24 MACs, 24 params" in out  # Linear(5, 4): 4 * (2*5 - 1) + 4; 4*5 + 4 MACs
+
+
+def test_attention_option(factory_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = [f"{factory_file}:make_causal_attention", "--input-shape", "1,2,4,8"]
+    code, out, _ = run(spec, capsys)
+    assert code == 0 and "total: 1,080 FLOPs" in out  # every score: 1,048 + 32 for the causal mask
+    code, out, _ = run([*spec, "--attention", "causal"], capsys)
+    assert code == 0 and "total: 648 FLOPs" in out  # the 20 visible scores of 32 (tests/test_rules_attention.py)
+    with pytest.raises(SystemExit) as info:  # argparse's usage error
+        cli.main([*spec, "--attention", "sparse"])
+    assert info.value.code == 2 and "invalid choice: 'sparse'" in capsys.readouterr().err
 
 
 def test_several_inputs_json_and_output_file(factory_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,11 +1,13 @@
 """Checks of the public API's arguments (``TorchFLOPsByFX``, ``propagate``, ``report``, ``by_module``,
 ``profile``, the command line): each error names the argument, says what it must be and shows what it
 got, before any work is done. Every int-typed argument goes through :func:`check_int`, every flag
-through :func:`check_bool`, every tuple of classes through :func:`check_classes`."""
+through :func:`check_bool`, every choice among names through :func:`check_choice`, every tuple of
+classes through :func:`check_classes`."""
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -38,6 +40,13 @@ def check_str(name: str, value: Any, optional: bool = False) -> str | None:
         return None
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string{' or None' if optional else ''}, got {_got(value)}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``; ``ValueError`` naming them otherwise."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {_got(value)}")
     return value
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from torch_flops.engine import VIEWS, TorchFLOPsByFX
 from torch_flops.render import UNITS, VIEW_KINDS
+from torch_flops.rules.attention import ATTENTION_MODES
 
 EXIT_RUN, EXIT_USAGE, EXIT_MISSING = 1, 2, 3
 
@@ -75,12 +76,17 @@ def _timm(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     return model, (1, *model.pretrained_cfg.get("input_size", (3, 224, 224)))
 
 
-def _transformers(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+def _transformers(name: str, causal_lm: bool = False) -> tuple[nn.Module, tuple[int, ...]]:
     transformers = _require("transformers", "hf")
     try:
         config = transformers.AutoConfig.from_pretrained(name, local_files_only=True)
     except Exception as error:
         raise CliError(f"no transformers config {name!r} available locally (nothing is downloaded): {error}") from None
+    if causal_lm:  # generation needs the LM head and the cache
+        try:
+            return transformers.AutoModelForCausalLM.from_config(config), (1, 128)
+        except ValueError as error:
+            raise CliError(f"--generate needs a causal language model; {name!r} is not one: {error}") from None
     return transformers.AutoModel.from_config(config), (1, 128)
 
 
@@ -143,12 +149,13 @@ def _is_torchscript(path: str) -> bool:
         return any(name.rpartition("/")[2] == "constants.pkl" for name in archive.namelist())
 
 
-def load_model(spec: str, trust_pickle: bool = False) -> tuple[nn.Module, tuple[int, ...] | None]:
-    """The model named by ``spec`` and its default input shape (``None`` when unknown)."""
+def load_model(spec: str, trust_pickle: bool = False, causal_lm: bool = False) -> tuple[nn.Module, tuple[int, ...] | None]:
+    """The model named by ``spec`` and its default input shape (``None`` when unknown); with ``causal_lm``
+    a transformers config gives its ``...ForCausalLM``."""
     if spec.startswith("timm:"):
         return _timm(spec[5:])
     if spec.startswith("hf:"):
-        return _transformers(spec[3:])
+        return _transformers(spec[3:], causal_lm)
     if spec.endswith((".pt", ".pth")):
         return _saved(spec, trust_pickle), None
     if ":" in spec:
@@ -230,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="untimed runs before the timed ones (default 2 on CUDA, 0 on CPU)")
     parser.add_argument("--repeat", type=_int_at_least(1, "a number of runs >= 1"), default=None,
                         help="timed runs; each node's median is reported (default 10 on CUDA, 1 on CPU)")
+    parser.add_argument("--attention", choices=ATTENTION_MODES, default="dense",
+                        help="scaled dot-product attention: count every score (dense) or only those the causal or "
+                             "given mask leaves visible (causal)")
+    parser.add_argument("--generate", type=_int_at_least(0, "a number of decode steps >= 0"), default=None, metavar="N",
+                        help="count a prefill of the input's tokens (--input-shape BATCH,PROMPT), then N greedy decode "
+                             "steps with the KV cache: FLOPs, bytes and intensity per phase (a causal language model)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow MODEL to be a pickled whole module (unpickling runs code from the file)")
     return parser
@@ -253,7 +266,9 @@ def _is_text_model(model: nn.Module) -> bool:
 
 def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -> int:
     args = build_parser().parse_args(argv)
-    model, default_shape = load_model(args.model, args.trust_pickle)
+    if args.generate is not None and args.meta:
+        raise CliError("--generate needs real tensors (each next token is the argmax of the logits): drop --meta")
+    model, default_shape = load_model(args.model, args.trust_pickle, causal_lm=args.generate is not None)
     if args.weights:
         state = torch.load(args.weights, map_location="cpu", weights_only=True)
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -268,9 +283,12 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
         model = model.to(dtype)
     inputs = make_inputs(model, shapes, dtype, args.device)
     try:
-        counter = TorchFLOPsByFX(model, peak_tflops=args.peak_tflops, peak_bandwidth=args.peak_bandwidth)
+        counter = TorchFLOPsByFX(model, peak_tflops=args.peak_tflops, peak_bandwidth=args.peak_bandwidth,
+                                 attention=args.attention)
     except ValueError as error:  # a peak that is not a positive number, an unknown dtype
         raise CliError(str(error)) from None
+    if args.generate is not None:
+        return _generate(args, model, inputs, counter, out)
     on_cuda = torch.device(args.device).type == "cuda"
     warmup = args.warmup if args.warmup is not None else (2 if on_cuda else 0)
     repeat = args.repeat if args.repeat is not None else (10 if on_cuda else 1)
@@ -301,6 +319,25 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
             raise CliError(str(error), EXIT_MISSING) from None
         except ValueError as error:
             raise CliError(f"no roofline: {error}") from None
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        out(text)
+    return 0
+
+
+def _generate(args: argparse.Namespace, model: nn.Module, inputs: list[torch.Tensor], counter: TorchFLOPsByFX,
+              out: Callable[[str], Any]) -> int:
+    """``--generate N``: the prefill of the one input of token ids, then N decode steps."""
+    from torch_flops import generation
+
+    if len(inputs) != 1 or inputs[0].dim() != 2 or inputs[0].dtype.is_floating_point:
+        raise CliError("--generate takes one input of token ids: --input-shape BATCH,PROMPT_LENGTH (--dtype int64)")
+    try:
+        counts, _ = generation.count_generation(model, inputs[0], args.generate, counter=counter)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise CliError(f"{args.model} cannot generate with a KV cache: {type(error).__name__}: {error}", EXIT_RUN) from None
+    text = generation.to_text(counts)
     if args.output:
         Path(args.output).write_text(text + "\n")
     else:

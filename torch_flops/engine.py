@@ -21,7 +21,7 @@ from torch.utils import _pytree as pytree
 from torch_flops import aggregate, render
 from torch_flops import peaks as device_peaks
 from torch_flops import throughput
-from torch_flops.arguments import check_bool, check_classes, check_int, check_str
+from torch_flops.arguments import check_bool, check_choice, check_classes, check_int, check_str
 from torch_flops import inputs as model_inputs
 from torch_flops import memory
 from torch_flops.planning import IgnoreSpec, NodeObserver, NodePlan, plan_graph
@@ -30,6 +30,7 @@ from torch_flops.runner import GraphRunner
 from torch_flops.measure import Probe, check_memory_function, gc_paused, run_device, tensors_in
 from torch_flops.records import NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
+from torch_flops.rules.attention import ATTENTION_MODES, attention_rules
 from torch_flops.model_state import AfterRun, Versions
 from torch_flops.tracer import named_modules
 from torch_flops.tracing import TraceResult, check_model, eval_mode, state_tensors, trace
@@ -112,12 +113,14 @@ class TorchFLOPsByFX:
         auto_leaf: bool = True,
         peak_tflops: float | Mapping[Any, float] | None = None,
         peak_bandwidth: float | None = None,
+        attention: str = "dense",
     ) -> None:
         check_model(model)
         model = unwrap(model)  # DataParallel, DistributedDataParallel, torch.compile: the model inside
         check_memory_function(mem_func_name)
         leaf_types = check_classes("leaf_types", leaf_types, nn.Module)
         check_bool("auto_leaf", auto_leaf)
+        check_choice("attention", attention, ATTENTION_MODES)
         model_inputs.check_state_layouts(model)
         ignore_ops = _check_ignore_ops(ignore_ops)
         if registry is not None and not isinstance(registry, CostRegistry):
@@ -135,7 +138,9 @@ class TorchFLOPsByFX:
         self.model = model
         self.mem_func_name = mem_func_name
         self.ignore_ops: tuple[IgnoreSpec, ...] = tuple(ignore_ops)
-        self.registry = (registry if registry is not None else DEFAULT_REGISTRY).overlay(extra_rules or {})
+        self.attention = attention
+        self.registry = (registry if registry is not None else DEFAULT_REGISTRY).overlay(
+            {**attention_rules(attention), **(extra_rules or {})})
         self.leaf_types = tuple(leaf_types)
         self.leaf_paths = (leaf_modules,) if isinstance(leaf_modules, str) else tuple(leaf_modules)
         self.concrete_args = dict(concrete_args or {})

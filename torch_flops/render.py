@@ -12,6 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from torch_flops.arguments import check_choice
 from torch_flops.records import LayerRecord, NodeRecord, Shape, Status
 
 
@@ -183,11 +184,6 @@ VIEW_KINDS = ("text", "md", "csv", "json")
 UNITS = ("flops", "macs")
 SCHEMA = "torch_flops/result"
 SCHEMA_VERSION = 1
-
-
-def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def _unit_label(unit: str) -> str:
