@@ -14,6 +14,7 @@ from torch_flops.rules import (  # noqa: F401  (imported for their registrations
     einsum,
     elementwise,
     embedding,
+    foreach,
     linear,
     mha,
     norm,
