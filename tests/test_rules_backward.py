@@ -284,3 +284,17 @@ def test_transformers_forward_and_backward_fully_priced(family: str, attention: 
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     assert _model_backward_unsupported(model, inputs, lambda o: o.loss) == {}
     assert _model_backward_unsupported(model, {"input_ids": ids}, lambda o: o.logits.float().sum()) == {}
+
+
+def test_resampling_padding_and_gather_backward() -> None:
+    x = (1, 2, 4, 4)
+    # bilinear x2: 128 grad outputs, each spread over 4 inputs (multiply, add): 128 * 8
+    tally = backward_tally(nn.Upsample(scale_factor=2, mode="bilinear"), leaf(*x))
+    assert flops_of(tally, "aten.upsample_bilinear2d_backward") == 128 * 2 * 4
+    # nearest x2 and reflection padding: an add per grad output
+    assert flops_of(backward_tally(nn.Upsample(scale_factor=2), leaf(*x)), "aten.upsample_nearest2d_backward") == 128
+    tally = backward_tally(lambda t: F.pad(t, (1, 1), mode="reflect"), leaf(1, 2, 4))
+    assert flops_of(tally, "aten.reflection_pad1d_backward") == 2 * 6
+    # gather of 4 x 2 values: its backward scatter-adds 8
+    tally = backward_tally(lambda t: t.gather(1, torch.zeros(4, 2, dtype=torch.long)), leaf(4, 8))
+    assert flops_of(tally, "aten.scatter_add") == 8

@@ -577,3 +577,52 @@ def view_backward(call: OpCall) -> Cost:
 def unfold_backward(call: OpCall) -> Cost:
     """Each window element added into its position: ``grad_in.numel()`` adds (overlapping windows sum)."""
     return Cost(call.arg(0, "grad_in").numel(), 0)
+
+
+# -- resampling, padding and scatter backward ----------------------------------------------------------
+def scatter_accumulate_cost(grad_output_numel: int, points: int) -> Cost:
+    """Each ``grad_output`` element added into the ``points`` inputs it was computed from: ``points == 1``
+    (nearest resampling, reflection / replication padding, a scatter): ``grad_output_numel`` adds, 0 MACs;
+    an interpolation (``points`` weights): a multiply and an add per point, ``2 * points`` per element,
+    ``points`` MACs."""
+    if points == 1:
+        return Cost(grad_output_numel, 0)
+    return Cost(2 * points * grad_output_numel, points * grad_output_numel)
+
+
+def _interpolation_backward_rule(name: str, points_per_dim: int):
+    # [N, C, *in] = upsample_<mode>_backward(grad_output [N, C, *out], output_size, input_size, align_corners, scales...)
+    def rule(call: OpCall) -> Cost:
+        grad_output = call.arg(0, "grad_output")
+        return scatter_accumulate_cost(grad_output.numel(), points_per_dim ** (grad_output.dim() - 2))
+
+    rule.__name__ = rule.__qualname__ = f"{name}_rule"
+    rule.__doc__ = f"{name}: ``2 * {points_per_dim}^d`` per grad-output element (``d`` spatial dims), :func:`scatter_accumulate_cost`."
+    return rule
+
+
+for _name, _points in {"upsample_linear1d_backward": 2, "upsample_bilinear2d_backward": 2,
+                       "upsample_trilinear3d_backward": 2, "upsample_bicubic2d_backward": 4}.items():
+    aten_rule(*aten_ops(_name))(_interpolation_backward_rule(_name, _points))
+
+
+# [N, C, *in] = upsample_nearest*_backward(grad_output, output_size, input_size, ...);
+# reflection_pad*d_backward / replication_pad*d_backward(grad_output, self, padding)
+@aten_rule(*aten_ops(
+    "upsample_nearest1d_backward", "upsample_nearest2d_backward", "upsample_nearest3d_backward",
+    "_upsample_nearest_exact1d_backward", "_upsample_nearest_exact2d_backward", "_upsample_nearest_exact3d_backward",
+    "reflection_pad1d_backward", "reflection_pad2d_backward", "reflection_pad3d_backward",
+    "replication_pad1d_backward", "replication_pad2d_backward", "replication_pad3d_backward",
+))
+def copy_backward(call: OpCall) -> Cost:
+    """Each grad-output element added into the input element it copied: ``grad_output.numel()`` adds."""
+    return scatter_accumulate_cost(call.arg(0, "grad_output").numel(), 1)
+
+
+# [*] = scatter_add(self, dim, index, src); index_add(self, dim, index, source, *, alpha=1) (the backward of
+# gather and index_select)
+@aten_rule(*aten_ops("scatter_add", "scatter_add_", "index_add", "index_add_"))
+def scatter_add(call: OpCall) -> Cost:
+    """An add per ``src`` element; ``index_add`` with ``alpha != 1`` a multiply more."""
+    src = call.arg(3, "src" if "src" in call.kwargs else "source")
+    return Cost(src.numel() * (1 if call.kwargs.get("alpha", 1) == 1 else 2), 0)
