@@ -9,10 +9,12 @@ the module, function, method and aten forms of the op. The convention is written
 from torch_flops.rules import (  # noqa: F401  (imported for their registrations)
     activation,
     attention,
+    backward,
     conv,
     einsum,
     elementwise,
     embedding,
+    foreach,
     linear,
     mha,
     norm,
