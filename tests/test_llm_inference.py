@@ -105,14 +105,16 @@ def test_phases_bytes_and_intensity() -> None:
     model = llama()
     counts, _ = count_generation(model, prompt(length=32), 2)
     weights = sum(p.numel() for p in model.parameters()) * 4
-    for count in counts:  # the one leaf node reads every weight once, and the token ids
-        assert weights <= count.read_bytes < weights + 1_000
+    for count in counts:  # every weight is read (and the activations and the KV cache besides)
+        assert count.read_bytes > weights
     prefill, decode = phase_totals(counts)
     assert (prefill.phase, prefill.tokens, decode.phase, decode.steps, decode.tokens) == ("prefill", 32, "decode", 2, 2)
     assert decode.flops == counts[1].flops + counts[2].flops
-    assert decode.arithmetic_intensity < 1 < 10 < prefill.arithmetic_intensity  # decode is memory-bound
+    assert decode.arithmetic_intensity < 1 < 5 < prefill.arithmetic_intensity  # decode is memory-bound
     top = counts[-1].modules[0]
     assert (top.path, top.flops, top.weight_bytes) == ("lm_head", 1000 * 511, 1000 * 256 * 4)
+    # its one call reads the weight and the token's hidden state and writes 1,000 logits (float32)
+    assert top.moved_bytes == 1000 * 256 * 4 + 256 * 4 + 1000 * 4
 
 
 def test_function_and_aten_sdpa_prices_agree_on_llamas_calls() -> None:

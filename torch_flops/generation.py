@@ -9,9 +9,10 @@ append to the cache again. The cache the model returns is the one the next step 
 leaves the model, its cache and the inputs as generating without counting would.
 
 Per step: FLOPs and MACs (the counter's totals), bytes read and written (the records'
-``read_bytes`` / ``written_bytes``: the inputs, the weights every layer reads, and the outputs), and the
-KV cache's bytes after the step, which the records do not see (the cache is an object, not a tensor
-input) and which attention reads in full at every step. :func:`phase_totals` sums the steps of each
+``read_bytes`` / ``written_bytes``: every op's tensor inputs, the weights included, and outputs; inside
+a Hugging Face model, which runs as one leaf, each torch-level call is a record, so the KV cache that
+the cache update and attention read is counted where they read it), and the KV cache's size after the
+step. :func:`phase_totals` sums the steps of each
 phase; arithmetic intensity is FLOPs per byte moved. The closed form is in docs/conventions.md
 ("Prefill and decode").
 """
@@ -34,14 +35,18 @@ from torch_flops.memory import tensor_bytes
 
 @dataclass(frozen=True)
 class ModuleShare:
-    """A module's own work in one step: its self FLOPs and the bytes of its own weights, which it reads
-    once per step (a lower bound on its traffic: activations are not attributed inside a whole-model
-    leaf)."""
+    """A module's own work in one step: its self FLOPs, the bytes its own ops read and wrote
+    (``moved_bytes``, its weights included) and the bytes of its own weights."""
 
     path: str
     module_class: str
     flops: int
+    moved_bytes: int
     weight_bytes: int
+
+    @property
+    def arithmetic_intensity(self) -> float | None:
+        return self.flops / self.moved_bytes if self.moved_bytes else None
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,8 @@ class StepCount:
 
     @property
     def moved_bytes(self) -> int:
-        """Bytes the records count (read + written) plus the KV cache, which attention reads in full."""
-        return self.read_bytes + self.written_bytes + self.cache_bytes
+        """Bytes the step's ops read and wrote (the KV cache as attention reads it included)."""
+        return self.read_bytes + self.written_bytes
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class PhaseTotal:
 
     @property
     def moved_bytes(self) -> int:
-        return self.read_bytes + self.written_bytes + self.cache_bytes
+        return self.read_bytes + self.written_bytes
 
     @property
     def flops_per_token(self) -> float:
@@ -92,7 +97,7 @@ class PhaseTotal:
 
     @property
     def arithmetic_intensity(self) -> float | None:
-        """FLOPs per byte moved, the KV cache included."""
+        """FLOPs per byte moved."""
         return self.flops / self.moved_bytes if self.moved_bytes else None
 
 
@@ -183,20 +188,22 @@ def to_text(counts: list[StepCount]) -> str:
             f"{total.moved_bytes:>14,} {total.bytes_per_token:>13,.0f} {total.cache_bytes:>12,} "
             f"{'-' if intensity is None else f'{intensity:.2f}':>8}"
         )
-    lines.append("(bytes moved: inputs, weights and outputs from the records, plus the KV cache read at each step; "
-                 "FLOP/B = FLOPs / bytes moved)")
+    lines.append("(bytes moved: every op's tensor inputs, weights and KV cache included, and outputs; "
+                 "KV cache B: its size after the phase's last step; FLOP/B = FLOPs / bytes moved)")
     for phase in ("prefill", "decode"):
         last = [c for c in counts if c.phase == phase][-1:]
         if not last:
             continue
         step = last[0]
         lines.append(f"\n{phase} (step of {step.tokens} token(s), {step.keys} positions): top modules by own FLOPs")
-        lines.append(f"  {'module':<36} {'class':<18} {'FLOPs':>14} {'% of step':>9} {'weight B':>12} {'FLOP/weight B':>13}")
+        lines.append(f"  {'module':<36} {'class':<18} {'FLOPs':>14} {'% of step':>9} {'bytes moved':>12} "
+                     f"{'weight B':>12} {'FLOP/B':>8}")
         for share in step.modules:
-            ratio = f"{share.flops / share.weight_bytes:.2f}" if share.weight_bytes else "-"
+            intensity = share.arithmetic_intensity
+            ratio = "-" if intensity is None else f"{intensity:.2f}"
             percent = 100.0 * share.flops / step.flops if step.flops else 0.0
             lines.append(f"  {share.path or '(root)':<36} {share.module_class:<18} {share.flops:>14,} {percent:>9.2f} "
-                         f"{share.weight_bytes:>12,} {ratio:>13}")
+                         f"{share.moved_bytes:>12,} {share.weight_bytes:>12,} {ratio:>8}")
     return "\n".join(lines)
 
 
@@ -204,13 +211,17 @@ def _step_count(phase: str, counter: TorchFLOPsByFX, tokens: torch.Tensor, cache
                 top: int) -> StepCount:
     records = counter.records
     rows = counter.by_module(sort="self_flops", top=top)
+    moved: dict[str, int] = {}
+    for record in records:
+        moved[record.module_path] = moved.get(record.module_path, 0) + record.read_bytes + record.written_bytes
     cache_bytes = sum(tensor_bytes(t) for t in cache_tensors(cache))
     return StepCount(
         phase=phase, tokens=tokens.numel(), keys=_cache_length(cache, tokens), flops=aggregate.total_flops(records),
         macs=aggregate.total_macs(records),
         read_bytes=sum(r.read_bytes for r in records), written_bytes=sum(r.written_bytes for r in records),
         cache_bytes=cache_bytes,
-        modules=tuple(ModuleShare(row.path, row.module_class, row.self_flops, weights.get(row.path, 0)) for row in rows),
+        modules=tuple(ModuleShare(row.path, row.module_class, row.self_flops, moved.get(row.path, 0), weights.get(row.path, 0))
+                      for row in rows),
     )
 
 
