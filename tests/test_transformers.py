@@ -163,7 +163,9 @@ def test_leaf_modules_are_reported() -> None:
     counter = TorchFLOPsByFX(build().eval())
     counter.propagate(**make_inputs())
     assert counter.leaf_modules  # transformers' forward cannot be traced symbolically: it says where and why
-    assert all(isinstance(reason, str) and reason for reason in counter.leaf_modules.values())
+    assert counter.leaf_modules == {"": "forward takes *args or **kwargs, which torch.fx cannot trace (transformers 5 dropped "
+                                        "torch.fx support); counted op by op instead [ValueError: code: co_varnames is too small]"} \
+        or int(T.__version__.split(".")[0]) < 5  # transformers 4 fails elsewhere
     q_proj = [r for r in counter.records if r.module_path == "model.layers.0.self_attn.q_proj"]
     # q_proj: Linear(64, 64, bias=False) on (2, 16, 64): 2*16*64 outputs * (2*64 - 1)
     assert [(r.target, r.module_class, r.flops) for r in q_proj] == [

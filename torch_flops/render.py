@@ -183,7 +183,7 @@ def to_layer_table(
 VIEW_KINDS = ("text", "md", "csv", "json")
 UNITS = ("flops", "macs")
 SCHEMA = "torch_flops/result"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _unit_label(unit: str) -> str:

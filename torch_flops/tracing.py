@@ -170,8 +170,7 @@ def trace(
         except TraceError as error:
             if not auto_leaf:
                 raise
-            reason = first_line(error.__cause__) if error.__cause__ is not None else str(error)
-            reason = f"{type(error.__cause__).__name__}: {reason}" if error.__cause__ is not None else reason
+            reason = untraceable_reason(error, modules.get(error.module_path))
             if error.module_path == "" or error.module_path in leaves:
                 return whole_model(reason)
             leaves[error.module_path] = reason
@@ -185,6 +184,28 @@ def trace(
             if writer == "":
                 return whole_model(why)
             leaves[writer] = why
+
+
+_UNTRACEABLE = (  # (what torch.fx's error says, what it means)
+    ("co_varnames is too small", "forward takes *args or **kwargs, which torch.fx cannot trace{hf}"),
+    ("cannot be used as inputs to control flow", "forward branches on a tensor's value (if/while on a tensor), which torch.fx cannot trace"),
+    ("Proxy object cannot be iterated", "forward iterates over a tensor or unpacks one, which torch.fx cannot trace"),
+    ("'len' is not supported", "forward calls len() on a tensor, which torch.fx cannot trace"),
+)
+
+
+def untraceable_reason(error: TraceError, module: nn.Module | None) -> str:
+    """Why a module became a leaf, in words a user understands, with torch.fx's own message after it:
+    ``forward takes *args or **kwargs, which torch.fx cannot trace (transformers 5 dropped torch.fx support);
+    counted op by op instead [ValueError: code: co_varnames is too small]``."""
+    cause = error.__cause__
+    raw = f"{type(cause).__name__}: {first_line(cause)}" if cause is not None else str(error)
+    from_transformers = module is not None and type(module).__module__.startswith("transformers.")
+    hf = " (transformers 5 dropped torch.fx support)" if from_transformers else ""
+    plain = next((meaning.format(hf=hf) for needle, meaning in _UNTRACEABLE if needle in raw), None)
+    if plain is None:
+        return f"{raw}; counted op by op instead"
+    return f"{plain}; counted op by op instead [{raw}]"
 
 
 def _eager_modules(named: list[tuple[str, nn.Module]]) -> dict[str, str]:
