@@ -5,7 +5,8 @@
 
 Models: torchvision resnet50 and timm ViT-B/16 at batch 1; an MLP of N blocks of Linear(32, 32) + GELU +
 residual add (batch 1), where per-node overhead dominates; the 70B-dimension decoder of
-examples/llm_meta.py, shape-only. Tools: a plain ``model(x)`` under ``no_grad``; ``TorchFLOPsByFX``
+examples/llm_meta.py, shape-only; a 2-layer Llama config (transformers), one whole-model leaf counted call
+by call. Tools: a plain ``model(x)`` under ``no_grad``; ``TorchFLOPsByFX``
 construction (trace) and ``propagate`` separately, FLOPs only (``timing=False``) and with per-node
 timing; a bare ``torch.fx.Interpreter``; ``torch.utils.flop_counter.FlopCounterMode``; thop, ptflops and
 fvcore when installed; and, as a control, a second plain forward timed like a tool, whose ratio shows
@@ -268,7 +269,7 @@ def meta_decoder() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mlp,resnet50,vit,scaling,timing,decoder")
+    parser.add_argument("--models", default="mlp,resnet50,vit,llama,scaling,timing,decoder")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--blocks", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
@@ -309,6 +310,17 @@ def main() -> None:
                             (CONTROL, None)):
             what = f"{name}: control, plain / plain (no target)" if tool == CONTROL else f"{name}: {tool} / plain"
             target(what, median_ratio(times, tool), limit, counted_ratios(tool), spread(times, tool))
+    if "llama" in chosen:  # one whole-model leaf (transformers 5 cannot be traced), counted call by call
+        import transformers
+
+        config = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=256, num_attention_heads=8, num_key_value_heads=2,
+                                          intermediate_size=512, vocab_size=1000)
+        torch.manual_seed(0)
+        table, times = measure("Llama 2x256, (1, 64) tokens", transformers.LlamaForCausalLM(config),
+                               torch.randint(0, 1000, (1, 64)), args.repeat, False)
+        rows += table
+        target("Llama (op by op): propagate, FLOPs only / plain", median_ratio(times, "propagate, FLOPs only (repeated)"), 2.0,
+               counted_ratios("propagate, FLOPs only (repeated)"), spread(times, "propagate, FLOPs only (repeated)"))
     headers = ["model", "what", "ms", "x plain", "µs / node over plain", "instructions / cycles x plain"]
     shown = [[m, w, f"{t:,.1f}" if isinstance(t, float) else t, f"{r:.2f}" if isinstance(r, float) else r, o, c] for m, w, t, r, o, c in rows]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.repeat} rounds, each tool timed right "
