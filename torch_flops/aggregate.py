@@ -19,6 +19,11 @@ def total_macs(records: Sequence[NodeRecord]) -> int:
     return sum(r.macs for r in records if r.macs is not None)
 
 
+def total_backward_flops(records: Sequence[NodeRecord]) -> int:
+    """Sum of the backward FLOPs charged to the records (0 without a backward pass)."""
+    return sum(r.backward_flops for r in records if r.backward_flops is not None)
+
+
 def unsupported(records: Sequence[NodeRecord]) -> list[NodeRecord]:
     return [r for r in records if r.status is Status.UNSUPPORTED]
 

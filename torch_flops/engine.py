@@ -8,7 +8,7 @@ import dataclasses
 import json
 import statistics
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from torch.nn.utils import stateless
 from torch.utils import _pytree as pytree
 
 from torch_flops import aggregate, render
+from torch_flops import backward as backward_pass
 from torch_flops import peaks as device_peaks
 from torch_flops import throughput
 from torch_flops.arguments import check_bool, check_choice, check_classes, check_int, check_str
@@ -28,7 +29,7 @@ from torch_flops.planning import IgnoreSpec, NodeObserver, NodePlan, plan_graph
 from torch_flops.layers import layer_rows, params_by_owner
 from torch_flops.runner import GraphRunner
 from torch_flops.measure import Probe, check_memory_function, gc_paused, run_device, tensors_in
-from torch_flops.records import NodeRecord
+from torch_flops.records import Cost, NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
 from torch_flops.rules.attention import ATTENTION_MODES, attention_rules
 from torch_flops.model_state import AfterRun, Versions
@@ -202,7 +203,10 @@ class TorchFLOPsByFX:
         return self._current.plans
 
     # -- running ------------------------------------------------------------------------------------
-    def propagate(self, *args: Any, timing: bool = True, warmup: int | None = None, repeat: int = 1, **kwargs: Any) -> Any:
+    def propagate(
+        self, *args: Any, timing: bool = True, warmup: int | None = None, repeat: int = 1, backward: bool = False,
+        loss_fn: Callable[[Any], torch.Tensor] | None = None, **kwargs: Any,
+    ) -> Any:
         """Run the model on its inputs in eval mode under ``torch.no_grad()`` and record every node.
 
         Returns the model's output. Afterwards the model's and every submodule's training flag is
@@ -220,8 +224,25 @@ class TorchFLOPsByFX:
         kept for comparison (:attr:`plain_forward_ms`). The names ``timing``, ``warmup`` and ``repeat``
         are this method's own. ``warmup=None`` (the default) means 2 on CUDA, so that no reported time comes
         from a cold call (lazy initialisation, cuDNN/cuBLAS autotuning), and 0 on CPU.
+
+        ``backward=True`` also counts the backward pass of ``loss_fn(output)`` (by default the sum of the
+        floating outputs): the forward runs once with autograd, then the gradients of every parameter
+        and input that requires grad are computed (``torch.autograd.grad``: no ``.grad`` is written) and
+        each backward aten op is charged to the forward op whose autograd node ran it
+        (``NodeRecord.backward_flops``, :attr:`total_backward_flops`; :mod:`torch_flops.backward`).
+        Modules are in eval mode, as for the forward count. It counts one step: no ``warmup`` or
+        ``repeat``, and real tensors only. The names ``backward`` and ``loss_fn`` are this method's own.
         """
         check_bool("timing", timing)
+        check_bool("backward", backward)
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable (output -> one-element tensor), got {type(loss_fn).__name__}")
+        if backward:
+            if (warmup or 0) > 0 or repeat != 1:
+                raise ValueError(f"backward=True counts one step: warmup and repeat are not supported with it (got warmup={warmup}, repeat={repeat})")
+            return self._propagate(args, kwargs, timing=timing, backward=True, loss_fn=loss_fn)
+        if loss_fn is not None:
+            raise ValueError("loss_fn is used with backward=True only")
         if warmup is None:
             first_parameter = next(iter(self.model.parameters()), None)
             tensors = [*tensors_in((args, kwargs)), *([first_parameter] if first_parameter is not None else [])]
@@ -253,16 +274,18 @@ class TorchFLOPsByFX:
 
     def _propagate(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None = None,
-        timing: bool = True, warmup: int = 0, repeat: int = 1,
+        timing: bool = True, warmup: int = 0, repeat: int = 1, backward: bool = False,
+        loss_fn: Callable[[Any], torch.Tensor] | None = None,
     ) -> Any:
         with gc_paused():
-            return self._run(args, kwargs, observer, timing, warmup, repeat)
+            return self._run(args, kwargs, observer, timing, warmup, repeat, backward, loss_fn)
 
     def _run(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None,
-        timing: bool, warmup: int, repeat: int,
+        timing: bool, warmup: int, repeat: int, backward: bool = False, loss_fn: Callable[[Any], torch.Tensor] | None = None,
     ) -> Any:
         self.records = []  # a failed run leaves no stale results behind
+        self.backward_unattributed: Cost | None = None
         bound = model_inputs.bind(self.model, args, kwargs)
         self._current = graph = self._graph_for(bound)
         result = graph.result
@@ -279,6 +302,10 @@ class TorchFLOPsByFX:
             inputs = pytree.tree_map_only(torch.Tensor, lambda t: t if t.is_meta else torch.empty_like(t, device="meta"), inputs)
         self.plain_forward_ms = None
         self.run_device = None  # known after a run with timing, which throughput needs
+        if backward:
+            if shape_only:
+                raise ValueError("backward=True needs real tensors: shape-only (meta) runs do not count a backward pass yet")
+            return self._run_backward(graph, inputs, timing, loss_fn)
         if not timing and observer is None and not shape_only:
             with eval_mode(modules=graph.modules):
                 output, self.records = graph.runner.run_flops(inputs)
@@ -302,6 +329,38 @@ class TorchFLOPsByFX:
                 before.restore()
         self.records = records
         return output
+
+    def _run_backward(self, graph: _Graph, inputs: list[Any], timing: bool, loss_fn: Callable[[Any], torch.Tensor] | None) -> Any:
+        """The forward with autograd (each op claiming the autograd nodes it made), then the backward
+        under the aten-level counter; the records get each op's backward cost."""
+        device = self.run_device = run_device([*tensors_in(inputs), *state_tensors(graph.modules)])
+        probe = Probe(device, self.mem_func_name)
+        owners = backward_pass.AutogradOwners()
+        with eval_mode(modules=graph.modules):
+            output, records, self._liveness = graph.runner.run(inputs, probe, timing=timing, claim=owners.claim)
+            if loss_fn is None:
+                loss = backward_pass.default_loss(output)
+            else:
+                try:
+                    loss = loss_fn(output)
+                except Exception as error:
+                    name = getattr(loss_fn, "__qualname__", type(loss_fn).__name__)
+                    raise RuntimeError(f"loss_fn {name} raised {type(error).__name__}: {error}") from error
+            targets = [*dict.fromkeys(p for p in self.model.parameters() if p.requires_grad),
+                       *(t for t in tensors_in(inputs) if t.requires_grad)]
+            mode = backward_pass.run_backward(loss, targets, self.registry, owners)
+        tallies = mode.by_owner
+        rest = tallies.get(backward_pass.UNATTRIBUTED)
+        self.backward_unattributed = rest.cost if rest is not None else Cost(0, 0)
+        self.records = [_with_backward(record, tallies.get(record.name)) for record in records]
+        return output
+
+    @property
+    def total_backward_flops(self) -> int:
+        """FLOPs of the last ``propagate(..., backward=True)``'s backward pass (its ops that have a rule)."""
+        if self.backward_unattributed is None:
+            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
+        return aggregate.total_backward_flops(self._require_records()) + self.backward_unattributed.flops
 
     def _run_repeated(
         self, graph: _Graph, bound: model_inputs.BoundInputs, inputs: list[Any], state: list[torch.Tensor], probe: Probe,
@@ -543,6 +602,15 @@ def _meta_state(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
 def _clone_tensors(values: Any) -> Any:
     """``values`` with every tensor in it replaced by a copy."""
     return pytree.tree_map_only(torch.Tensor, torch.Tensor.clone, values)
+
+
+def _with_backward(record: NodeRecord, tally: Any) -> NodeRecord:
+    """``record`` with the backward cost its autograd nodes ran (``tally``: ``None`` when they ran none)."""
+    if tally is None:
+        return dataclasses.replace(record, backward_flops=0, backward_macs=0)
+    if tally.unsupported:
+        return dataclasses.replace(record, backward_unsupported_ops=tuple(tally.unsupported))
+    return dataclasses.replace(record, backward_flops=tally.cost.flops, backward_macs=tally.cost.macs)
 
 
 def _median_times(records: list[NodeRecord], runs: list[list[NodeRecord]]) -> list[NodeRecord]:

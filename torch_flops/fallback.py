@@ -103,10 +103,11 @@ class AllocationMode(TorchDispatchMode):
 
 
 class AtenCostMode(TorchDispatchMode):
-    """Runs every aten op unchanged and adds its cost to :attr:`tally`.
+    """Runs every aten op unchanged and adds its cost to :attr:`tally` (through :meth:`charge`, which a
+    subclass may extend to charge costs elsewhere too).
 
-    With ``existing`` (the tensors alive before the
-    call) the mode also follows the storages its ops allocate: :attr:`peak_bytes`.
+    With ``existing`` (the tensors alive before the call) the mode also follows the storages its ops
+    allocate: :attr:`peak_bytes`.
     """
 
     def __init__(
@@ -135,13 +136,16 @@ class AtenCostMode(TorchDispatchMode):
         except KeyError:
             rule = self._rules[func] = self.registry.aten_rule(func)
         label = aten_label(func)
-        if rule is None:
-            self.tally.unsupported[label] += 1
-            return output
-        cost = ZERO_COST if rule.known_zero else _apply(rule, label, OpCall(args, kwargs, output))
-        self.tally.add(label, cost)
+        cost = None if rule is None else ZERO_COST if rule.known_zero else _apply(rule, label, OpCall(args, kwargs, output))
+        self.charge(label, cost)
         return output
 
+    def charge(self, label: str, cost: Cost | None) -> None:
+        """Add one op's cost to the tally (``None``: the op has no rule)."""
+        if cost is None:
+            self.tally.unsupported[label] += 1
+        else:
+            self.tally.add(label, cost)
 
 
 def _apply(rule: Rule, label: str, call: OpCall) -> Cost:

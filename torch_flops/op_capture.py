@@ -22,7 +22,7 @@ readings. Attribute reads (``x.shape``, ``x.T``) and calls that return no tensor
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -39,6 +39,7 @@ from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, vali
 
 _Tensor = torch.Tensor
 _SKIP = None  # how a call that never makes a record is resolved
+_TENSOR_CLASSES = frozenset({"Tensor", "TensorBase", "_TensorBase"})  # (torch < 2.3 names its C base _TensorBase)
 
 
 class _Callee:
@@ -52,10 +53,8 @@ class _Callee:
 
 def _method_name(func: Any) -> str | None:
     """The name of a ``Tensor`` method (``TensorBase.add`` -> ``'add'``), else ``None``."""
-    qualname = getattr(func, "__qualname__", "")
-    if qualname.startswith(("TensorBase.", "Tensor.")):
-        return func.__name__
-    return None
+    owner = getattr(func, "__qualname__", "").partition(".")[0]
+    return func.__name__ if owner in _TENSOR_CLASSES else None
 
 
 def resolve(func: Any, registry: CostRegistry, ignore: Collection[Any]) -> _Callee | None:
@@ -84,6 +83,7 @@ class OpCapture(TorchFunctionMode):
     def __init__(
         self, registry: CostRegistry, leaf: torch.nn.Module, leaf_path: str, node_name: str,
         probe: Probe | None = None, ignore: Collection[Any] = (), measure_bytes: bool = False,
+        claim: Callable[[str, Any], None] | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
@@ -92,6 +92,7 @@ class OpCapture(TorchFunctionMode):
         self.probe = probe
         self.ignore = ignore
         self.measure_bytes = measure_bytes
+        self.claim = claim  # told each record's name and the call's output (backward attribution)
         self._callees: dict[Any, _Callee | None] = {}
         self._names: Counter[str] = Counter()
         self._pending: list[dict[str, Any]] = []
@@ -144,8 +145,10 @@ class OpCapture(TorchFunctionMode):
                 return output
             status = Status.RULE
         in_tensors = tensors_in((args, kwargs))
-        self._add(callee, status, cost, in_tensors, out_tensors, unsupported, aten_costs, mem_before, probe)
+        name = self._add(callee, status, cost, in_tensors, out_tensors, unsupported, aten_costs, mem_before, probe)
         self._marks.append((start, end) if probe is not None else None)
+        if self.claim is not None:
+            self.claim(name, output)
         return output
 
     def _price(self, callee: _Callee, args: tuple, kwargs: dict, output: Any) -> Cost:
@@ -168,12 +171,14 @@ class OpCapture(TorchFunctionMode):
     def _add(
         self, callee: _Callee, status: Status, cost: Cost | None, in_tensors: list[_Tensor], out_tensors: list[_Tensor],
         unsupported: tuple[str, ...], aten_costs: tuple[AtenOpCost, ...], mem_before: int | None, probe: Probe | None,
-    ) -> None:
+    ) -> str:
+        """Keep the fields of one call's record; return its name."""
         count = self._names[callee.short]
         self._names[callee.short] = count + 1
         path, cls = self.modules.top
+        name = f"{self.node_name}.{callee.short}" + (f"_{count}" if count else "")
         fields = {
-            "name": f"{self.node_name}.{callee.short}" + (f"_{count}" if count else ""),
+            "name": name,
             "op": callee.op, "target": callee.target, "module_path": path, "module_class": cls, "status": status,
             "flops": None if cost is None else cost.flops, "macs": None if cost is None else cost.macs,
             "input_shapes": tuple([tuple(t.shape) for t in in_tensors]),
@@ -190,6 +195,7 @@ class OpCapture(TorchFunctionMode):
             self.unsupported.update(dict.fromkeys(unsupported))
         else:
             self.cost = self.cost + cost
+        return name
 
     def records(self) -> tuple[NodeRecord, ...]:
         """One record per call, in call order (read after the probe's device work has finished)."""

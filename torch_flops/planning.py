@@ -250,10 +250,10 @@ class CaptureRun:
 
     def __init__(
         self, plan: NodePlan, registry: CostRegistry, node_name: str, ignore: Collection[IgnoreSpec],
-        probe: Probe | None, existing: tuple[torch.Tensor, ...] | None,
+        probe: Probe | None, existing: tuple[torch.Tensor, ...] | None, claim: Callable[[str, Any], None] | None = None,
     ) -> None:
         self.capture = OpCapture(registry, plan.module, plan.module_qualname or "", node_name, probe, ignore,
-                                 measure_bytes=existing is not None)
+                                 measure_bytes=existing is not None, claim=claim)
         self.allocations = AllocationMode(existing) if existing is not None else None
 
     @contextlib.contextmanager
@@ -278,10 +278,12 @@ class CaptureRun:
 def start_fallback(
     plan: NodePlan, registry: CostRegistry, node_name: str, ignore: Collection[IgnoreSpec] = (),
     probe: Probe | None = None, existing: tuple[torch.Tensor, ...] | None = None,
+    claim: Callable[[str, Any], None] | None = None,
 ) -> AtenRun | CaptureRun:
     """How to run a node without a rule: a module op by op (:class:`CaptureRun`), anything else under
     the aten-level counter (:class:`AtenRun`). ``probe`` times the calls inside a module;
-    ``existing`` (the tensors alive before the call) follows its allocations and bytes."""
+    ``existing`` (the tensors alive before the call) follows its allocations and bytes; ``claim`` is
+    told each call's record name and output (see :mod:`torch_flops.backward`)."""
     if plan.module is not None:
-        return CaptureRun(plan, registry, node_name, ignore, probe, existing)
+        return CaptureRun(plan, registry, node_name, ignore, probe, existing, claim)
     return AtenRun(registry, existing)

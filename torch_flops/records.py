@@ -87,6 +87,10 @@ class NodeRecord:
     own: each torch-level call it makes is one (``op`` ``call_function`` or ``call_method``, named
     ``<leaf node>.<call>``), with ``leaf_node`` the leaf node's name ('' for a node of the graph) and
     ``live_bytes`` ``None``. A leaf that makes no call keeps a record of its own.
+
+    ``backward_flops`` / ``backward_macs``: after ``propagate(..., backward=True)``, what the backward
+    pass ran for this op's autograd nodes (``None`` without a backward pass, or when an aten op of its
+    backward has no rule: then named in ``backward_unsupported_ops``); see :mod:`torch_flops.backward`.
     """
 
     name: str
@@ -109,6 +113,9 @@ class NodeRecord:
     live_bytes: int | None = None
     time_min_ms: float | None = None
     leaf_node: str = ""
+    backward_flops: int | None = None
+    backward_macs: int | None = None
+    backward_unsupported_ops: tuple[str, ...] = ()
 
     @property
     def arithmetic_intensity(self) -> float | None:

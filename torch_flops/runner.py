@@ -393,9 +393,12 @@ class GraphRunner:
     # -- everything ---------------------------------------------------------------------------------------
     def run(
         self, inputs: list[Any], probe: Probe, timing: bool = True, observer: NodeObserver | None = None,
+        claim: Callable[[str, Any], None] | None = None,
     ) -> tuple[Any, list[NodeRecord], memory.Liveness]:
         """Run under ``torch.no_grad`` and ``probe``; return the output, the records (time when
-        ``timing``, CUDA memory, bytes read and written, live bytes) and the liveness pass."""
+        ``timing``, CUDA memory, bytes read and written, live bytes) and the liveness pass. With
+        ``claim``, the run records autograd (for a backward pass) and ``claim`` is told each record's
+        name and its op's output."""
         n = len(self.nodes)
         values: list[Any] = [None] * n
         shapes: list[tuple] = [()] * n
@@ -409,7 +412,7 @@ class GraphRunner:
         registry, slot, ignore = self.registry, self.slot, self.ignore
         countings: dict[int, Any] = {}  # the fallback nodes' counting, read once the device is done
         probe.start()
-        with torch.no_grad():
+        with torch.no_grad() if claim is None else torch.enable_grad():
             self._bind_inputs(self.gm.graph.process_inputs(*inputs), values)
             hidden = self._hidden_inputs(values)
             for node in self.placeholders:
@@ -432,13 +435,16 @@ class GraphRunner:
                 if kind == _FALLBACK:
                     state = (*plan.module.parameters(), *plan.module.buffers()) if plan.module is not None else ()
                     counting = countings[i] = start_fallback(
-                        plan, registry, step.node.name, ignore, probe if timing else None, existing=(*in_tensors, *state)
+                        plan, registry, step.node.name, ignore, probe if timing else None, existing=(*in_tensors, *state),
+                        claim=claim,
                     )
                 start = probe.mark() if timing else None
                 output = step.call(args, kwargs, counting)
                 marks[i] = (start, probe.mark()) if timing else None
                 mem_after = probe.memory()
                 values[i] = output
+                if claim is not None and (plan.module is None or kind != _FALLBACK):  # a leaf's calls claim their own
+                    claim(step.node.name, output)
                 if step.rule is not None:
                     costs[i] = step.price(args, kwargs, output)
                 elif counting is not None:

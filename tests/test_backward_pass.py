@@ -1,0 +1,122 @@
+"""``propagate(..., backward=True)``: backward FLOPs, exact, each charged to the forward op whose autograd
+node ran it; only what autograd really runs; the model left as it was."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from torch_flops import TorchFLOPsByFX
+
+torch.manual_seed(0)
+
+# Linear(64, 32) on (8, 64): the hand counts of docs/conventions.md ("Backward")
+FORWARD = 8 * 32 * (2 * 64 - 1) + 8 * 32  # 32,768: the product, then the bias add
+GRAD_INPUT = 8 * 64 * (2 * 32 - 1)  # (8, 32) @ (32, 64): 32,256
+GRAD_WEIGHT = 32 * 64 * (2 * 8 - 1)  # (32, 8) @ (8, 64): 30,720
+GRAD_BIAS = 32 * (8 - 1)  # the sum over the batch: 224
+
+
+def counted(model: nn.Module, *inputs: torch.Tensor, **kwargs) -> TorchFLOPsByFX:
+    counter = TorchFLOPsByFX(model)
+    counter.propagate(*inputs, backward=True, **kwargs)
+    return counter
+
+
+def test_linear_backward_is_the_weight_and_bias_gradients_when_the_input_needs_none() -> None:
+    layer, x = nn.Linear(64, 32), torch.randn(8, 64)
+    counter = counted(layer, x)
+    assert counter.total_flops == FORWARD
+    assert counter.total_backward_flops == GRAD_WEIGHT + GRAD_BIAS  # 30,944: no input gradient
+    assert layer.weight.grad is None and layer.bias.grad is None  # nothing written to .grad
+
+
+def test_an_input_that_requires_grad_adds_the_input_gradient() -> None:
+    layer, x = nn.Linear(64, 32), torch.randn(8, 64, requires_grad=True)
+    counter = counted(layer, x)
+    assert counter.total_backward_flops == GRAD_INPUT + GRAD_WEIGHT + GRAD_BIAS  # 63,200
+    assert x.grad is None
+
+
+def test_a_frozen_layer_gets_the_input_gradient_only() -> None:
+    layer, x = nn.Linear(64, 32).requires_grad_(False), torch.randn(8, 64, requires_grad=True)
+    assert counted(layer, x).total_backward_flops == GRAD_INPUT
+    assert not any(p.requires_grad for p in layer.parameters())  # left as it was
+
+
+class Branching(nn.Module):
+    """``if x.sum() > ...`` keeps the root whole: its calls are counted one by one, backward included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(64, 32)
+        self.b = nn.Linear(32, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > -1e9:
+            x = torch.relu(self.a(x))
+        return self.b(x)
+
+
+class Chain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(64, 32)
+        self.b = nn.Linear(32, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("model", [Chain, Branching], ids=["traced", "one_leaf"])
+def test_each_op_gets_the_backward_its_autograd_nodes_ran(model: type[nn.Module]) -> None:
+    counter = counted(model(), torch.randn(8, 64))
+    by_module = {(r.module_path, r.target.rpartition(".")[2]): r.backward_flops for r in counter.records
+                 if r.backward_flops}
+    b = 8 * 32 * (2 * 16 - 1) + 16 * 32 * (2 * 8 - 1) + 16 * (8 - 1)  # grad input 7,936 + weight 7,680 + bias 112
+    assert by_module == {
+        ("a", "a" if model is Chain else "linear"): 32 * 64 * (2 * 8 - 1) + 32 * (8 - 1),  # no input gradient
+        ("", "relu"): 8 * 32,  # threshold_backward: one compare-select per element
+        ("b", "b" if model is Chain else "linear"): b,
+    }
+    assert counter.total_backward_flops == sum(by_module.values()) and counter.backward_unattributed.flops == 0
+
+
+def test_conv_backward_counts_the_gradients_it_computes() -> None:
+    conv, x = nn.Conv2d(3, 8, 3, padding=1), torch.randn(2, 3, 8, 8)
+    grad_weight = 8 * 3 * 9 * (2 * 2 * 8 * 8 - 1)  # each weight: a product over N * H * W = 128 positions: 55,080
+    grad_bias = 8 * (2 * 8 * 8 - 1)  # 1,016
+    assert counted(conv, x).total_backward_flops == grad_weight + grad_bias
+
+
+def test_forward_numbers_do_not_move_and_a_loss_fn_is_used() -> None:
+    model, x = Chain(), torch.randn(8, 64)
+    forward = TorchFLOPsByFX(model)
+    forward.propagate(x)
+    counter = counted(model, x, loss_fn=lambda out: (out * 2).mean())
+    assert counter.total_flops == forward.total_flops
+    assert counter.total_backward_flops > 0
+
+
+def test_bad_backward_requests_say_what_is_wrong() -> None:
+    frozen, x = nn.Linear(4, 4).requires_grad_(False), torch.randn(2, 4)
+    with pytest.raises(ValueError, match="no floating-point tensor that requires grad"):
+        counted(frozen, x)
+    with pytest.raises(ValueError, match="warmup and repeat"):
+        TorchFLOPsByFX(nn.Linear(4, 4)).propagate(x, backward=True, repeat=3)
+    with pytest.raises(ValueError, match="real tensors"):
+        TorchFLOPsByFX(nn.Linear(4, 4)).propagate(x.to("meta"), backward=True)
+    with pytest.raises(RuntimeError, match=r"loss_fn \S*explode raised KeyError"):
+        def explode(out: torch.Tensor) -> torch.Tensor:
+            raise KeyError("nope")
+
+        counted(nn.Linear(4, 4), x, loss_fn=explode)
+    with pytest.raises(ValueError, match="one-element tensor"):
+        counted(nn.Linear(4, 4), x, loss_fn=lambda out: out)
+    with pytest.raises(ValueError, match="with backward=True only"):
+        TorchFLOPsByFX(nn.Linear(4, 4)).propagate(x, loss_fn=lambda out: out.sum())
+    with pytest.raises(RuntimeError, match="no backward pass counted"):
+        counter = TorchFLOPsByFX(nn.Linear(4, 4))
+        counter.propagate(x)
+        counter.total_backward_flops
