@@ -120,3 +120,11 @@ def test_bad_backward_requests_say_what_is_wrong() -> None:
         counter = TorchFLOPsByFX(nn.Linear(4, 4))
         counter.propagate(x)
         counter.total_backward_flops
+
+
+def test_the_module_view_sums_each_module_s_backward() -> None:
+    counter = counted(Branching(), torch.randn(8, 64))
+    rows = {row.path: row.backward_flops for row in counter.by_module()}
+    a = 32 * 64 * (2 * 8 - 1) + 32 * (8 - 1)  # weight and bias gradients: 30,944
+    b = 8 * 32 * (2 * 16 - 1) + 16 * 32 * (2 * 8 - 1) + 16 * (8 - 1)  # 15,728
+    assert rows == {"": a + 8 * 32 + b, "a": a, "b": b}  # the root's own relu: 256

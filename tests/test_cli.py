@@ -163,3 +163,18 @@ def test_python_dash_m(factory_file: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "nn.Linear" in result.stdout and "total: 40 FLOPs" in result.stdout
+
+
+def test_train_counts_the_backward_and_frozen_parameters_get_no_gradient(factory_file: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    spec = [f"{factory_file}:make_simple", "--input-shape", "2,5", "--train"]
+    code, out, _ = run(spec, capsys)
+    forward = 2 * 4 * (2 * 5 - 1) + 2 * 4  # Linear(5, 4) on (2, 5): 80
+    backward = 4 * 5 * (2 * 2 - 1) + 4 * (2 - 1)  # weight gradient (4, 2) @ (2, 5): 60, bias gradient: 4
+    assert code == 0 and f"backward: {backward:,} FLOPs; forward + backward: {forward + backward:,} FLOPs" in out
+    code, out, _ = run([*spec, "--frozen", "0.bias"], capsys)
+    assert code == 0 and f"backward: {4 * 5 * 3:,} FLOPs" in out
+    code, _, err = run([*spec, "--frozen", "nope.*"], capsys)
+    assert code != 0 and "--frozen nope.* matches no parameter" in err
+    code, _, err = run([*spec, "--meta"], capsys)
+    assert code != 0 and "--train" in err

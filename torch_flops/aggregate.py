@@ -103,6 +103,7 @@ class Charge:
     macs: int
     time_ms: float
     unsupported: str | None  # the op's label when no rule priced it
+    backward_flops: int = 0
 
 
 def _within(path: str, scope: str) -> bool:
@@ -125,7 +126,7 @@ def charges(records: Sequence[NodeRecord], root_class: str, whole: Collection[st
         if scope is not None and scope != path:
             path, cls = scope, ""
         unsupported = unsupported_label(r) if r.status is Status.UNSUPPORTED and scope is None else None
-        found.append(Charge(path, cls, r.flops or 0, r.macs or 0, r.time_ms or 0.0, unsupported))
+        found.append(Charge(path, cls, r.flops or 0, r.macs or 0, r.time_ms or 0.0, unsupported, r.backward_flops or 0))
     return found
 
 
@@ -200,6 +201,7 @@ class ModuleRow:
     self_macs: int
     params: int
     time_ms: float
+    backward_flops: int = 0  # inclusive, after propagate(..., backward=True)
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,7 @@ def by_module(
     if depth is not None and depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
     classes: dict[str, str] = {**(module_classes or {}), "": root_class}
-    inclusive: dict[str, list[float]] = {"": [0, 0, 0.0]}
+    inclusive: dict[str, list[float]] = {"": [0, 0, 0.0, 0]}
     own: dict[str, list[int]] = {}
     first: dict[str, int] = {"": 0}
     for i, charge in enumerate(charges(records, root_class)):
@@ -244,16 +246,17 @@ def by_module(
         own[path][0] += charge.flops
         own[path][1] += charge.macs
         for scope in [*_scopes(path), ""]:
-            totals = inclusive.setdefault(scope, [0, 0, 0.0])
+            totals = inclusive.setdefault(scope, [0, 0, 0.0, 0])
             totals[0] += charge.flops
             totals[1] += charge.macs
             totals[2] += charge.time_ms
+            totals[3] += charge.backward_flops
     params_inclusive: dict[str, int] = {}
     for owner, count in (params_by_path or {}).items():
         for scope in [*_scopes(owner), ""]:
             params_inclusive[scope] = params_inclusive.get(scope, 0) + count
     rows = []
-    for path, (flops, macs, time_ms) in inclusive.items():
+    for path, (flops, macs, time_ms, backward_flops) in inclusive.items():
         level = _depth(path)
         if depth is not None and level > depth:
             continue
@@ -261,7 +264,7 @@ def by_module(
         self_flops, self_macs = (flops, macs) if at_limit else tuple(own.get(path, (0, 0)))
         rows.append(
             ModuleRow(path, classes.get(path, ""), level, int(flops), int(self_flops), int(macs), int(self_macs),
-                      params_inclusive.get(path, 0), float(time_ms))
+                      params_inclusive.get(path, 0), float(time_ms), int(backward_flops))
         )
     return sorted(rows, key=lambda row: [first[p] for p in reversed(_scopes(row.path))])
 

@@ -11,6 +11,7 @@ optional package.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import difflib
 import importlib
 import importlib.util
@@ -243,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--generate", type=_int_at_least(0, "a number of decode steps >= 0"), default=None, metavar="N",
                         help="count a prefill of the input's tokens (--input-shape BATCH,PROMPT), then N greedy decode "
                              "steps with the KV cache: FLOPs, bytes and intensity per phase (a causal language model)")
+    parser.add_argument("--train", action="store_true",
+                        help="count the backward pass too (of the sum of the floating outputs), charged to the forward ops")
+    parser.add_argument("--frozen", action="append", default=[], metavar="PATTERN",
+                        help="with --train: parameters whose names match PATTERN (fnmatch, e.g. 'encoder.*') get no gradient")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow MODEL to be a pickled whole module (unpickling runs code from the file)")
     return parser
@@ -268,6 +273,10 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
     args = build_parser().parse_args(argv)
     if args.generate is not None and args.meta:
         raise CliError("--generate needs real tensors (each next token is the argmax of the logits): drop --meta")
+    if args.train and (args.meta or args.generate is not None):
+        raise CliError("--train counts one forward and backward on real tensors: drop --meta and --generate")
+    if args.frozen and not args.train:
+        raise CliError("--frozen is for --train")
     model, default_shape = load_model(args.model, args.trust_pickle, causal_lm=args.generate is not None)
     if args.weights:
         state = torch.load(args.weights, map_location="cpu", weights_only=True)
@@ -282,6 +291,7 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
     if dtype is not None and dtype.is_floating_point:  # weights in the inputs' dtype, as a half-precision run has them
         model = model.to(dtype)
     inputs = make_inputs(model, shapes, dtype, args.device)
+    _freeze(model, args.frozen)
     try:
         counter = TorchFLOPsByFX(model, peak_tflops=args.peak_tflops, peak_bandwidth=args.peak_bandwidth,
                                  attention=args.attention)
@@ -295,6 +305,8 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
     try:
         if args.meta:
             counter.propagate_shapes(*inputs)
+        elif args.train:
+            counter.propagate(*inputs, backward=True)
         else:
             counter.propagate(*inputs, warmup=warmup, repeat=repeat)
     except TypeError as error:
@@ -309,6 +321,10 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
             summary += f", {len(counter.unsupported)} nodes not counted"
         if counter.leaf_modules:
             summary += f"; kept whole (not traceable): {', '.join(p or '(root)' for p in counter.leaf_modules)}"
+        if args.train:
+            backward = counter.total_backward_flops
+            summary += (f"\nbackward: {backward:,} FLOPs; forward + backward: {counter.total_flops + backward:,} FLOPs "
+                        f"({backward / counter.total_flops:.2f}x the forward)" if counter.total_flops else "")
         text = f"{text}\n\n{summary}"
         if not args.meta:
             text += "\n" + throughput_line(counter.throughput_summary())
@@ -324,6 +340,17 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
     else:
         out(text)
     return 0
+
+
+def _freeze(model: nn.Module, patterns: Sequence[str]) -> None:
+    """``--frozen``: no gradient for the parameters whose names match one of ``patterns``."""
+    if not patterns:
+        return
+    matched = [p for name, p in model.named_parameters() if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)]
+    if not matched:
+        raise CliError(f"--frozen {' '.join(patterns)} matches no parameter of {type(model).__name__}")
+    for parameter in matched:
+        parameter.requires_grad_(False)
 
 
 def _generate(args: argparse.Namespace, model: nn.Module, inputs: list[torch.Tensor], counter: TorchFLOPsByFX,
