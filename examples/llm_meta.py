@@ -6,6 +6,7 @@ takes seconds and little memory. With transformers installed it is ``LlamaForCau
 
     python examples/llm_meta.py                 # batch 1, sequence 2048
     python examples/llm_meta.py --seq 4096 --layers 2
+    python examples/llm_meta.py --backward       # forward and backward (a training step without the optimizer)
 
 The printed total is compared with the closed form of docs/conventions.md ("Decoder closed form").
 """
@@ -127,12 +128,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--layers", type=int, default=80)
+    parser.add_argument("--backward", action="store_true", help="count the backward pass too (gradients of every weight)")
     args = parser.parse_args()
     dims = Dims(layers=args.layers)
     start = time.perf_counter()
     model, blocks, kind = build(dims)
     counter = TorchFLOPsByFX(model)
-    counter.propagate(input_ids=torch.zeros(args.batch, args.seq, dtype=torch.long, device="meta"))
+    counter.propagate(input_ids=torch.zeros(args.batch, args.seq, dtype=torch.long, device="meta"), backward=args.backward,
+                      loss_fn=(lambda output: output.logits.sum()) if args.backward and hasattr(model, "config") else None)
     seconds = time.perf_counter() - start
 
     params = sum(p.numel() for p in model.parameters())
@@ -147,6 +150,10 @@ def main() -> None:
         print(f"  ... {len(per_block)} blocks, {per_block[-1].flops:,} FLOPs each")
     print(f"total      {total:,} FLOPs ({total / 1e12:.2f} TFLOPs), {counter.total_macs:,} MACs")
     print(f"closed form {expected:,} FLOPs: ours is {100.0 * (total - expected) / expected:+.3f}%")
+    if args.backward:
+        backward = counter.total_backward_flops
+        print(f"backward   {backward:,} FLOPs ({backward / total:.3f}x the forward); forward + backward {total + backward:,} "
+              f"= {(total + backward) / (args.batch * args.seq * params):.3f} x tokens x params")
     print(f"params     {params:,}")
     print(f"peak activation memory {memory.peak_activation_bytes / 2**30:.2f} GiB at node {memory.peak_node} "
           f"(float32; parameters {memory.params_bytes / 2**30:.1f} GiB)")

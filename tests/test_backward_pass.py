@@ -105,8 +105,6 @@ def test_bad_backward_requests_say_what_is_wrong() -> None:
         counted(frozen, x)
     with pytest.raises(ValueError, match="warmup and repeat"):
         TorchFLOPsByFX(nn.Linear(4, 4)).propagate(x, backward=True, repeat=3)
-    with pytest.raises(ValueError, match="real tensors"):
-        TorchFLOPsByFX(nn.Linear(4, 4)).propagate(x.to("meta"), backward=True)
     with pytest.raises(RuntimeError, match=r"loss_fn \S*explode raised KeyError"):
         def explode(out: torch.Tensor) -> torch.Tensor:
             raise KeyError("nope")
@@ -128,3 +126,21 @@ def test_the_module_view_sums_each_module_s_backward() -> None:
     a = 32 * 64 * (2 * 8 - 1) + 32 * (8 - 1)  # weight and bias gradients: 30,944
     b = 8 * 32 * (2 * 16 - 1) + 16 * 32 * (2 * 8 - 1) + 16 * (8 - 1)  # 15,728
     assert rows == {"": a + 8 * 32 + b, "a": a, "b": b}  # the root's own relu: 256
+
+
+@pytest.mark.parametrize("leaves", [(), ("",)], ids=["traced", "one_leaf"])
+def test_a_shape_only_backward_counts_what_a_real_one_does(leaves: tuple[str, ...]) -> None:
+    torch.manual_seed(0)
+    module, x = Chain(), torch.randn(8, 64, requires_grad=True)
+    real = TorchFLOPsByFX(module, leaf_modules=leaves)
+    real.propagate(x, backward=True)
+    before = [(p, p.device, p.requires_grad, p.grad) for p in module.parameters()]
+    meta = TorchFLOPsByFX(module, leaf_modules=leaves)
+    meta.propagate_shapes(x, backward=True)
+    assert [(r.name, r.flops, r.backward_flops) for r in meta.records] == [(r.name, r.flops, r.backward_flops) for r in real.records]
+    assert meta.total_backward_flops == real.total_backward_flops == (  # every gradient, the input's too
+        GRAD_INPUT + GRAD_WEIGHT + GRAD_BIAS  # a: Linear(64, 32) on (8, 64), as above
+        + 8 * 32  # relu
+        + 8 * 32 * (2 * 16 - 1) + 16 * 32 * (2 * 8 - 1) + 16 * (8 - 1)  # b: Linear(32, 16)
+    )
+    assert [(p, p.device, p.requires_grad, p.grad) for p in module.parameters()] == before  # the real weights are back

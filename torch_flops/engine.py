@@ -231,7 +231,7 @@ class TorchFLOPsByFX:
         each backward aten op is charged to the forward op whose autograd node ran it
         (``NodeRecord.backward_flops``, :attr:`total_backward_flops`; :mod:`torch_flops.backward`).
         Modules are in eval mode, as for the forward count. It counts one step: no ``warmup`` or
-        ``repeat``, and real tensors only. The names ``backward`` and ``loss_fn`` are this method's own.
+        ``repeat``; on meta tensors it is shape-only, as :meth:`propagate_shapes`. The names ``backward`` and ``loss_fn`` are this method's own.
         """
         check_bool("timing", timing)
         check_bool("backward", backward)
@@ -253,7 +253,7 @@ class TorchFLOPsByFX:
 
     def propagate_shapes(
         self, *args: Any, input_shapes: Sequence[Sequence[int]] | None = None, dtype: torch.dtype = torch.float32,
-        **kwargs: Any,
+        backward: bool = False, loss_fn: Callable[[Any], torch.Tensor] | None = None, **kwargs: Any,
     ) -> Any:
         """Count without computing: every tensor input, parameter and buffer is replaced by a ``meta``
         tensor of the same shape and dtype (the model's weights are not copied; they are swapped back
@@ -262,14 +262,19 @@ class TorchFLOPsByFX:
         per positional input, of ``dtype``). Time and CUDA memory columns are ``None``. Tensors that
         ``forward`` makes without a device (``torch.rand(shape)``) are made on meta too. Ops whose
         control flow depends on tensor values cannot run on meta tensors. The model, its inputs and
-        the random generators are left exactly as they were: a shape-only run is not a forward."""
+        the random generators are left exactly as they were: a shape-only run is not a forward.
+        ``backward=True`` counts the backward pass too, as :meth:`propagate` does (the meta stand-ins keep
+        ``requires_grad``)."""
         if not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r} ({type(dtype).__name__})")
         if input_shapes is not None:
             input_shapes = _check_shapes(input_shapes)
             args = (*(torch.empty(tuple(shape), dtype=dtype, device="meta") for shape in input_shapes), *args)
-        to_meta = lambda t: t if t.device.type == "meta" else torch.empty_like(t, device="meta")  # noqa: E731
-        args, kwargs = pytree.tree_map_only(torch.Tensor, to_meta, (args, kwargs))
+        args, kwargs = pytree.tree_map_only(torch.Tensor, _meta_stand_in, (args, kwargs))
+        if backward:
+            return self.propagate(*args, backward=True, loss_fn=loss_fn, **kwargs)
+        if loss_fn is not None:
+            raise ValueError("loss_fn is used with backward=True only")
         return self._propagate(args, kwargs)
 
     def _propagate(
@@ -299,13 +304,11 @@ class TorchFLOPsByFX:
         shape_only = any([t.is_meta for t in tensors_in(inputs)]) or any([t.is_meta for t in state])
         self.shape_only = shape_only
         if shape_only:  # real inputs to a meta model: their meta stand-ins
-            inputs = pytree.tree_map_only(torch.Tensor, lambda t: t if t.is_meta else torch.empty_like(t, device="meta"), inputs)
+            inputs = pytree.tree_map_only(torch.Tensor, _meta_stand_in, inputs)
         self.plain_forward_ms = None
         self.run_device = None  # known after a run with timing, which throughput needs
         if backward:
-            if shape_only:
-                raise ValueError("backward=True needs real tensors: shape-only (meta) runs do not count a backward pass yet")
-            return self._run_backward(graph, inputs, timing, loss_fn)
+            return self._run_backward(graph, inputs, timing and not shape_only, loss_fn, shape_only)
         if not timing and observer is None and not shape_only:
             with eval_mode(modules=graph.modules):
                 output, self.records = graph.runner.run_flops(inputs)
@@ -330,30 +333,52 @@ class TorchFLOPsByFX:
         self.records = records
         return output
 
-    def _run_backward(self, graph: _Graph, inputs: list[Any], timing: bool, loss_fn: Callable[[Any], torch.Tensor] | None) -> Any:
+    def _run_backward(
+        self, graph: _Graph, inputs: list[Any], timing: bool, loss_fn: Callable[[Any], torch.Tensor] | None, shape_only: bool,
+    ) -> Any:
         """The forward with autograd (each op claiming the autograd nodes it made), then the backward
-        under the aten-level counter; the records get each op's backward cost."""
-        device = self.run_device = run_device([*tensors_in(inputs), *state_tensors(graph.modules)])
+        under the aten-level counter; the records get each op's backward cost. Shape-only: on meta
+        stand-ins of the parameters (which keep ``requires_grad``), the model left as it was."""
+        gm = graph.graph_module
+        stand_ins = _meta_state(gm) if shape_only else None
+        device = self.run_device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state_tensors(graph.modules)])
         probe = Probe(device, self.mem_func_name)
         owners = backward_pass.AutogradOwners()
-        with eval_mode(modules=graph.modules):
-            output, records, self._liveness = graph.runner.run(inputs, probe, timing=timing, claim=owners.claim)
-            if loss_fn is None:
-                loss = backward_pass.default_loss(output)
-            else:
-                try:
-                    loss = loss_fn(output)
-                except Exception as error:
-                    name = getattr(loss_fn, "__qualname__", type(loss_fn).__name__)
-                    raise RuntimeError(f"loss_fn {name} raised {type(error).__name__}: {error}") from error
-            targets = [*dict.fromkeys(p for p in self.model.parameters() if p.requires_grad),
-                       *(t for t in tensors_in(inputs) if t.requires_grad)]
-            mode = backward_pass.run_backward(loss, targets, self.registry, owners)
+        parameters = dict.fromkeys(stand_ins.values()) if shape_only else dict.fromkeys(self.model.parameters())
+        swap = _reparametrize(gm, stand_ins) if shape_only else contextlib.nullcontext()
+        made_on = torch.device("meta") if shape_only else contextlib.nullcontext()
+        before = AfterRun(named_modules(self.model), ()) if shape_only else None
+        try:
+            with eval_mode(modules=graph.modules), swap, made_on:
+                output, mode = self._forward_and_backward(graph, inputs, probe, timing, loss_fn, owners, parameters)
+        finally:
+            if before is not None:
+                before.restore()
         tallies = mode.by_owner
         rest = tallies.get(backward_pass.UNATTRIBUTED)
         self.backward_unattributed = rest.cost if rest is not None else Cost(0, 0)
-        self.records = [_with_backward(record, tallies.get(record.name)) for record in records]
+        self.records = [_with_backward(record, tallies.get(record.name)) for record in self.records]
         return output
+
+    def _forward_and_backward(
+        self, graph: _Graph, inputs: list[Any], probe: Probe, timing: bool, loss_fn: Callable[[Any], torch.Tensor] | None,
+        owners: backward_pass.AutogradOwners, parameters: Iterable[torch.Tensor],
+    ) -> tuple[Any, backward_pass.BackwardCostMode]:
+        """One forward with autograd (each op claiming the autograd nodes it made), the loss, and the
+        gradients of the parameters and inputs that require grad under the backward counter."""
+        output, records, self._liveness = graph.runner.run(inputs, probe, timing=timing, claim=owners.claim)
+        if loss_fn is None:
+            loss = backward_pass.default_loss(output)
+        else:
+            try:
+                loss = loss_fn(output)
+            except Exception as error:
+                name = getattr(loss_fn, "__qualname__", type(loss_fn).__name__)
+                raise RuntimeError(f"loss_fn {name} raised {type(error).__name__}: {error}") from error
+        targets = [*(p for p in parameters if p.requires_grad), *(t for t in tensors_in(inputs) if t.requires_grad)]
+        mode = backward_pass.run_backward(loss, targets, self.registry, owners)
+        self.records = records
+        return output, mode
 
     @property
     def total_backward_flops(self) -> int:
@@ -588,6 +613,13 @@ def _reparametrize(module: nn.Module, tensors: Mapping[str, torch.Tensor]):
     return stateless._reparametrize_module(module, dict(tensors), tie_weights=True, strict=False)
 
 
+def _meta_stand_in(tensor: torch.Tensor) -> torch.Tensor:
+    """A meta tensor of ``tensor``'s shape, dtype and ``requires_grad`` (``tensor`` itself if on meta)."""
+    if tensor.is_meta:
+        return tensor
+    return torch.empty_like(tensor, device="meta").requires_grad_(tensor.requires_grad)
+
+
 def _meta_state(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
     """A meta stand-in for every parameter and buffer name of ``gm``; names of one tensor (tied weights,
     such as a language model's embedding and output layer) share one stand-in, so they stay tied."""
@@ -595,7 +627,7 @@ def _meta_state(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
     stand_ins: dict[int, torch.Tensor] = {}
     for t in state.values():
         if id(t) not in stand_ins:
-            stand_ins[id(t)] = t if t.device.type == "meta" else torch.empty_like(t, device="meta")
+            stand_ins[id(t)] = _meta_stand_in(t)
     return {name: stand_ins[id(t)] for name, t in state.items()}
 
 
