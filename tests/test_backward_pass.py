@@ -144,3 +144,40 @@ def test_a_shape_only_backward_counts_what_a_real_one_does(leaves: tuple[str, ..
         + 8 * 32 * (2 * 16 - 1) + 16 * 32 * (2 * 8 - 1) + 16 * (8 - 1)  # b: Linear(32, 16)
     )
     assert [(p, p.device, p.requires_grad, p.grad) for p in module.parameters()] == before  # the real weights are back
+
+
+def test_optimizer_step_and_training_memory_of_a_linear_layer() -> None:
+    layer, x = nn.Linear(64, 32), torch.randn(8, 64)
+    counter = counted(layer, x, optimizer=torch.optim.AdamW)
+    elements = 32 * 64 + 32  # 2,080 parameters
+    # AdamW per element: 13 + 1 (decoupled weight decay), plus one step-counter add per tensor (docs: "Optimizer step")
+    assert counter.optimizer_step.flops == 14 * elements + 2
+    memory = counter.training_memory()
+    assert (memory.params_bytes, memory.gradient_bytes) == (elements * 4, elements * 4)
+    assert memory.optimizer_state_bytes == 2 * elements * 4 + 2 * 4  # exp_avg, exp_avg_sq, two float32 steps
+    assert memory.saved_activation_bytes == 8 * 64 * 4  # addmm saves its input (the weight is a parameter)
+    assert memory.backward_peak_bytes >= memory.gradient_bytes  # the gradients are made by the backward
+    assert memory.peak_bytes == (memory.params_bytes + memory.optimizer_state_bytes + memory.saved_activation_bytes
+                                 + memory.backward_peak_bytes)
+    frozen = counted(nn.Linear(64, 32).requires_grad_(False), x.clone().requires_grad_(), optimizer=torch.optim.SGD)
+    assert frozen.optimizer_step.flops == 0 and frozen.training_memory().gradient_bytes == 0
+    with pytest.raises(RuntimeError, match="no backward pass counted"):
+        TorchFLOPsByFX(layer).training_memory()
+
+
+def test_a_train_mode_step_counts_batch_statistics_and_leaves_buffers_and_generators_as_they_were() -> None:
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Dropout(0.5)).eval(), torch.randn(4, 8)
+    bn = model[1]
+    stats = [t.clone() for t in bn.buffers()]
+    state = torch.random.get_rng_state()
+    counter = counted(model, x, mode="train")
+    assert all(torch.equal(a, b) for a, b in zip(stats, bn.buffers())) and not any(m.training for m in model.modules())
+    assert torch.equal(torch.random.get_rng_state(), state)
+    backward = {r.target: r.backward_flops for r in counter.records if r.op == "call_module"}
+    assert backward["1"] == 9 * 4 * 8 + 8  # batch-norm backward in training, every gradient (docs: "Backward")
+    assert backward["2"] == 4 * 8  # dropout: the gradient times the kept mask, one multiply per element
+    evaluated = counted(model, x)
+    assert {r.target: r.backward_flops for r in evaluated.records if r.op == "call_module"}["2"] == 0
+    with pytest.raises(ValueError, match="mode must be one of"):
+        counted(model, x, mode="training")

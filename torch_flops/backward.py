@@ -10,6 +10,10 @@ to it, priced by the aten rules (``torch_flops/rules/backward.py`` and the forwa
 Only what autograd runs is counted: a frozen parameter (``requires_grad=False``) gets no weight
 gradient, an input that does not require grad no input gradient. The gradients are computed with
 ``torch.autograd.grad`` for the parameters and inputs that require grad, so no ``.grad`` is written.
+
+Memory of the step (:class:`SavedTensors`, :attr:`BackwardCostMode.peak_bytes`): the activations
+autograd saves during the forward (distinct storages, parameters and buffers left out), and the most
+the backward has allocated at once (the gradients and its temporaries).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 import torch
 
+from torch_flops import memory
 from torch_flops.fallback import AtenCostMode, AtenTally
 from torch_flops.measure import tensors_in
 from torch_flops.records import Cost
@@ -46,12 +51,42 @@ class AutogradOwners:
             stack.extend(next_node for next_node, _ in node.next_functions if next_node is not None)
 
 
+class SavedTensors:
+    """The storages autograd saves for the backward pass while it is active (a ``saved_tensors_hooks``
+    pair that keeps each tensor as it is), parameters and buffers (``excluded``) left out."""
+
+    def __init__(self, excluded: Iterable[torch.Tensor]) -> None:
+        self._excluded = set(memory.storages(excluded))
+        self.storages: dict[int, int] = {}
+        self.tensors: list[torch.Tensor] = []  # one per storage (alive until the backward anyway)
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        for key, nbytes in memory.storages((tensor,)).items():
+            if key not in self._excluded and key not in self.storages:
+                self.storages[key] = nbytes
+                self.tensors.append(tensor)
+        return tensor
+
+    def hooks(self) -> Any:
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of the distinct storages saved (a view and its base count once)."""
+        return sum(self.storages.values())
+
+
+def _unpack(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
 class BackwardCostMode(AtenCostMode):
     """The aten-level counter of a backward pass: every op is also charged to :attr:`owner`, the forward
-    op whose autograd node is running (set by the pre-hooks of :meth:`hooks`)."""
+    op whose autograd node is running (set by the pre-hooks of :meth:`hooks`). With ``existing``, the
+    storages the backward allocates (gradients, temporaries) are followed: :attr:`peak_bytes`."""
 
-    def __init__(self, registry: CostRegistry, owners: AutogradOwners) -> None:
-        super().__init__(registry)
+    def __init__(self, registry: CostRegistry, owners: AutogradOwners, existing: Iterable[torch.Tensor] | None = None) -> None:
+        super().__init__(registry, existing=existing)
         self.owners = owners
         self.owner = UNATTRIBUTED
         self.by_owner: dict[str, AtenTally] = {}
@@ -92,16 +127,17 @@ def default_loss(output: Any) -> torch.Tensor:
 
 
 def run_backward(
-    loss: Any, targets: Iterable[torch.Tensor], registry: CostRegistry, owners: AutogradOwners
+    loss: Any, targets: Iterable[torch.Tensor], registry: CostRegistry, owners: AutogradOwners,
+    existing: Iterable[torch.Tensor] = (),
 ) -> BackwardCostMode:
-    """Compute the gradients of ``loss`` for ``targets`` under a :class:`BackwardCostMode`; return it.
-    Nothing is written to ``.grad``."""
+    """Compute the gradients of ``loss`` for ``targets`` under a :class:`BackwardCostMode` (following the
+    storages it allocates beyond ``existing``); return it. Nothing is written to ``.grad``."""
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
         raise ValueError(f"backward: the loss must be a one-element tensor that requires grad, got {_describe(loss)}")
     targets = list(targets)
     if not targets:
         raise ValueError("backward: no parameter or input requires grad, so there is nothing to differentiate")
-    mode = BackwardCostMode(registry, owners)
+    mode = BackwardCostMode(registry, owners, existing=existing)
     handles = mode.hooks()
     try:
         with mode:

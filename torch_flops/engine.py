@@ -20,6 +20,7 @@ from torch.utils import _pytree as pytree
 
 from torch_flops import aggregate, render
 from torch_flops import backward as backward_pass
+from torch_flops import optimizer_cost
 from torch_flops import peaks as device_peaks
 from torch_flops import throughput
 from torch_flops.arguments import check_bool, check_choice, check_classes, check_int, check_str
@@ -32,7 +33,7 @@ from torch_flops.measure import Probe, check_memory_function, gc_paused, run_dev
 from torch_flops.records import Cost, NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
 from torch_flops.rules.attention import ATTENTION_MODES, attention_rules
-from torch_flops.model_state import AfterRun, Versions
+from torch_flops.model_state import AfterRun, RngState, Versions
 from torch_flops.tracer import named_modules
 from torch_flops.tracing import TraceResult, check_model, eval_mode, state_tensors, trace
 from torch_flops.wrappers import unwrap
@@ -64,6 +65,30 @@ class MemorySummary:
     peak_node: str
     params_bytes: int
     buffers_bytes: int
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Analytic memory of one training step (``propagate(..., backward=True)``), in bytes.
+
+    ``params_bytes``: every parameter; ``gradient_bytes``: one gradient per parameter that requires
+    grad, in its dtype; ``optimizer_state_bytes``: the optimizer's buffers (momentum 1x, Adam/AdamW 2x,
+    amsgrad 3x, plus Adam's step counters), 0 without ``optimizer``; ``saved_activation_bytes``: the
+    distinct storages autograd saved for the backward (not parameters or buffers);
+    ``backward_peak_bytes``: the most the backward had allocated at once (its gradients and
+    temporaries). :attr:`peak_bytes` adds them up (gradients are inside the backward's peak): a bound
+    from above, since saved activations are freed while the backward runs."""
+
+    params_bytes: int
+    gradient_bytes: int
+    optimizer_state_bytes: int
+    saved_activation_bytes: int
+    backward_peak_bytes: int
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.params_bytes + self.optimizer_state_bytes + self.saved_activation_bytes + max(
+            self.backward_peak_bytes, self.gradient_bytes)
 
 
 class TorchFLOPsByFX:
@@ -154,6 +179,11 @@ class TorchFLOPsByFX:
         self.records: list[NodeRecord] = []
         self.shape_only = False
         self.plain_forward_ms: float | None = None
+        self.backward_unattributed: Cost | None = None  # backward FLOPs no forward op ran (the loss's)
+        self.optimizer_step: Cost | None = None  # the FLOPs of one optimizer step, with optimizer=
+        self._training_memory: TrainingMemory | None = None
+        self._optimizer: Any = None
+        self._training = False  # the modules' mode of a backward=True step
         self._liveness: memory.Liveness | None = None
         self._input_info: list[dict[str, Any]] = []
 
@@ -205,7 +235,7 @@ class TorchFLOPsByFX:
     # -- running ------------------------------------------------------------------------------------
     def propagate(
         self, *args: Any, timing: bool = True, warmup: int | None = None, repeat: int = 1, backward: bool = False,
-        loss_fn: Callable[[Any], torch.Tensor] | None = None, **kwargs: Any,
+        loss_fn: Callable[[Any], torch.Tensor] | None = None, optimizer: Any = None, mode: str = "eval", **kwargs: Any,
     ) -> Any:
         """Run the model on its inputs in eval mode under ``torch.no_grad()`` and record every node.
 
@@ -231,18 +261,26 @@ class TorchFLOPsByFX:
         each backward aten op is charged to the forward op whose autograd node ran it
         (``NodeRecord.backward_flops``, :attr:`total_backward_flops`; :mod:`torch_flops.backward`).
         Modules are in eval mode, as for the forward count. It counts one step: no ``warmup`` or
-        ``repeat``; on meta tensors it is shape-only, as :meth:`propagate_shapes`. The names ``backward`` and ``loss_fn`` are this method's own.
+        ``repeat``; on meta tensors it is shape-only, as :meth:`propagate_shapes`. ``optimizer`` (with
+        ``backward=True``; a ``torch.optim`` SGD, Adam or AdamW class or instance) adds the FLOPs of its
+        ``step()`` over the parameters that require grad (:attr:`optimizer_step`; its state's bytes in
+        :meth:`training_memory`). ``mode="train"`` (with ``backward=True``) runs the step with the modules
+        in training mode (dropout on, BatchNorm on batch statistics), then puts back the buffers it
+        wrote and the random generators. The names ``backward``, ``loss_fn``, ``optimizer`` and
+        ``mode`` are this method's own.
         """
         check_bool("timing", timing)
         check_bool("backward", backward)
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable (output -> one-element tensor), got {type(loss_fn).__name__}")
+        render.check_choice("mode", mode, ("eval", "train"))
         if backward:
             if (warmup or 0) > 0 or repeat != 1:
                 raise ValueError(f"backward=True counts one step: warmup and repeat are not supported with it (got warmup={warmup}, repeat={repeat})")
+            self._optimizer, self._training = optimizer, mode == "train"
             return self._propagate(args, kwargs, timing=timing, backward=True, loss_fn=loss_fn)
-        if loss_fn is not None:
-            raise ValueError("loss_fn is used with backward=True only")
+        if loss_fn is not None or optimizer is not None or mode != "eval":
+            raise ValueError("loss_fn, optimizer and mode are used with backward=True only")
         if warmup is None:
             first_parameter = next(iter(self.model.parameters()), None)
             tensors = [*tensors_in((args, kwargs)), *([first_parameter] if first_parameter is not None else [])]
@@ -253,7 +291,8 @@ class TorchFLOPsByFX:
 
     def propagate_shapes(
         self, *args: Any, input_shapes: Sequence[Sequence[int]] | None = None, dtype: torch.dtype = torch.float32,
-        backward: bool = False, loss_fn: Callable[[Any], torch.Tensor] | None = None, **kwargs: Any,
+        backward: bool = False, loss_fn: Callable[[Any], torch.Tensor] | None = None, optimizer: Any = None,
+        mode: str = "eval", **kwargs: Any,
     ) -> Any:
         """Count without computing: every tensor input, parameter and buffer is replaced by a ``meta``
         tensor of the same shape and dtype (the model's weights are not copied; they are swapped back
@@ -272,9 +311,9 @@ class TorchFLOPsByFX:
             args = (*(torch.empty(tuple(shape), dtype=dtype, device="meta") for shape in input_shapes), *args)
         args, kwargs = pytree.tree_map_only(torch.Tensor, _meta_stand_in, (args, kwargs))
         if backward:
-            return self.propagate(*args, backward=True, loss_fn=loss_fn, **kwargs)
-        if loss_fn is not None:
-            raise ValueError("loss_fn is used with backward=True only")
+            return self.propagate(*args, backward=True, loss_fn=loss_fn, optimizer=optimizer, mode=mode, **kwargs)
+        if loss_fn is not None or optimizer is not None or mode != "eval":
+            raise ValueError("loss_fn, optimizer and mode are used with backward=True only")
         return self._propagate(args, kwargs)
 
     def _propagate(
@@ -291,6 +330,8 @@ class TorchFLOPsByFX:
     ) -> Any:
         self.records = []  # a failed run leaves no stale results behind
         self.backward_unattributed: Cost | None = None
+        self.optimizer_step: Cost | None = None
+        self._training_memory: TrainingMemory | None = None
         bound = model_inputs.bind(self.model, args, kwargs)
         self._current = graph = self._graph_for(bound)
         result = graph.result
@@ -348,16 +389,38 @@ class TorchFLOPsByFX:
         swap = _reparametrize(gm, stand_ins) if shape_only else contextlib.nullcontext()
         made_on = torch.device("meta") if shape_only else contextlib.nullcontext()
         before = AfterRun(named_modules(self.model), ()) if shape_only else None
+        # a step in train mode writes buffers (BatchNorm's running statistics, inside its kernel, where no
+        # version counter moves): each is put back after
+        pristine = [(b, b.clone()) for b in dict.fromkeys(b for m in graph.modules for b in m.buffers(recurse=False))
+                    if not b.is_meta] if self._training else []
+        rng = RngState()
         try:
-            with eval_mode(modules=graph.modules), swap, made_on:
+            with eval_mode(modules=graph.modules, training=self._training), swap, made_on:
                 output, mode = self._forward_and_backward(graph, inputs, probe, timing, loss_fn, owners, parameters)
         finally:
             if before is not None:
                 before.restore()
+            with torch.no_grad():
+                for buffer, copy in pristine:
+                    buffer.copy_(copy)
+            if self._training:
+                rng.restore()
         tallies = mode.by_owner
         rest = tallies.get(backward_pass.UNATTRIBUTED)
         self.backward_unattributed = rest.cost if rest is not None else Cost(0, 0)
         self.records = [_with_backward(record, tallies.get(record.name)) for record in self.records]
+        trainable = [p for p in parameters if p.requires_grad]
+        optimizer = self._optimizer
+        self.optimizer_step = None if optimizer is None else optimizer_cost.optimizer_step_cost(
+            optimizer, None if isinstance(optimizer, torch.optim.Optimizer) else trainable)
+        self._training_memory = TrainingMemory(
+            params_bytes=memory.bytes_of(parameters),
+            gradient_bytes=memory.bytes_of(trainable),
+            optimizer_state_bytes=0 if optimizer is None else optimizer_cost.optimizer_state_bytes(
+                optimizer, None if isinstance(optimizer, torch.optim.Optimizer) else trainable),
+            saved_activation_bytes=self._saved_bytes,
+            backward_peak_bytes=mode.peak_bytes,
+        )
         return output
 
     def _forward_and_backward(
@@ -366,7 +429,10 @@ class TorchFLOPsByFX:
     ) -> tuple[Any, backward_pass.BackwardCostMode]:
         """One forward with autograd (each op claiming the autograd nodes it made), the loss, and the
         gradients of the parameters and inputs that require grad under the backward counter."""
-        output, records, self._liveness = graph.runner.run(inputs, probe, timing=timing, claim=owners.claim)
+        saved = backward_pass.SavedTensors([*parameters, *state_tensors(graph.modules)])
+        with saved.hooks():
+            output, records, self._liveness = graph.runner.run(inputs, probe, timing=timing, claim=owners.claim)
+        self._saved_bytes = saved.bytes
         if loss_fn is None:
             loss = backward_pass.default_loss(output)
         else:
@@ -376,9 +442,16 @@ class TorchFLOPsByFX:
                 name = getattr(loss_fn, "__qualname__", type(loss_fn).__name__)
                 raise RuntimeError(f"loss_fn {name} raised {type(error).__name__}: {error}") from error
         targets = [*(p for p in parameters if p.requires_grad), *(t for t in tensors_in(inputs) if t.requires_grad)]
-        mode = backward_pass.run_backward(loss, targets, self.registry, owners)
+        alive = [*parameters, *tensors_in(inputs), *tensors_in(output), loss, *saved.tensors]
+        mode = backward_pass.run_backward(loss, targets, self.registry, owners, existing=alive)
         self.records = records
         return output, mode
+
+    def training_memory(self) -> TrainingMemory:
+        """Memory of the last ``propagate(..., backward=True)``'s step, analytic (any device)."""
+        if self._training_memory is None:
+            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
+        return self._training_memory
 
     @property
     def total_backward_flops(self) -> int:

@@ -61,30 +61,34 @@ def state_tensors(modules: Iterable[nn.Module]) -> list[torch.Tensor]:
 
 
 @contextmanager
-def eval_mode(*roots: nn.Module, modules: Iterable[nn.Module] = ()) -> Iterator[None]:
-    """Put ``roots`` (and so all their submodules) and ``modules`` in eval mode; restore every module's
-    own flag after.
+def eval_mode(*roots: nn.Module, modules: Iterable[nn.Module] = (), training: bool = False) -> Iterator[None]:
+    """Put ``roots`` (and so all their submodules) and ``modules`` in eval mode (train mode with
+    ``training=True``); restore every module's own flag after.
 
-    Only modules in training mode are touched. Their flag is set directly (what ``nn.Module.train``
-    does), except for classes that override ``train``, whose own ``train(False)`` runs, and TorchScript
+    Only modules whose flag differs are touched. Their flag is set directly (what ``nn.Module.train``
+    does), except for classes that override ``train``, whose own ``train(...)`` runs, and TorchScript
     modules, whose flag lives in the compiled module (set through its ``setattr``)."""
     every = {id(module): module for module in (*modules_of(*roots), *modules)}
-    training = [module for module in every.values() if module.training]
+    changed = [module for module in every.values() if module.training != training]
     try:
-        for module in training:
-            if isinstance(module, torch.jit.ScriptModule):
-                module.training = False
-            elif type(module).train is nn.Module.train:
-                module.__dict__["training"] = False
-            else:
-                module.train(False)
+        for module in changed:
+            _set_training(module, training)
         yield
     finally:
-        for module in training:
+        for module in changed:  # each module's own flag back, directly: a train() would recurse into children
             if isinstance(module, torch.jit.ScriptModule):
-                module.training = True
+                module.training = not training
             else:
-                module.__dict__["training"] = True
+                module.__dict__["training"] = not training
+
+
+def _set_training(module: nn.Module, training: bool) -> None:
+    if isinstance(module, torch.jit.ScriptModule):
+        module.training = training
+    elif type(module).train is nn.Module.train:
+        module.__dict__["training"] = training
+    else:
+        module.train(training)
 
 
 def check_model(model: Any) -> None:
