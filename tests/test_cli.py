@@ -172,6 +172,10 @@ def test_train_counts_the_backward_and_frozen_parameters_get_no_gradient(factory
     forward = 2 * 4 * (2 * 5 - 1) + 2 * 4  # Linear(5, 4) on (2, 5): 80
     backward = 4 * 5 * (2 * 2 - 1) + 4 * (2 - 1)  # weight gradient (4, 2) @ (2, 5): 60, bias gradient: 4
     assert code == 0 and f"backward: {backward:,} FLOPs; forward + backward: {forward + backward:,} FLOPs" in out
+    code, out, _ = run([*spec, "--optimizer", "sgd"], capsys)
+    step = 2 * (4 * 5 + 4)  # plain SGD: p - lr * g, 2 FLOPs per parameter (docs: "Optimizer step")
+    assert code == 0 and f"sgd step: {step:,} FLOPs; training step: {forward + backward + step:,} FLOPs" in out
+    assert "training memory:" in out and f"parameters {(4 * 5 + 4) * 4:,}" in out
     code, out, _ = run([*spec, "--frozen", "0.bias"], capsys)
     assert code == 0 and f"backward: {4 * 5 * 3:,} FLOPs" in out
     code, _, err = run([*spec, "--frozen", "nope.*"], capsys)

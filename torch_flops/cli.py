@@ -246,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "steps with the KV cache: FLOPs, bytes and intensity per phase (a causal language model)")
     parser.add_argument("--train", action="store_true",
                         help="count the backward pass too (of the sum of the floating outputs), charged to the forward ops")
+    parser.add_argument("--optimizer", choices=sorted(_OPTIMIZERS), default=None,
+                        help="with --train: add one optimizer step's FLOPs and its state to the training memory")
     parser.add_argument("--frozen", action="append", default=[], metavar="PATTERN",
                         help="with --train: parameters whose names match PATTERN (fnmatch, e.g. 'encoder.*') get no gradient")
     parser.add_argument("--trust-pickle", action="store_true",
@@ -275,8 +277,8 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
         raise CliError("--generate needs real tensors (each next token is the argmax of the logits): drop --meta")
     if args.train and (args.meta or args.generate is not None):
         raise CliError("--train counts one forward and backward on real tensors: drop --meta and --generate")
-    if args.frozen and not args.train:
-        raise CliError("--frozen is for --train")
+    if (args.frozen or args.optimizer) and not args.train:
+        raise CliError("--frozen and --optimizer are for --train")
     model, default_shape = load_model(args.model, args.trust_pickle, causal_lm=args.generate is not None)
     if args.weights:
         state = torch.load(args.weights, map_location="cpu", weights_only=True)
@@ -306,7 +308,7 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
         if args.meta:
             counter.propagate_shapes(*inputs)
         elif args.train:
-            counter.propagate(*inputs, backward=True)
+            counter.propagate(*inputs, backward=True, optimizer=_OPTIMIZERS.get(args.optimizer))
         else:
             counter.propagate(*inputs, warmup=warmup, repeat=repeat)
     except TypeError as error:
@@ -325,6 +327,14 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
             backward = counter.total_backward_flops
             summary += (f"\nbackward: {backward:,} FLOPs; forward + backward: {counter.total_flops + backward:,} FLOPs "
                         f"({backward / counter.total_flops:.2f}x the forward)" if counter.total_flops else "")
+            if counter.optimizer_step is not None:
+                step = counter.optimizer_step.flops
+                summary += f"\n{args.optimizer} step: {step:,} FLOPs; training step: {counter.total_flops + backward + step:,} FLOPs"
+            memory = counter.training_memory()
+            summary += (f"\ntraining memory: {memory.peak_bytes:,} B at most = parameters {memory.params_bytes:,} + optimizer "
+                        f"state {memory.optimizer_state_bytes:,} + saved activations {memory.saved_activation_bytes:,} + "
+                        f"backward peak {max(memory.backward_peak_bytes, memory.gradient_bytes):,} (gradients "
+                        f"{memory.gradient_bytes:,} in it)")
         text = f"{text}\n\n{summary}"
         if not args.meta:
             text += "\n" + throughput_line(counter.throughput_summary())
@@ -340,6 +350,9 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
     else:
         out(text)
     return 0
+
+
+_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 def _freeze(model: nn.Module, patterns: Sequence[str]) -> None:

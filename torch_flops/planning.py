@@ -115,6 +115,8 @@ def plan_graph(
             rule = None  # a hook, parametrisation or forward of its own: counted by what it runs
         path, cls = owning_module(node)
         qualname = None
+        if node.op == "call_function" and rule is None:
+            module, qualname = checkpointed_module(gm, node, modules_by_path)
         if node.op == "call_function":
             try:
                 label = labels[node.target]
@@ -132,6 +134,20 @@ def plan_graph(
         plans[node] = frozen_from_dict(NodePlan, {"target": label, "module_path": path, "module_class": cls, "rule": rule,
                                                   "ignored": ignored, "module": module, "module_qualname": qualname})
     return plans
+
+
+def checkpointed_module(
+    gm: fx.GraphModule, node: fx.Node, modules_by_path: Mapping[str, nn.Module] | None = None,
+) -> tuple[nn.Module | None, str | None]:
+    """The module and its path that a ``torch.utils.checkpoint.checkpoint(module, ...)`` node runs (so
+    that its calls are counted op by op, under that module's name), else ``(None, None)``."""
+    if node.target is not torch.utils.checkpoint.checkpoint or not node.args:
+        return None, None
+    first = node.args[0]
+    if not isinstance(first, fx.Node) or first.op != "get_attr":
+        return None, None
+    module = submodule(gm, first.target, modules_by_path)
+    return (module, str(first.target)) if isinstance(module, nn.Module) else (None, None)
 
 
 def submodule(root: nn.Module, target: str, modules_by_path: Mapping[str, nn.Module] | None = None) -> nn.Module:

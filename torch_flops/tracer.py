@@ -219,7 +219,9 @@ class ScopeTrackingTracer(fx.Tracer):
     as single nodes."""
 
     def __init__(self, leaf_types: tuple[type, ...] = (), leaf_paths: Collection[str] = (), record_constants: bool = False) -> None:
-        super().__init__()
+        # activation checkpointing stays one call (tracing through it would drop the recomputation); the
+        # module it runs is counted op by op inside it (planning.checkpointed_module)
+        super().__init__(autowrap_functions=(torch.utils.checkpoint.checkpoint,))
         if record_constants:  # see record_constant_work
             self.proxy_buffer_attributes = True
         self.record_constants = record_constants

@@ -1,0 +1,99 @@
+"""Does full fine-tuning of a Llama-2-7B-sized model fit in 80 GB? Counted on the meta device in seconds.
+
+    python examples/train_memory.py                     # sequence 4096, batch 1
+    python examples/train_memory.py --seq 2048 --layers 4
+
+The model (examples/llm_meta.py's compact Llama decoder with Llama-2-7B's dimensions, on ``meta``:
+nothing is allocated; transformers' own Llama reads its position ids' values when it trains without a
+cache, which meta tensors do not have) runs one training step shape-only, with and without activation
+checkpointing (``torch.utils.checkpoint`` around each block, non-reentrant):
+``propagate(ids, backward=True, mode="train", optimizer=torch.optim.AdamW)`` gives the step's FLOPs and
+its analytic memory (``training_memory()``: parameters, gradients, optimizer state, the activations
+autograd saves, the backward's allocation peak). Two precisions are shown: everything in bf16, and
+bf16 weights and gradients with fp32 master weights and fp32 Adam states (mixed precision as usually
+run: 2 + 2 + 4 + 8 = 16 bytes per parameter before activations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from torch_flops import TorchFLOPsByFX
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llm_meta import Decoder, Dims  # noqa: E402
+
+GB = 1e9
+
+
+class TrainedDecoder(Decoder):
+    """The decoder with its rotary tables in the activations' dtype (bf16 here), and, with
+    ``checkpointing``, each block under ``torch.utils.checkpoint``: its activations are recomputed in the
+    backward pass instead of kept."""
+
+    def __init__(self, dims: Dims, checkpointing: bool) -> None:
+        super().__init__(dims)
+        self.checkpointing = checkpointing
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)
+        t = input_ids.shape[1]
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, self.head_dim, 2, device=x.device).float() / self.head_dim))
+        angles = torch.outer(torch.arange(t, device=x.device).float(), inv_freq)
+        emb = torch.cat((angles, angles), dim=-1)
+        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        for layer in self.layers:
+            x = checkpoint(layer, x, cos, sin, use_reentrant=False) if self.checkpointing else layer(x, cos, sin)
+        return self.lm_head(self.norm(x))
+
+
+def build(layers: int, checkpointing: bool) -> torch.nn.Module:
+    dims = Dims(layers=layers, hidden=4096, heads=32, kv_heads=32, intermediate=11008, vocab=32000)  # Llama-2-7B
+    with torch.device("meta"):
+        return TrainedDecoder(dims, checkpointing).to(torch.bfloat16)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seq", type=int, default=4096)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--budget-gb", type=float, default=80.0)
+    args = parser.parse_args()
+    ids = torch.zeros(args.batch, args.seq, dtype=torch.long, device="meta")
+    print(f"Llama-2-7B dimensions, {args.layers} layers; batch {args.batch}, sequence {args.seq}; AdamW; "
+          f"budget {args.budget_gb:.0f} GB")
+    for checkpointing in (False, True):
+        start = time.perf_counter()
+        model = build(args.layers, checkpointing)
+        counter = TorchFLOPsByFX(model)
+        counter.propagate(ids, backward=True, mode="train", optimizer=torch.optim.AdamW,
+                          loss_fn=lambda output: output.float().sum())
+        seconds = time.perf_counter() - start
+        memory = counter.training_memory()
+        params = sum(p.numel() for p in model.parameters())
+        flops = counter.total_flops + counter.total_backward_flops + counter.optimizer_step.flops
+        activations = memory.saved_activation_bytes + max(memory.backward_peak_bytes - memory.gradient_bytes, 0)
+        pure_bf16 = memory.peak_bytes
+        # mixed precision: bf16 weights and gradients, fp32 master weights (4 B) and Adam states (8 B)
+        mixed = memory.params_bytes + memory.gradient_bytes + 4 * params + 8 * params + activations
+        print(f"\nactivation checkpointing {'on' if checkpointing else 'off'} ({seconds:.1f} s): {params:,} parameters; "
+              f"training step {flops / 1e15:.2f} PFLOPs (forward {counter.total_flops / 1e15:.2f}, backward "
+              f"{counter.total_backward_flops / 1e15:.2f})")
+        print(f"  saved activations {memory.saved_activation_bytes / GB:.1f} GB, backward peak {memory.backward_peak_bytes / GB:.1f} GB "
+              f"(gradients {memory.gradient_bytes / GB:.1f} GB in it)")
+        for label, total in (("all bf16", pure_bf16), ("bf16 + fp32 master weights and Adam states", mixed)):
+            verdict = "fits" if total <= args.budget_gb * GB else "does not fit"
+            print(f"  {label:<44} {total / GB:7.1f} GB: {verdict} in {args.budget_gb:.0f} GB")
+    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
