@@ -172,9 +172,9 @@ def test_training_flops_per_token_are_near_the_textbook_closed_form(build) -> No
     tokens, length = inputs["input_ids"].numel(), inputs["input_ids"].shape[1]
     textbook = 6 * matmul_weights(model) + 12 * config.num_hidden_layers * config.hidden_size * length
     per_token = (counter.total_flops + counter.total_backward_flops) / tokens
-    # llama 2,662,669.5 vs 2,635,776 (+1.02 %); gpt2 3,270,739.7 vs 3,225,600 (+1.40 %): over by the attention's
-    # scaling, mask, softmax and recomputed scores, norms, activations, biases and embedding backward, less one add
-    # per product
+    # llama 2,662,669.5 vs 2,635,776 (+1.02 %); gpt2 3,253,636.7 vs 3,225,600 (+0.87 %): over by the attention's
+    # scaling, mask, softmax (and SDPA's recomputed scores), norms, activations, biases and embedding backward,
+    # less one add per product (docs/conventions.md, "Training closed form")
     assert 1.0 < per_token / textbook < 1.02
 
 
