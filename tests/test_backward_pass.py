@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from torch_flops import TorchFLOPsByFX
 
@@ -181,3 +182,32 @@ def test_a_train_mode_step_counts_batch_statistics_and_leaves_buffers_and_genera
     assert {r.target: r.backward_flops for r in evaluated.records if r.op == "call_module"}["2"] == 0
     with pytest.raises(ValueError, match="mode must be one of"):
         counted(model, x, mode="training")
+
+
+class Checkpointed(nn.Module):
+    def __init__(self, checkpointing: bool) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16))
+        self.checkpointing = checkpointing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return checkpoint(self.block, x, use_reentrant=False) if self.checkpointing else self.block(x)
+
+
+def test_activation_checkpointing_recomputes_its_forward_in_the_backward_and_saves_less() -> None:
+    torch.manual_seed(0)
+    plain, kept = Checkpointed(False), Checkpointed(True)
+    kept.load_state_dict(plain.state_dict())
+    x = torch.randn(8, 64)
+    counters = {name: counted(model, x) for name, model in (("plain", plain), ("checkpointed", kept))}
+    forward = FORWARD + 8 * 32 + 8 * 16 * (2 * 32 - 1) + 8 * 16  # Linear(64, 32), relu, Linear(32, 16)
+    assert counters["checkpointed"].total_flops == counters["plain"].total_flops == forward
+    # the backward runs the block again until it has the tensors its gradients need (the relu's output):
+    # the first Linear and the relu, not the last Linear, whose saved tensors are those
+    recomputed = FORWARD + 8 * 32
+    assert counters["checkpointed"].total_backward_flops == counters["plain"].total_backward_flops + recomputed
+    calls = [(r.module_path, r.target) for r in counters["checkpointed"].records if r.leaf_node]
+    assert calls == [("block.0", "torch.nn.functional.linear"), ("block.1", "torch.nn.functional.relu"),
+                     ("block.2", "torch.nn.functional.linear")]  # counted op by op, under the block's modules
+    saved = {name: c.training_memory().saved_activation_bytes for name, c in counters.items()}
+    assert saved["plain"] - saved["checkpointed"] == 8 * 32 * 4  # the relu's output is not kept
