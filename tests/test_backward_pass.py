@@ -3,6 +3,9 @@ node ran it; only what autograd really runs; the model left as it was."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -211,3 +214,18 @@ def test_activation_checkpointing_recomputes_its_forward_in_the_backward_and_sav
                      ("block.2", "torch.nn.functional.linear")]  # counted op by op, under the block's modules
     saved = {name: c.training_memory().saved_activation_bytes for name, c in counters.items()}
     assert saved["plain"] - saved["checkpointed"] == 8 * 32 * 4  # the relu's output is not kept
+
+
+def test_node_and_module_tables_show_the_backward_after_a_backward_pass() -> None:
+    counter = counted(Chain(), torch.randn(8, 64))
+    b = 8 * 32 * (2 * 16 - 1) + 16 * 32 * (2 * 8 - 1) + 16 * (8 - 1)  # 15,728
+    nodes = list(csv.reader(io.StringIO(counter.report("nodes", "csv"))))
+    column = nodes[0].index("Backward FLOPs")
+    assert {row[0]: int(row[column]) for row in nodes[1:]}["b"] == b
+    modules = list(csv.reader(io.StringIO(counter.report("modules", "csv"))))
+    column = modules[0].index("Backward FLOPs")
+    assert {row[0]: int(row[column]) for row in modules[1:]}["b"] == b
+    forward_only = TorchFLOPsByFX(Chain())
+    forward_only.propagate(torch.randn(8, 64))
+    assert "Backward" not in forward_only.report("nodes", "csv").splitlines()[0]
+    assert "Backward" not in forward_only.report("modules", "csv").splitlines()[0]

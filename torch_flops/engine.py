@@ -626,8 +626,9 @@ class TorchFLOPsByFX:
         if view == "nodes":
             return render.node_table(rows, unit, format, rates, known)
         total = self.total_flops if unit == "flops" else self.total_macs
-        table = render.module_table if view == "modules" else render.op_type_table
-        return table(rows, total, unit, format, rates, known)
+        if view == "modules":
+            return render.module_table(rows, total, unit, format, rates, known, backward=self.backward_unattributed is not None)
+        return render.op_type_table(rows, total, unit, format, rates, known)
 
     def throughput_summary(self) -> throughput.Summary:
         """The last run against the device: achieved TFLOP/s and GB/s of the whole forward, the peaks used

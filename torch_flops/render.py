@@ -207,9 +207,10 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], kind: str, ali
 
 
 def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text",
-                 throughput: Sequence[Any] | None = None, peaks_known: bool = False) -> str:
-    """Module | Class | <unit> (inclusive) | self <unit> | % of total | Params | Time (ms), and the
-    throughput columns when ``throughput`` is given (:func:`add_throughput_columns`)."""
+                 throughput: Sequence[Any] | None = None, peaks_known: bool = False, backward: bool = False) -> str:
+    """Module | Class | <unit> (inclusive) | self <unit> | % of total | Params | Time (ms), the
+    inclusive backward FLOPs after a backward pass (``backward``, unit FLOPs), and the throughput
+    columns when ``throughput`` is given (:func:`add_throughput_columns`)."""
     check_choice("unit", unit, UNITS)
     check_choice("kind", kind, VIEW_KINDS[:3])
     label = _unit_label(unit)
@@ -221,6 +222,11 @@ def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str
         name = row.path or "(root)"
         table.append([name, row.module_class, value, own, _percent(value, total), row.params, row.time_ms])
     align = ["left", "left"] + ["right"] * 5
+    if backward and unit == "flops":
+        headers.insert(4, "Backward FLOPs")
+        align.insert(4, "right")
+        for cells, row in zip(table, rows):
+            cells.insert(4, row.backward_flops)
     add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
     return _table(headers, table, kind, align)
 
@@ -255,6 +261,12 @@ def node_table(records: Sequence[NodeRecord], unit: str = "flops", kind: str = "
         shown = value if r.status is not Status.UNSUPPORTED else ("" if kind == "csv" else "unsupported")
         table.append([r.name, r.op, r.target, r.module_path, r.module_class, shown, r.status.value, r.time_ms])
     align = ["left"] * 5 + ["right", "left", "right"]
+    if any(r.backward_flops is not None or r.backward_unsupported_ops for r in records):  # after backward=True
+        headers.insert(6, f"Backward {label}")
+        align.insert(6, "right")
+        for row, r in zip(table, records):
+            value = r.backward_flops if unit == "flops" else r.backward_macs
+            row.insert(6, value if not r.backward_unsupported_ops else ("" if kind == "csv" else "unsupported"))
     add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
     return _table(headers, table, kind, align)
 
