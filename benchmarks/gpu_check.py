@@ -1,0 +1,632 @@
+"""Every GPU measurement the open issues (19, 20, 21) owe, in one script of a few minutes.
+
+    PYTHONPATH=. python benchmarks/gpu_check.py                       # on CUDA, full sizes (< 5 min on an H200)
+    PYTHONPATH=. python benchmarks/gpu_check.py --sections 1,4        # a subset
+    PYTHONPATH=. python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpucheck   # dry run on CPU
+
+Results go to ``--out`` (default ``$OUT``, else ``benchmarks/results/gpu_check``): ``gpu_check.md`` (one
+table per section) and ``gpu_check.json`` (the same rows, raw), written again after every section so
+that a run cut short keeps what it measured. Each section catches its own exceptions (and each row its
+own, where rows are independent) and records them.
+
+Sections:
+ 1. Same count on every device (issue 20): small transformers configs (GPT-2, BERT, Llama, T5, Whisper),
+    eager and sdpa attention, fp32 and bf16: total FLOPs on CPU, on CUDA and shape-only (meta).
+ 2. Timing truth (issue 19): kernel time of a plain forward (torch.profiler, sum of CUDA kernel
+    durations, median), plain forward wall time, sum of per-node times of ``propagate(x, warmup=3,
+    repeat=20)``, their ratio; FLOPs-only ``propagate(timing=False)`` / plain forward (interleaved rounds).
+ 3. Memory vs allocator (issue 19): ``activation_memory().peak_activation_bytes`` vs
+    ``max_memory_allocated`` of a plain forward above a baseline holding only the model (input included).
+ 4. Training memory vs allocator (issue 21): ``training_memory()`` of ``propagate(x, backward=True,
+    optimizer=AdamW)`` vs a real forward + backward + AdamW step on a copy of the model; forward and
+    backward FLOPs against ``FlopCounterMode``.
+ 5. Backward FLOPs on CUDA kernels (issue 21): a Llama config with sdpa in fp16/bf16 on CUDA (flash or
+    efficient attention) against fp32 on CPU; the attention aten ops that ran.
+
+On CPU the CUDA-only measurements are "skipped: no CUDA" but the code around them still runs (small
+sizes with ``--quick``), so the script is tested end to end without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from torch_flops import TorchFLOPsByFX
+
+ROOT = Path(__file__).resolve().parent.parent
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MiB = 2**20
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+def cuda_ok(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available()
+
+
+def sync(device: torch.device) -> None:
+    if cuda_ok(device):
+        torch.cuda.synchronize(device)
+
+
+def pct(ours: float | None, truth: float | None) -> float | None:
+    if ours is None or truth is None or truth == 0:
+        return None
+    return 100.0 * (ours - truth) / truth
+
+
+def cast_inputs(inputs: dict[str, Any], dtype: torch.dtype, device: torch.device | str) -> dict[str, Any]:
+    return {k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
+
+
+def floating_sum(output: Any) -> torch.Tensor:
+    """The loss used everywhere here: the sum, in fp32, of the first floating tensor of the output."""
+    if isinstance(output, torch.Tensor):
+        return output.float().sum()
+    for name in ("logits", "last_hidden_state"):
+        value = getattr(output, name, None)
+        if isinstance(value, torch.Tensor):
+            return value.float().sum()
+    values = output.values() if isinstance(output, dict) else output
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.float().sum()
+    raise TypeError(f"no floating tensor in {type(output).__name__}")
+
+
+def timed_ms(fn: Callable[[], Any], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if cuda_ok(device):
+        torch.cuda.empty_cache()
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def md_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no rows)\n"
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row.get(c)).replace("|", "/") for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+class Section:
+    """One section's rows, notes and error; rows that fail record their error and the section goes on."""
+
+    def __init__(self, number: int, title: str) -> None:
+        self.number, self.title = number, title
+        self.rows: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self.status = "ok"
+        self.error: str | None = None
+        self.seconds = 0.0
+
+    def row(self, base: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> None:
+        row = dict(base)
+        try:
+            row.update(fn())
+        except Exception as error:  # noqa: BLE001 - recorded, the next row runs
+            row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+            self.notes.append(f"row {base}: {traceback.format_exc(limit=6)}")
+        self.rows.append(row)
+        print(f"  [{self.number}] " + ", ".join(f"{k}={fmt(v)}" for k, v in row.items()), flush=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"number": self.number, "title": self.title, "status": self.status, "error": self.error,
+                "seconds": round(self.seconds, 1), "rows": self.rows, "notes": self.notes}
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+        "cuda_available": torch.cuda.is_available(), "TIMM_FUSED_ATTN": os.environ.get("TIMM_FUSED_ATTN"),
+    }
+    if torch.cuda.is_available():
+        env |= {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(), "capability": ".".join(map(str, torch.cuda.get_device_capability()))}
+    for name in ("transformers", "torchvision", "timm"):
+        try:
+            env[name] = __import__(name).__version__
+        except Exception as error:  # noqa: BLE001
+            env[name] = f"unavailable ({type(error).__name__})"
+    try:
+        import subprocess
+        env["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True, timeout=10).stdout.strip()
+    except Exception:  # noqa: BLE001
+        env["commit"] = None
+    return env
+
+
+def write(out: Path, env: dict[str, Any], sections: list[Section]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.json").write_text(json.dumps({"environment": env, "sections": [s.to_json() for s in sections]},
+                                                   indent=1, default=str))
+    parts = ["# GPU check (`benchmarks/gpu_check.py`)\n",
+             "\n".join(f"- {k}: {v}" for k, v in env.items()) + "\n"]
+    for s in sections:
+        parts.append(f"\n## {s.number}. {s.title}\n\nstatus: {s.status} ({s.seconds:.1f} s)\n")
+        if s.error:
+            parts.append(f"\n```\n{s.error}\n```\n")
+        parts.append("\n" + md_table(s.rows))
+        notes = [n for n in s.notes if not n.startswith("row ")]
+        if notes:
+            parts.append("\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+        errors = [n for n in s.notes if n.startswith("row ")]
+        if errors:
+            parts.append("\n<details><summary>row errors</summary>\n\n```\n" + "\n".join(errors) + "\n```\n</details>\n")
+    (out / "gpu_check.md").write_text("".join(parts))
+
+
+# -- models ----------------------------------------------------------------------------------------------
+def transformers_models(attention: str) -> dict[str, tuple[Callable[[], nn.Module], Callable[[], dict[str, torch.Tensor]]]]:
+    """Small configs as in tests/test_transformers.py, with ``attn_implementation`` set on every one."""
+    import transformers as T
+
+    def tokens(batch: int = 2, length: int = 16) -> dict[str, torch.Tensor]:
+        return {"input_ids": torch.randint(0, 1000, (batch, length)),
+                "attention_mask": torch.ones(batch, length, dtype=torch.long)}
+
+    a = {"attn_implementation": attention}
+    return {
+        "gpt2": (lambda: T.GPT2LMHeadModel(T.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=1000, n_positions=64,
+                                                        bos_token_id=0, eos_token_id=0, pad_token_id=0, use_cache=False, **a)),
+                 tokens),
+        "bert": (lambda: T.BertModel(T.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                                                  intermediate_size=128, vocab_size=1000, **a)), tokens),
+        "llama": (lambda: T.LlamaForCausalLM(T.LlamaConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                                                           num_key_value_heads=2, intermediate_size=128, vocab_size=1000,
+                                                           use_cache=False, **a)), tokens),
+        "t5": (lambda: T.T5ForConditionalGeneration(T.T5Config(num_layers=2, num_decoder_layers=2, d_model=64, d_ff=128,
+                                                               num_heads=4, d_kv=16, vocab_size=1000, use_cache=False, **a)),
+               lambda: {**tokens(), "decoder_input_ids": torch.randint(0, 1000, (2, 8))}),
+        "whisper": (lambda: T.WhisperForConditionalGeneration(T.WhisperConfig(
+            encoder_layers=2, decoder_layers=2, d_model=64, encoder_attention_heads=4, decoder_attention_heads=4,
+            encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=1000, num_mel_bins=80, max_source_positions=1500,
+            pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1, use_cache=False, **a)),
+            lambda: {"input_features": torch.rand(1, 80, 3000), "decoder_input_ids": torch.randint(0, 1000, (1, 8))}),
+    }
+
+
+def vision_model(name: str, quick: bool) -> tuple[nn.Module, int]:
+    """(model, image size). ``--quick`` keeps the architecture but shrinks the image (ViT: a tiny ViT)."""
+    if name == "resnet50":
+        import torchvision
+        return torchvision.models.resnet50(weights=None), 64 if quick else 224
+    import timm
+    if name == "vit_base_patch16_224":
+        if quick:
+            return timm.create_model("vit_tiny_patch16_224", img_size=64, pretrained=False), 64
+        return timm.create_model("vit_base_patch16_224", pretrained=False), 224
+    if name == "convnext_tiny":
+        return timm.create_model("convnext_tiny", pretrained=False), 64 if quick else 224
+    raise ValueError(name)
+
+
+def gpt2_lm(quick: bool) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    import transformers as T
+    layers, width, seq, batch = (2, 64, 32, 2) if quick else (4, 256, 256, 4)
+    config = T.GPT2Config(n_layer=layers, n_embd=width, n_head=4, vocab_size=8192 if not quick else 1000, n_positions=seq,
+                          bos_token_id=0, eos_token_id=0, pad_token_id=0, use_cache=False, attn_implementation="sdpa")
+    return T.GPT2LMHeadModel(config), {"input_ids": torch.randint(0, config.vocab_size, (batch, seq))}
+
+
+# -- section 1 -------------------------------------------------------------------------------------------
+def section_same_count(s: Section, device: torch.device, quick: bool) -> None:
+    cuda = cuda_ok(device)
+    if not cuda:
+        s.notes.append("skipped: no CUDA (the CUDA column); CPU and meta still counted")
+    for attention in ("eager", "sdpa"):
+        for name, (build, make_inputs) in transformers_models(attention).items():
+            for dname in ("fp32", "bf16"):
+                def run(build=build, make_inputs=make_inputs, dname=dname) -> dict[str, Any]:
+                    dtype = DTYPES[dname]
+                    torch.manual_seed(0)
+                    model = build().eval().to(dtype)
+                    inputs = make_inputs()
+                    counts: dict[str, Any] = {}
+                    counter = TorchFLOPsByFX(model)
+                    counter.propagate(**cast_inputs(inputs, dtype, "cpu"), timing=False)
+                    counts["cpu"], unsupported = counter.total_flops, len(counter.unsupported)
+                    leaves = ", ".join(p or "(whole model)" for p in counter.leaf_modules) or "none"
+                    meta_error = None
+                    try:  # a model that reads tensor values (.item()) cannot run on meta: recorded, CPU/CUDA still compared
+                        counter.propagate_shapes(**cast_inputs(inputs, dtype, "cpu"))
+                        counts["meta"] = counter.total_flops
+                    except Exception as error:  # noqa: BLE001
+                        meta_error = f"{type(error).__name__}: {str(error).splitlines()[0][-160:]}"
+                    if cuda:
+                        model.to(device)
+                        counter.propagate(**cast_inputs(inputs, dtype, device), timing=False)
+                        counts["cuda"] = counter.total_flops
+                        model.to("cpu")
+                    values = [v for v in counts.values()]
+                    return {"cpu": counts["cpu"], "cuda": counts.get("cuda"), "meta": counts.get("meta"),
+                            "unsupported nodes (cpu)": unsupported, "leaf modules": leaves,
+                            "equal": len(set(values)) == 1 if len(values) > 1 else None, "compared": "/".join(counts), "meta error": meta_error}
+                s.row({"model": name, "attention": attention, "dtype": dname}, run)
+    free(device)
+
+
+# -- section 2 -------------------------------------------------------------------------------------------
+def kernel_time_ms(fn: Callable[[], Any], device: torch.device) -> tuple[float | None, int, float | None]:
+    """Sum of the CUDA kernel (and memcpy/memset) durations of one call of ``fn``, by torch.profiler."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    total_us, kernels = 0.0, 0
+    for event in prof.events():
+        if getattr(event, "device_type", None) == DeviceType.CUDA:
+            total_us += event.time_range.elapsed_us()
+            kernels += 1
+    # cross-check: the device time the profiler attributes to CPU-side ops (self, so nothing twice)
+    attributed = 0.0
+    for avg in prof.key_averages():
+        if getattr(avg, "device_type", DeviceType.CPU) == DeviceType.CPU:
+            attributed += getattr(avg, "self_device_time_total", None) or getattr(avg, "self_cuda_time_total", 0) or 0
+    return (total_us / 1e3 if kernels else None), kernels, (attributed / 1e3 if attributed else None)
+
+
+def section_timing(s: Section, device: torch.device, quick: bool) -> None:
+    cuda = cuda_ok(device)
+    if not cuda:
+        s.status = "skipped: no CUDA (kernel times); the rest ran on CPU at small sizes as a dry run"
+    cases = [("resnet50", 1, "fp32"), ("resnet50", 2 if quick else 64, "fp32"),
+             ("vit_base_patch16_224", 1, "fp32"), ("vit_base_patch16_224", 2 if quick else 32, "bf16")]
+    warmup, repeat, profiled, rounds = (1, 3, 2, 3) if quick else (3, 20, 5, 15)
+    for name, batch, dname in cases:
+        def run(name=name, batch=batch, dname=dname) -> dict[str, Any]:
+            dtype = DTYPES[dname]
+            model, size = vision_model(name, quick)
+            model = model.eval().to(device=device, dtype=dtype)
+            x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+
+            def plain() -> Any:
+                with torch.no_grad():
+                    return model(x)
+            for _ in range(3):
+                plain()
+            kernel = [kernel_time_ms(plain, device) for _ in range(profiled)] if cuda else []
+            kernel_ms = statistics.median(k[0] for k in kernel) if kernel and all(k[0] is not None for k in kernel) else None
+            kernel_alt = statistics.median(k[2] for k in kernel) if kernel and all(k[2] is not None for k in kernel) else None
+            wall_ms = statistics.median(timed_ms(plain, device) for _ in range(repeat))
+            counter = TorchFLOPsByFX(model)
+            counter.propagate(x, warmup=warmup, repeat=repeat)
+            node_sum = counter.print_total_time(show=False)
+            plain_in_propagate = counter.plain_forward_ms
+            top = sorted((r for r in counter.records if r.time_ms is not None), key=lambda r: -r.time_ms)[:5]
+            top5 = "; ".join(f"{r.name} {r.time_ms:.3f}" for r in top)
+            # FLOPs only vs plain forward, interleaved rounds (counter already traced)
+            counter.propagate(x, timing=False)
+            ratios = []
+            for _ in range(rounds):
+                p = timed_ms(plain, device)
+                f = timed_ms(lambda: counter.propagate(x, timing=False), device)
+                ratios.append(f / p)
+            row = {"kernel ms (profiler)": kernel_ms, "kernels": kernel[0][1] if kernel else None,
+                   "plain wall ms": wall_ms, "plain ms (propagate's)": plain_in_propagate,
+                   "sum node ms": node_sum,
+                   "sum / kernel": node_sum / kernel_ms if kernel_ms else None,
+                   "sum / wall": node_sum / wall_ms if wall_ms else None,
+                   "flops-only / plain (median)": statistics.median(ratios),
+                   "total GFLOPs": counter.total_flops / 1e9,
+                   "kernel ms (per-op attribution)": kernel_alt, "top5 nodes ms": top5}
+            del counter, model, x
+            free(device)
+            return row
+        s.row({"model": name, "batch": batch, "dtype": dname}, run)
+    s.notes.append("kernel ms: median over profiled plain forwards of the summed CUDA device events (kernels, memcpy, "
+                   "memset); sum node ms: sum of per-node medians of propagate(x, warmup, repeat); target sum/kernel "
+                   "0.95–1.05, flops-only/plain <= 1.25 at batch 1 and <= 1.05 at resnet50 b64 (issue 19)")
+    try:
+        import timm.layers
+        s.notes.append(f"timm fused attention (F.sdpa): {timm.layers.use_fused_attn()}")
+    except Exception as error:  # noqa: BLE001
+        s.notes.append(f"timm fused attention unknown: {error}")
+
+
+# -- section 3 -------------------------------------------------------------------------------------------
+def section_memory(s: Section, device: torch.device, quick: bool) -> None:
+    cuda = cuda_ok(device)
+    if not cuda:
+        s.status = "skipped: no CUDA (allocator); analytic peaks computed on CPU at small sizes as a dry run"
+    cases = [("resnet50", 1), ("resnet50", 2 if quick else 64), ("vit_base_patch16_224", 1), ("convnext_tiny", 2 if quick else 16)]
+    for name, batch in cases:
+        def run(name=name, batch=batch) -> dict[str, Any]:
+            model, size = vision_model(name, quick)
+            model = model.eval().to(device)
+            x = torch.randn(batch, 3, size, size, device=device)
+            counter = TorchFLOPsByFX(model)
+            counter.propagate(x, warmup=0)
+            summary = counter.activation_memory()
+            analytic = summary.peak_activation_bytes
+            input_bytes = x.numel() * x.element_size()
+            measured = None
+            if cuda:
+                del x
+                free(device)
+                sync(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                baseline = torch.cuda.memory_allocated(device)  # the model only
+                x = torch.randn(batch, 3, size, size, device=device)
+                with torch.no_grad():
+                    out = model(x)
+                sync(device)
+                measured = torch.cuda.max_memory_allocated(device) - baseline
+                del out
+            row = {"analytic peak MiB": analytic / MiB, "peak node": summary.peak_node,
+                   "allocator peak MiB": measured / MiB if measured is not None else None,
+                   "input MiB": input_bytes / MiB, "diff %": pct(analytic, measured),
+                   "within 10 %": abs(pct(analytic, measured)) <= 10 if measured else None}
+            del counter, model, x
+            free(device)
+            return row
+        s.row({"model": name, "batch": batch, "dtype": "fp32"}, run)
+    s.notes.append("allocator peak: max_memory_allocated of a plain no_grad forward minus memory_allocated with only the "
+                   "model resident (the input allocated after the baseline, so included); target within 10 % (issue 19)")
+
+
+# -- section 4 -------------------------------------------------------------------------------------------
+class FlopCount:
+    """``FlopCounterMode`` total of a call."""
+
+    def __init__(self) -> None:
+        from torch.utils.flop_counter import FlopCounterMode
+        self.mode = FlopCounterMode(display=False)
+
+    def __enter__(self) -> FlopCount:
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.mode.__exit__(*exc)
+
+    @property
+    def total(self) -> int:
+        return self.mode.get_total_flops()
+
+
+def real_step(model: nn.Module, inputs: dict[str, torch.Tensor], make_inputs: Callable[[], dict[str, torch.Tensor]],
+              device: torch.device, foreach: bool | None) -> dict[str, Any]:
+    """Peak of forward + backward + AdamW step of a copy of ``model``, from a baseline holding it and its inputs,
+    and FlopCounterMode's forward and backward totals (a second step, not measured for memory)."""
+    cuda = cuda_ok(device)
+    twin = copy.deepcopy(model)
+    free(device)
+    step_inputs = make_inputs()
+    sync(device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    baseline = torch.cuda.memory_allocated(device) if cuda else None
+    optimizer = torch.optim.AdamW(twin.parameters(), foreach=foreach)
+    loss = floating_sum(twin(**step_inputs))
+    loss.backward()
+    optimizer.step()
+    sync(device)
+    peak = torch.cuda.max_memory_allocated(device) - baseline if cuda else None
+    # FlopCounterMode on the same step
+    optimizer.zero_grad(set_to_none=True)
+    with FlopCount() as fwd:
+        loss = floating_sum(twin(**step_inputs))
+    with FlopCount() as bwd:
+        loss.backward()
+    result = {"peak": peak, "fcm forward": fwd.total, "fcm backward": bwd.total}
+    del twin, optimizer, loss, step_inputs
+    free(device)
+    return result
+
+
+def section_training_memory(s: Section, device: torch.device, quick: bool) -> None:
+    cuda = cuda_ok(device)
+    if not cuda:
+        s.notes.append("skipped: no CUDA (allocator peak); counting and FlopCounterMode ran on CPU")
+    cases: list[tuple[str, Callable[[], tuple[nn.Module, dict[str, torch.Tensor]]]]] = []
+
+    def resnet() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+        model, size = vision_model("resnet50", quick)
+        return model, {"x": torch.randn(2 if quick else 8, 3, size, size)}
+    cases = [("resnet50", resnet), ("gpt2", lambda: gpt2_lm(quick))]
+    for name, build in cases:
+        def run(build=build) -> dict[str, Any]:
+            torch.manual_seed(0)
+            model, cpu_inputs = build()
+            model = model.eval().to(device)
+            inputs = {k: v.to(device) for k, v in cpu_inputs.items()}
+            counter = TorchFLOPsByFX(model)
+            counter.propagate(**inputs, backward=True, optimizer=torch.optim.AdamW, loss_fn=floating_sum)
+            tm = counter.training_memory()
+            ours_fwd, ours_bwd = counter.total_flops, counter.total_backward_flops
+            opt_flops = counter.optimizer_step.flops if counter.optimizer_step is not None else None
+            unsupported_bwd = sorted({op for r in counter.records for op in r.backward_unsupported_ops})
+            del counter
+            input_bytes = sum(v.numel() * v.element_size() for v in inputs.values())
+            rows = {}
+            for foreach in (None, False):
+                real = real_step(model, inputs, lambda: {k: v.clone() for k, v in inputs.items()}, device, foreach)
+                rows[foreach] = real
+            real = rows[None]
+            # the analytic peak counts the parameters; the measured one is above a baseline holding them
+            measured = real["peak"] + tm.params_bytes if real["peak"] is not None else None
+            measured_nf = rows[False]["peak"] + tm.params_bytes if rows[False]["peak"] is not None else None
+            out = {"params MiB": tm.params_bytes / MiB, "grads MiB": tm.gradient_bytes / MiB,
+                   "adam state MiB": tm.optimizer_state_bytes / MiB, "saved act MiB": tm.saved_activation_bytes / MiB,
+                   "bwd peak MiB": tm.backward_peak_bytes / MiB, "analytic peak MiB": tm.peak_bytes / MiB,
+                   "input MiB": input_bytes / MiB,
+                   "measured peak MiB (params + step)": measured / MiB if measured is not None else None,
+                   "diff %": pct(tm.peak_bytes, measured),
+                   "measured, foreach=False MiB": measured_nf / MiB if measured_nf is not None else None,
+                   "diff % (foreach=False)": pct(tm.peak_bytes, measured_nf),
+                   "fwd GFLOPs ours": ours_fwd / 1e9, "fwd GFLOPs FCM": real["fcm forward"] / 1e9,
+                   "fwd ours/FCM": ours_fwd / real["fcm forward"] if real["fcm forward"] else None,
+                   "bwd GFLOPs ours": ours_bwd / 1e9, "bwd GFLOPs FCM": real["fcm backward"] / 1e9,
+                   "bwd ours/FCM": ours_bwd / real["fcm backward"] if real["fcm backward"] else None,
+                   "AdamW MFLOPs ours": opt_flops / 1e6 if opt_flops is not None else None,
+                   "bwd unsupported ops": ", ".join(unsupported_bwd) or "none"}
+            del model, inputs
+            free(device)
+            return out
+        s.row({"model": name, "dtype": "fp32", "mode": "eval"}, run)
+    s.notes.append("measured peak: max_memory_allocated of forward + loss.backward() + AdamW.step() on a deepcopy of the "
+                   "model, above a baseline holding both models and the inputs, plus the parameters' bytes (the analytic "
+                   "peak counts them); loss = fp32 sum of the logits/output; FCM = torch.utils.flop_counter.FlopCounterMode "
+                   "(matmul/conv/attention only, 2k per product: ours count every op, 2k-1)")
+
+
+# -- section 5 -------------------------------------------------------------------------------------------
+class OpLog(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func.overloadpacket.__name__)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def section_backward_cuda(s: Section, device: torch.device, quick: bool) -> None:
+    import transformers as T
+    cuda = cuda_ok(device)
+    if not cuda:
+        s.status = "skipped: no CUDA (fp16/bf16 on CUDA); CPU fp32 and bf16 counted as a dry run"
+    layers, hidden, heads, seq, batch = (2, 128, 2, 32, 2) if quick else (2, 512, 8, 512, 2)  # head_dim 64
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return T.LlamaForCausalLM(T.LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                                                num_key_value_heads=heads // 2, intermediate_size=2 * hidden,
+                                                vocab_size=1000, use_cache=False, attn_implementation="sdpa")).eval()
+    torch.manual_seed(1)
+    ids = torch.randint(0, 1000, (batch, seq))
+    runs = [("cpu", "fp32")] + ([("cuda", "fp16"), ("cuda", "bf16")] if cuda else [("cpu", "bf16")])
+    reference: dict[str, int] = {}
+    for where, dname in runs:
+        def run(where=where, dname=dname) -> dict[str, Any]:
+            dev = device if where == "cuda" else torch.device("cpu")
+            model = build().to(device=dev, dtype=DTYPES[dname])
+            x = ids.to(dev)
+            counter = TorchFLOPsByFX(model)
+            counter.propagate(input_ids=x, backward=True, loss_fn=floating_sum)
+            fwd, bwd = counter.total_flops, counter.total_backward_flops
+            unsupported = sorted({op for r in counter.records for op in r.backward_unsupported_ops})
+            del counter
+            log_fwd, log_bwd = OpLog(), OpLog()
+            with log_fwd:
+                loss = floating_sum(model(input_ids=x))
+            with log_bwd:
+                loss.backward()
+            attention = lambda log: ", ".join(f"{k} x{v}" for k, v in sorted(log.ops.items()) if "attention" in k or "sdpa" in k) or "none"  # noqa: E731
+            if where == "cpu" and dname == "fp32":
+                reference.update(fwd=fwd, bwd=bwd)
+            row = {"fwd FLOPs": fwd, "bwd FLOPs": bwd,
+                   "bwd equal to cpu fp32": bwd == reference.get("bwd") if reference else None,
+                   "fwd equal to cpu fp32": fwd == reference.get("fwd") if reference else None,
+                   "backward_unsupported_ops": ", ".join(unsupported) or "none",
+                   "attention ops fwd": attention(log_fwd), "attention ops bwd": attention(log_bwd),
+                   "bwd aten ops": ", ".join(f"{k} x{v}" for k, v in log_bwd.ops.most_common(12))}
+            del model, x, loss
+            free(device)
+            return row
+        s.row({"run on": where, "dtype": dname, "layers": layers, "hidden": hidden, "heads": heads, "seq": seq, "batch": batch}, run)
+
+
+SECTIONS: dict[int, tuple[str, Callable[[Section, torch.device, bool], None]]] = {
+    1: ("Same count on every device (issue 20)", section_same_count),
+    2: ("Timing truth (issue 19)", section_timing),
+    3: ("Activation memory vs allocator (issue 19)", section_memory),
+    4: ("Training memory vs allocator, FLOPs vs FlopCounterMode (issue 21)", section_training_memory),
+    5: ("Backward FLOPs on CUDA kernels (issue 21)", section_backward_cuda),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="small sizes (the CPU dry run)")
+    parser.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "results" / "gpu_check"))
+    parser.add_argument("--sections", default="1,2,3,4,5", help="comma-separated section numbers, e.g. 1,4")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("CUDA requested but not available: running on CPU", file=sys.stderr)
+        device = torch.device("cpu")
+    try:
+        wanted = [int(n) for n in args.sections.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--sections: comma-separated numbers from {sorted(SECTIONS)}, got {args.sections!r}")
+    if not wanted or set(wanted) - set(SECTIONS):
+        parser.error(f"--sections: numbers from {sorted(SECTIONS)}, got {args.sections!r}")
+    out = Path(args.out)
+    sys.path.insert(0, str(ROOT / "tests"))
+    env = environment(device) | {"quick": args.quick, "sections": wanted}
+    print(json.dumps(env, indent=1), flush=True)
+    done: list[Section] = []
+    start_all = time.perf_counter()
+    for number in wanted:
+        title, fn = SECTIONS[number]
+        section = Section(number, title)
+        print(f"\n== {number}. {title}", flush=True)
+        start = time.perf_counter()
+        try:
+            fn(section, device, args.quick)
+        except Exception as error:  # noqa: BLE001 - recorded, the next section runs
+            section.status = "failed"
+            section.error = traceback.format_exc(limit=8)
+            print(f"  section {number} failed: {type(error).__name__}: {error}", flush=True)
+        section.seconds = time.perf_counter() - start
+        done.append(section)
+        free(device)
+        write(out, env, done)
+    print(f"\n== summary ({time.perf_counter() - start_all:.0f} s; files in {out})")
+    for s in done:
+        bad = sum(1 for r in s.rows if "error" in r)
+        print(f"{s.number}. {s.title}: {s.status}, {len(s.rows)} rows, {bad} row errors, {s.seconds:.1f} s")
+        if s.number == 1:
+            unequal = [f"{r['model']}/{r['attention']}/{r['dtype']}" for r in s.rows if r.get("equal") is False]
+            print(f"   unequal counts: {', '.join(unequal) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
