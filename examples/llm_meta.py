@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from torch_flops import TorchFLOPsByFX
 
@@ -71,8 +72,12 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, d: Dims) -> None:
+    """``checkpointing``: each block under ``torch.utils.checkpoint`` (non-reentrant): its activations are
+    recomputed in the backward pass instead of kept."""
+
+    def __init__(self, d: Dims, checkpointing: bool = False) -> None:
         super().__init__()
+        self.checkpointing = checkpointing
         self.embed_tokens = nn.Embedding(d.vocab, d.hidden)
         self.layers = nn.ModuleList(Block(d) for _ in range(d.layers))
         self.norm = nn.RMSNorm(d.hidden)
@@ -85,9 +90,9 @@ class Decoder(nn.Module):
         inv_freq = 1.0 / (10000 ** (torch.arange(0, self.head_dim, 2, device=x.device).float() / self.head_dim))
         angles = torch.outer(torch.arange(t, device=x.device).float(), inv_freq)
         emb = torch.cat((angles, angles), dim=-1)
-        cos, sin = emb.cos(), emb.sin()
+        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)  # (a no-op in float32)
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = checkpoint(layer, x, cos, sin, use_reentrant=False) if self.checkpointing else layer(x, cos, sin)
         return self.lm_head(self.norm(x))
 
 

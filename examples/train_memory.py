@@ -3,7 +3,8 @@
     python examples/train_memory.py                     # sequence 4096, batch 1
     python examples/train_memory.py --seq 2048 --layers 4
 
-The model (examples/llm_meta.py's compact Llama decoder with Llama-2-7B's dimensions, on ``meta``:
+The model (examples/llm_meta.py's compact Llama decoder with Llama-2-7B's dimensions, on ``meta``, its
+rotary tables in the activations' dtype:
 nothing is allocated; transformers' own Llama reads its position ids' values when it trains without a
 cache, which meta tensors do not have) runs one training step shape-only, with and without activation
 checkpointing (``torch.utils.checkpoint`` around each block, non-reentrant):
@@ -28,7 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from torch_flops import TorchFLOPsByFX
 
@@ -38,31 +38,10 @@ from llm_meta import Decoder, Dims  # noqa: E402
 GB = 1e9
 
 
-class TrainedDecoder(Decoder):
-    """The decoder with its rotary tables in the activations' dtype (bf16 here), and, with
-    ``checkpointing``, each block under ``torch.utils.checkpoint``: its activations are recomputed in the
-    backward pass instead of kept."""
-
-    def __init__(self, dims: Dims, checkpointing: bool) -> None:
-        super().__init__(dims)
-        self.checkpointing = checkpointing
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.embed_tokens(input_ids)
-        t = input_ids.shape[1]
-        inv_freq = 1.0 / (10000 ** (torch.arange(0, self.head_dim, 2, device=x.device).float() / self.head_dim))
-        angles = torch.outer(torch.arange(t, device=x.device).float(), inv_freq)
-        emb = torch.cat((angles, angles), dim=-1)
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
-        for layer in self.layers:
-            x = checkpoint(layer, x, cos, sin, use_reentrant=False) if self.checkpointing else layer(x, cos, sin)
-        return self.lm_head(self.norm(x))
-
-
 def build(layers: int, checkpointing: bool) -> torch.nn.Module:
     dims = Dims(layers=layers, hidden=4096, heads=32, kv_heads=32, intermediate=11008, vocab=32000)  # Llama-2-7B
     with torch.device("meta"):
-        return TrainedDecoder(dims, checkpointing).to(torch.bfloat16)
+        return Decoder(dims, checkpointing).to(torch.bfloat16)
 
 
 def main() -> None:
