@@ -8,7 +8,7 @@ import dataclasses
 import json
 import statistics
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,15 @@ class MemorySummary:
     peak_node: str
     params_bytes: int
     buffers_bytes: int
+
+
+@dataclass(frozen=True)
+class _BackwardStep:
+    """What ``propagate(..., backward=True)`` asked for: the loss, the optimizer, the modules' mode."""
+
+    loss_fn: Callable[[Any], torch.Tensor] | None
+    optimizer: Any
+    training: bool
 
 
 @dataclass(frozen=True)
@@ -182,8 +191,6 @@ class TorchFLOPsByFX:
         self.backward_unattributed: Cost | None = None  # backward FLOPs no forward op ran (the loss's)
         self.optimizer_step: Cost | None = None  # the FLOPs of one optimizer step, with optimizer=
         self._training_memory: TrainingMemory | None = None
-        self._optimizer: Any = None
-        self._training = False  # the modules' mode of a backward=True step
         self._liveness: memory.Liveness | None = None
         self._input_info: list[dict[str, Any]] = []
 
@@ -273,12 +280,11 @@ class TorchFLOPsByFX:
         check_bool("backward", backward)
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable (output -> one-element tensor), got {type(loss_fn).__name__}")
-        render.check_choice("mode", mode, ("eval", "train"))
+        check_choice("mode", mode, ("eval", "train"))
         if backward:
             if (warmup or 0) > 0 or repeat != 1:
                 raise ValueError(f"backward=True counts one step: warmup and repeat are not supported with it (got warmup={warmup}, repeat={repeat})")
-            self._optimizer, self._training = optimizer, mode == "train"
-            return self._propagate(args, kwargs, timing=timing, backward=True, loss_fn=loss_fn)
+            return self._propagate(args, kwargs, timing=timing, backward=_BackwardStep(loss_fn, optimizer, mode == "train"))
         if loss_fn is not None or optimizer is not None or mode != "eval":
             raise ValueError("loss_fn, optimizer and mode are used with backward=True only")
         if warmup is None:
@@ -318,15 +324,14 @@ class TorchFLOPsByFX:
 
     def _propagate(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None = None,
-        timing: bool = True, warmup: int = 0, repeat: int = 1, backward: bool = False,
-        loss_fn: Callable[[Any], torch.Tensor] | None = None,
+        timing: bool = True, warmup: int = 0, repeat: int = 1, backward: _BackwardStep | None = None,
     ) -> Any:
         with gc_paused():
-            return self._run(args, kwargs, observer, timing, warmup, repeat, backward, loss_fn)
+            return self._run(args, kwargs, observer, timing, warmup, repeat, backward)
 
     def _run(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], observer: NodeObserver | None,
-        timing: bool, warmup: int, repeat: int, backward: bool = False, loss_fn: Callable[[Any], torch.Tensor] | None = None,
+        timing: bool, warmup: int, repeat: int, backward: _BackwardStep | None = None,
     ) -> Any:
         self.records = []  # a failed run leaves no stale results behind
         self.backward_unattributed: Cost | None = None
@@ -348,91 +353,91 @@ class TorchFLOPsByFX:
             inputs = pytree.tree_map_only(torch.Tensor, _meta_stand_in, inputs)
         self.plain_forward_ms = None
         self.run_device = None  # known after a run with timing, which throughput needs
-        if backward:
-            return self._run_backward(graph, inputs, timing and not shape_only, loss_fn, shape_only)
-        if not timing and observer is None and not shape_only:
+        if backward is None and not timing and observer is None and not shape_only:
             with eval_mode(modules=graph.modules):
                 output, self.records = graph.runner.run_flops(inputs)
             self._liveness = None
             return output
         device = self.run_device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state])
         probe = Probe(device, self.mem_func_name)
-        swap = _reparametrize(gm, _meta_state(gm)) if shape_only else contextlib.nullcontext()
-        # in a shape-only run, tensors made without a device (torch.rand(shape)) are made on meta too
-        made_on = torch.device("meta") if shape_only else contextlib.nullcontext()
         timed = timing and not shape_only
-        before = AfterRun(named_modules(self.model), ()) if shape_only else None  # a shape-only run is not a forward
-        try:
-            with eval_mode(modules=graph.modules), swap, made_on:
-                if not timed or (warmup == 0 and repeat == 1):
-                    output, records, self._liveness = graph.runner.run(inputs, probe, timing=timed, observer=observer)
-                else:
-                    output, records, self._liveness = self._run_repeated(graph, bound, inputs, state, probe, observer, warmup, repeat)
-        finally:
-            if before is not None:
-                before.restore()
+        if backward is not None:
+            return self._run_backward(graph, inputs, probe, timed, backward, shape_only)
+        with self._scope(graph, shape_only):
+            if not timed or (warmup == 0 and repeat == 1):
+                output, records, self._liveness = graph.runner.run(inputs, probe, timing=timed, observer=observer)
+            else:
+                output, records, self._liveness = self._run_repeated(graph, bound, inputs, state, probe, observer, warmup, repeat)
         self.records = records
         return output
 
-    def _run_backward(
-        self, graph: _Graph, inputs: list[Any], timing: bool, loss_fn: Callable[[Any], torch.Tensor] | None, shape_only: bool,
-    ) -> Any:
-        """The forward with autograd (each op claiming the autograd nodes it made), then the backward
-        under the aten-level counter; the records get each op's backward cost. Shape-only: on meta
-        stand-ins of the parameters (which keep ``requires_grad``), the model left as it was."""
+    @contextlib.contextmanager
+    def _scope(self, graph: _Graph, shape_only: bool, training: bool = False) -> Iterator[dict[str, torch.Tensor] | None]:
+        """The graph's modules in eval mode (train mode with ``training``) for a run; in a shape-only run
+        also the meta stand-ins of the parameters and buffers, swapped in (and yielded), tensors made
+        without a device (``torch.rand(shape)``) made on meta, and the model put back as it was after
+        (a shape-only run is not a forward)."""
         gm = graph.graph_module
         stand_ins = _meta_state(gm) if shape_only else None
-        device = self.run_device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state_tensors(graph.modules)])
-        probe = Probe(device, self.mem_func_name)
-        owners = backward_pass.AutogradOwners()
-        parameters = dict.fromkeys(stand_ins.values()) if shape_only else dict.fromkeys(self.model.parameters())
         swap = _reparametrize(gm, stand_ins) if shape_only else contextlib.nullcontext()
         made_on = torch.device("meta") if shape_only else contextlib.nullcontext()
         before = AfterRun(named_modules(self.model), ()) if shape_only else None
-        # a step in train mode writes buffers (BatchNorm's running statistics, inside its kernel, where no
-        # version counter moves): each is put back after
-        pristine = [(b, b.clone()) for b in dict.fromkeys(b for m in graph.modules for b in m.buffers(recurse=False))
-                    if not b.is_meta] if self._training else []
-        rng = RngState()
         try:
-            with eval_mode(modules=graph.modules, training=self._training), swap, made_on:
-                output, mode = self._forward_and_backward(graph, inputs, probe, timing, loss_fn, owners, parameters)
+            with eval_mode(modules=graph.modules, training=training), swap, made_on:
+                yield stand_ins
         finally:
             if before is not None:
                 before.restore()
+
+    def _run_backward(
+        self, graph: _Graph, inputs: list[Any], probe: Probe, timing: bool, step: _BackwardStep, shape_only: bool,
+    ) -> Any:
+        """The forward with autograd (each op claiming the autograd nodes it made), then the backward
+        under the aten-level counter; the records get each op's backward cost. Shape-only: on meta
+        stand-ins of the parameters (which keep ``requires_grad``), the model left as it was. In train
+        mode the buffers the step writes (BatchNorm's running statistics, inside its kernel, where no
+        version counter moves) and the random generators are put back after."""
+        pristine = [(b, b.clone()) for b in dict.fromkeys(b for m in graph.modules for b in m.buffers(recurse=False))
+                    if not b.is_meta] if step.training else []
+        rng = RngState() if step.training else None
+        try:
+            with self._scope(graph, shape_only, step.training) as stand_ins:
+                parameters = dict.fromkeys(stand_ins.values() if stand_ins is not None else self.model.parameters())
+                output, mode, saved_bytes = self._forward_and_backward(graph, inputs, probe, timing, step.loss_fn, parameters)
+        finally:
             with torch.no_grad():
                 for buffer, copy in pristine:
                     buffer.copy_(copy)
-            if self._training:
+            if rng is not None:
                 rng.restore()
         tallies = mode.by_owner
         rest = tallies.get(backward_pass.UNATTRIBUTED)
         self.backward_unattributed = rest.cost if rest is not None else Cost(0, 0)
         self.records = [_with_backward(record, tallies.get(record.name)) for record in self.records]
         trainable = [p for p in parameters if p.requires_grad]
-        optimizer = self._optimizer
-        self.optimizer_step = None if optimizer is None else optimizer_cost.optimizer_step_cost(
-            optimizer, None if isinstance(optimizer, torch.optim.Optimizer) else trainable)
+        optimizer = step.optimizer
+        priced = None if isinstance(optimizer, torch.optim.Optimizer) else trainable  # an instance has its own
+        self.optimizer_step = None if optimizer is None else optimizer_cost.optimizer_step_cost(optimizer, priced)
         self._training_memory = TrainingMemory(
             params_bytes=memory.bytes_of(parameters),
             gradient_bytes=memory.bytes_of(trainable),
-            optimizer_state_bytes=0 if optimizer is None else optimizer_cost.optimizer_state_bytes(
-                optimizer, None if isinstance(optimizer, torch.optim.Optimizer) else trainable),
-            saved_activation_bytes=self._saved_bytes,
+            optimizer_state_bytes=0 if optimizer is None else optimizer_cost.optimizer_state_bytes(optimizer, priced),
+            saved_activation_bytes=saved_bytes,
             backward_peak_bytes=mode.peak_bytes,
         )
         return output
 
     def _forward_and_backward(
         self, graph: _Graph, inputs: list[Any], probe: Probe, timing: bool, loss_fn: Callable[[Any], torch.Tensor] | None,
-        owners: backward_pass.AutogradOwners, parameters: Iterable[torch.Tensor],
-    ) -> tuple[Any, backward_pass.BackwardCostMode]:
+        parameters: Iterable[torch.Tensor],
+    ) -> tuple[Any, backward_pass.BackwardCostMode, int]:
         """One forward with autograd (each op claiming the autograd nodes it made), the loss, and the
-        gradients of the parameters and inputs that require grad under the backward counter."""
+        gradients of the parameters and inputs that require grad under the backward counter; returns
+        the output, the counter and the bytes autograd saved."""
+        owners = backward_pass.AutogradOwners()
         saved = backward_pass.SavedTensors([*parameters, *state_tensors(graph.modules)])
         with saved.hooks():
             output, records, self._liveness = graph.runner.run(inputs, probe, timing=timing, claim=owners.claim)
-        self._saved_bytes = saved.bytes
         if loss_fn is None:
             loss = backward_pass.default_loss(output)
         else:
@@ -445,7 +450,7 @@ class TorchFLOPsByFX:
         alive = [*parameters, *tensors_in(inputs), *tensors_in(output), loss, *saved.tensors]
         mode = backward_pass.run_backward(loss, targets, self.registry, owners, existing=alive)
         self.records = records
-        return output, mode
+        return output, mode, saved.bytes
 
     def training_memory(self) -> TrainingMemory:
         """Memory of the last ``propagate(..., backward=True)``'s step, analytic (any device)."""
