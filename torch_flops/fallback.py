@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from torch_flops import memory
 from torch_flops.measure import tensors_in
-from torch_flops.records import ZERO_COST, Cost
+from torch_flops.records import ZERO_COST, AtenOpCost, Cost
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, CostRuleError, OpCall, Rule, valid_cost
 
 
@@ -54,6 +54,10 @@ class AtenTally:
         self.cost = self.cost + cost
         self.by_op[label] = self.by_op.get(label, ZERO_COST) + cost
         self.calls[label] += 1
+
+    def op_costs(self) -> tuple[AtenOpCost, ...]:
+        """What each aten operator cost, summed over its calls, in order of first call."""
+        return tuple(AtenOpCost(label, self.calls[label], cost.flops, cost.macs) for label, cost in self.by_op.items())
 
 
 class Allocations:

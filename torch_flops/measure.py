@@ -113,3 +113,9 @@ def tensors_in(values: Any) -> list[torch.Tensor]:
         elif isinstance(value, dict):
             stack.extend(reversed(list(value.values())))
     return found
+
+
+def describe_inputs(args: Any, kwargs: dict[str, Any]) -> str:
+    """The shapes of the tensors in a call's arguments, for error messages: ``[2, 4], [4]``."""
+    shapes = [str(list(t.shape)) for t in tensors_in((tuple(args), kwargs))]
+    return ", ".join(shapes) if shapes else "no tensors"

@@ -33,7 +33,7 @@ from torch_flops import memory
 from torch_flops.attribution import ModuleStack
 from torch_flops.fallback import AtenCostMode, aten_label
 from torch_flops.labels import function_label
-from torch_flops.measure import Probe, tensors_in
+from torch_flops.measure import Probe, describe_inputs, tensors_in
 from torch_flops.records import ZERO_COST, AtenOpCost, Cost, NodeRecord, Status, frozen_from_dict, record_template
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, valid_cost
 
@@ -132,7 +132,7 @@ class OpCapture(TorchFunctionMode):
             tally = aten.tally
             if not out_tensors and not tally.unsupported and not tally.cost.flops:
                 return output  # bookkeeping: no tensor made, nothing computed (x.size(), bool(x))
-            aten_costs = tuple(AtenOpCost(label, tally.calls[label], c.flops, c.macs) for label, c in tally.by_op.items())
+            aten_costs = tally.op_costs()
             unsupported = tuple(tally.unsupported)
             status, cost = (Status.UNSUPPORTED, None) if unsupported else (Status.FALLBACK, tally.cost)
         elif rule.known_zero:
@@ -157,10 +157,9 @@ class OpCapture(TorchFunctionMode):
         try:
             cost = callee.rule.fn(OpCall(args, kwargs, output))
         except Exception as error:
-            shapes = ", ".join(str(list(t.shape)) for t in tensors_in((args, kwargs))) or "no tensors"
             raise CostRuleError(
                 f"cost rule {callee.rule.name} failed on {callee.target}{where} (inside node '{self.node_name}') "
-                f"with input shapes [{shapes}]: {type(error).__name__}: {error}"
+                f"with input shapes [{describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
             ) from error
         if not valid_cost(cost):
             raise CostRuleError(

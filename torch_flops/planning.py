@@ -9,7 +9,7 @@ name the node, its target, its module and the shapes it saw. :mod:`torch_flops.r
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from torch import nn
 
 from torch_flops.fallback import AllocationMode, AtenCostMode
 from torch_flops.labels import function_label
-from torch_flops.measure import Probe, tensors_in
+from torch_flops.measure import Probe, describe_inputs, tensors_in
 from torch_flops.op_capture import OpCapture
 from torch_flops.records import ZERO_COST, AtenOpCost, Cost, Shape, Status, frozen_from_dict
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, runs_class_forward, valid_cost
@@ -191,21 +191,16 @@ def _shapes(value: Any) -> tuple[Shape, ...]:
     return tuple(tuple(t.shape) for t in tensors_in(value))
 
 
-def _describe_inputs(args: Iterable[Any], kwargs: dict[str, Any]) -> str:
-    shapes = [str(list(t.shape)) for t in tensors_in((tuple(args), kwargs))]
-    return ", ".join(shapes) if shapes else "no tensors"
-
-
 def node_error(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, error: Exception) -> Exception:
     """The error to raise when running node ``n`` raised ``error``: a :class:`CostRuleError` (an aten
     rule of the fallback failed) or a :class:`NodeExecutionError`, naming the node, its target, its
     module and the shapes it saw."""
     if isinstance(error, CostRuleError):
-        return type(error)(f"{error} (node '{n.name}', {n.op} {plan.target}, input shapes [{_describe_inputs(args, kwargs)}])")
+        return type(error)(f"{error} (node '{n.name}', {n.op} {plan.target}, input shapes [{describe_inputs(args, kwargs)}])")
     where = f"node '{n.name}' ({n.op} {plan.target}"
     where += f" in module '{plan.module_path}' ({plan.module_class}))" if plan.module_path else ")"
     return NodeExecutionError(
-        f"{where} failed on inputs with shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}",
+        f"{where} failed on inputs with shapes [{describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}",
         n.name,
     )
 
@@ -215,7 +210,7 @@ def observer_error(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, error:
     where = f" in module {plan.module_path!r} ({plan.module_class})" if plan.module_path else ""
     return CostRuleError(
         f"custom counter failed on node '{n.name}' ({n.op} {plan.target}{where}) with "
-        f"input shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
+        f"input shapes [{describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
     )
 
 
@@ -223,7 +218,7 @@ def rule_error(n: fx.Node, plan: NodePlan, args: tuple, kwargs: dict, error: Exc
     """The error for ``plan``'s rule raising ``error`` on node ``n``."""
     return CostRuleError(
         f"cost rule {plan.rule.name} failed on node '{n.name}' ({n.op} {plan.target}) with input "
-        f"shapes [{_describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
+        f"shapes [{describe_inputs(args, kwargs)}]: {type(error).__name__}: {error}"
     )
 
 
@@ -254,7 +249,7 @@ class AtenRun:
         """``(cost, (status, unsupported ops, aten costs, op records))``; the cost is ``None`` (status
         ``UNSUPPORTED``) when an aten op had no rule."""
         tally = self.mode.tally
-        aten = tuple(AtenOpCost(label, tally.calls[label], cost.flops, cost.macs) for label, cost in tally.by_op.items())
+        aten = tally.op_costs()
         if tally.unsupported:
             return None, (Status.UNSUPPORTED, tuple(tally.unsupported), aten, ())
         return tally.cost, (Status.FALLBACK, (), aten, ())
