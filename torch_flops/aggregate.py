@@ -104,6 +104,7 @@ class Charge:
     time_ms: float
     unsupported: str | None  # the op's label when no rule priced it
     backward_flops: int = 0
+    moved_bytes: int = 0  # read + written
 
 
 def _within(path: str, scope: str) -> bool:
@@ -126,7 +127,8 @@ def charges(records: Sequence[NodeRecord], root_class: str, whole: Collection[st
         if scope is not None and scope != path:
             path, cls = scope, ""
         unsupported = unsupported_label(r) if r.status is Status.UNSUPPORTED and scope is None else None
-        found.append(Charge(path, cls, r.flops or 0, r.macs or 0, r.time_ms or 0.0, unsupported, r.backward_flops or 0))
+        found.append(Charge(path, cls, r.flops or 0, r.macs or 0, r.time_ms or 0.0, unsupported, r.backward_flops or 0,
+                            r.read_bytes + r.written_bytes))
     return found
 
 

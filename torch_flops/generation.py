@@ -212,8 +212,8 @@ def _step_count(phase: str, counter: TorchFLOPsByFX, tokens: torch.Tensor, cache
     records = counter.records
     rows = counter.by_module(sort="self_flops", top=top)
     moved: dict[str, int] = {}
-    for record in records:
-        moved[record.module_path] = moved.get(record.module_path, 0) + record.read_bytes + record.written_bytes
+    for charge in aggregate.charges(records, ""):
+        moved[charge.path] = moved.get(charge.path, 0) + charge.moved_bytes
     cache_bytes = sum(tensor_bytes(t) for t in cache_tensors(cache))
     return StepCount(
         phase=phase, tokens=tokens.numel(), keys=_cache_length(cache, tokens), flops=aggregate.total_flops(records),

@@ -80,14 +80,12 @@ def for_nodes(records: Sequence[NodeRecord], peak_tflops: float | None = None, p
 
 
 def bytes_by_module(records: Sequence[NodeRecord]) -> dict[str, int]:
-    """Bytes moved by each module and everything inside it ('' for the whole model): each node's bytes
-    count in its ``module_path`` and every module around it (a leaf's in the leaf)."""
+    """Bytes moved by each module and everything inside it ('' for the whole model): each record's bytes
+    count in the module it is charged to (:func:`torch_flops.aggregate.charges`) and every module around it."""
     moved: dict[str, int] = {}
-    for r in records:
-        if r.op in ("placeholder", "output"):
-            continue
-        for scope in [*aggregate._scopes(r.module_path), ""]:
-            moved[scope] = moved.get(scope, 0) + _moved(r)
+    for charge in aggregate.charges(records, ""):
+        for scope in [*aggregate._scopes(charge.path), ""]:
+            moved[scope] = moved.get(scope, 0) + charge.moved_bytes
     return moved
 
 
