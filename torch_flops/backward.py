@@ -96,10 +96,7 @@ class BackwardCostMode(AtenCostMode):
         tally = self.by_owner.get(self.owner)
         if tally is None:
             tally = self.by_owner[self.owner] = AtenTally()
-        if cost is None:
-            tally.unsupported[label] += 1
-        else:
-            tally.add(label, cost)
+        tally.charge(label, cost)
 
     def _running(self, owner: str) -> Callable[[Any], None]:
         def hook(grad_outputs: Any) -> None:

@@ -50,6 +50,13 @@ class AtenTally:
     calls: Counter[str] = field(default_factory=Counter)
     unsupported: Counter[str] = field(default_factory=Counter)
 
+    def charge(self, label: str, cost: Cost | None) -> None:
+        """One call of ``label``: its cost added, or, ``None``, counted as unsupported (no rule)."""
+        if cost is None:
+            self.unsupported[label] += 1
+        else:
+            self.add(label, cost)
+
     def add(self, label: str, cost: Cost) -> None:
         self.cost = self.cost + cost
         self.by_op[label] = self.by_op.get(label, ZERO_COST) + cost
@@ -146,10 +153,7 @@ class AtenCostMode(TorchDispatchMode):
 
     def charge(self, label: str, cost: Cost | None) -> None:
         """Add one op's cost to the tally (``None``: the op has no rule)."""
-        if cost is None:
-            self.tally.unsupported[label] += 1
-        else:
-            self.tally.add(label, cost)
+        self.tally.charge(label, cost)
 
 
 def _apply(rule: Rule, label: str, call: OpCall) -> Cost:
