@@ -13,8 +13,11 @@ Sections:
  1. Same count on every device (issue 20): small transformers configs (GPT-2, BERT, Llama, T5, Whisper),
     eager and sdpa attention, fp32 and bf16: total FLOPs on CPU, on CUDA and shape-only (meta).
  2. Timing truth (issue 19): kernel time of a plain forward (torch.profiler, sum of CUDA kernel
-    durations, median), plain forward wall time, sum of per-node times of ``propagate(x, warmup=3,
-    repeat=20)``, their ratio; FLOPs-only ``propagate(timing=False)`` / plain forward (interleaved rounds).
+    durations, median), plain forward wall time, sum of per-node device times of ``propagate(x,
+    warmup=3, repeat=10)`` (each node's kernels from the profiler's records), their ratio, the GPU's busy
+    fraction, the five costliest nodes against their ops replayed alone; FLOPs-only
+    ``propagate(timing=False)`` / plain forward (interleaved rounds). resnet50 b1/b64, ViT-B/16 b1/b32
+    bf16, GPT-2 (12 layers, 768, batch 4, sequence 1024, bf16).
  3. Memory vs allocator (issue 19): ``activation_memory().peak_activation_bytes`` vs
     ``max_memory_allocated`` of a plain forward above a baseline holding only the model (input included).
  4. Training memory vs allocator (issue 21): ``training_memory()`` of ``propagate(x, backward=True,
@@ -309,23 +312,66 @@ def kernel_time_ms(fn: Callable[[], Any], device: torch.device) -> tuple[float |
     return (total_us / 1e3 if kernels else None), kernels, (attributed / 1e3 if attributed else None)
 
 
+def timing_case(name: str, batch: int, quick: bool, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, tuple, dict]:
+    """(model, args, kwargs) of one section-2 case on ``device`` in ``dtype``: a vision model on images,
+    or the issue's GPT-2 (12 layers, 768 wide, sequence 1024; smaller with ``--quick``)."""
+    if name == "gpt2":
+        import transformers as T
+        layers, width, seq, vocab = (2, 64, 32, 1000) if quick else (12, 768, 1024, 50257)
+        config = T.GPT2Config(n_layer=layers, n_embd=width, n_head=max(width // 64, 1), vocab_size=vocab,
+                              n_positions=seq, use_cache=False, attn_implementation="sdpa")
+        model = T.GPT2LMHeadModel(config).eval().to(device=device, dtype=dtype)
+        return model, (), {"input_ids": torch.randint(0, vocab, (batch, seq), device=device)}
+    model, size = vision_model(name, quick)
+    model = model.eval().to(device=device, dtype=dtype)
+    return model, (torch.randn(batch, 3, size, size, device=device, dtype=dtype),), {}
+
+
+def alone_ms(counter: TorchFLOPsByFX, args: tuple, kwargs: dict, names: list[str], device: torch.device) -> dict[str, float | None]:
+    """The kernel time of each named graph node's op run by itself on the inputs it got in the model
+    (a call inside a leaf is not a graph node: not replayed)."""
+    captured: dict[str, Callable[[], Any]] = {}
+
+    def observe(node, plan, node_args, node_kwargs, result) -> None:  # noqa: ANN001
+        if node.name not in names:
+            return
+        if node.op == "call_module":
+            module = counter.graph_model.get_submodule(node.target)
+            captured[node.name] = lambda: module(*node_args, **node_kwargs)
+        elif node.op == "call_function":
+            captured[node.name] = lambda: node.target(*node_args, **node_kwargs)
+        elif node.op == "call_method":
+            captured[node.name] = lambda: getattr(node_args[0], node.target)(*node_args[1:], **node_kwargs)
+
+    with torch.no_grad():
+        counter._propagate(args, kwargs, observer=observe, timing=False)
+        out: dict[str, float | None] = {}
+        for name in names:
+            replay = captured.get(name)
+            if replay is None:
+                out[name] = None
+                continue
+            for _ in range(3):
+                replay()
+            out[name] = statistics.median(kernel_time_ms(replay, device)[0] or 0.0 for _ in range(5))
+    return out
+
+
 def section_timing(s: Section, device: torch.device, quick: bool) -> None:
     cuda = cuda_ok(device)
     if not cuda:
         s.status = "skipped: no CUDA (kernel times); the rest ran on CPU at small sizes as a dry run"
     cases = [("resnet50", 1, "fp32"), ("resnet50", 2 if quick else 64, "fp32"),
-             ("vit_base_patch16_224", 1, "fp32"), ("vit_base_patch16_224", 2 if quick else 32, "bf16")]
-    warmup, repeat, profiled, rounds = (1, 3, 2, 3) if quick else (3, 20, 5, 15)
+             ("vit_base_patch16_224", 1, "fp32"), ("vit_base_patch16_224", 2 if quick else 32, "bf16"),
+             ("gpt2", 4 if not quick else 1, "bf16")]
+    warmup, repeat, profiled, rounds = (1, 3, 2, 3) if quick else (3, 10, 5, 10)
     for name, batch, dname in cases:
         def run(name=name, batch=batch, dname=dname) -> dict[str, Any]:
-            dtype = DTYPES[dname]
-            model, size = vision_model(name, quick)
-            model = model.eval().to(device=device, dtype=dtype)
-            x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+            model, args, kwargs = timing_case(name, batch, quick, device, DTYPES[dname])
 
             def plain() -> Any:
                 with torch.no_grad():
-                    return model(x)
+                    return model(*args, **kwargs)
             for _ in range(3):
                 plain()
             kernel = [kernel_time_ms(plain, device) for _ in range(profiled)] if cuda else []
@@ -333,33 +379,41 @@ def section_timing(s: Section, device: torch.device, quick: bool) -> None:
             kernel_alt = statistics.median(k[2] for k in kernel) if kernel and all(k[2] is not None for k in kernel) else None
             wall_ms = statistics.median(timed_ms(plain, device) for _ in range(repeat))
             counter = TorchFLOPsByFX(model)
-            counter.propagate(x, warmup=warmup, repeat=repeat)
+            counter.propagate(*args, **kwargs, warmup=warmup, repeat=repeat)
             node_sum = counter.print_total_time(show=False)
+            host_sum = sum(r.host_time_ms for r in counter.records if r.host_time_ms is not None)
             plain_in_propagate = counter.plain_forward_ms
             top = sorted((r for r in counter.records if r.time_ms is not None), key=lambda r: -r.time_ms)[:5]
-            top5 = "; ".join(f"{r.name} {r.time_ms:.3f}" for r in top)
+            alone = alone_ms(counter, args, kwargs, [r.name for r in top], device)  # all 0 on CPU (no kernels)
+            top5 = "; ".join(f"{r.name} {r.time_ms:.3f}" + (f" (alone {a:.3f})" if (a := alone.get(r.name)) else "")
+                             for r in top)
+            within = [abs(r.time_ms / a - 1) <= 0.15 for r in top if (a := alone.get(r.name))]
             # FLOPs only vs plain forward, interleaved rounds (counter already traced)
-            counter.propagate(x, timing=False)
+            counter.propagate(*args, **kwargs, timing=False)
             ratios = []
             for _ in range(rounds):
                 p = timed_ms(plain, device)
-                f = timed_ms(lambda: counter.propagate(x, timing=False), device)
+                f = timed_ms(lambda: counter.propagate(*args, **kwargs, timing=False), device)
                 ratios.append(f / p)
             row = {"kernel ms (profiler)": kernel_ms, "kernels": kernel[0][1] if kernel else None,
                    "plain wall ms": wall_ms, "plain ms (propagate's)": plain_in_propagate,
-                   "sum node ms": node_sum,
+                   "sum node ms": node_sum, "sum host ms": host_sum,
                    "sum / kernel": node_sum / kernel_ms if kernel_ms else None,
                    "sum / wall": node_sum / wall_ms if wall_ms else None,
+                   "GPU busy (propagate)": counter.gpu_busy_fraction, "timing note": counter.timing_note,
                    "flops-only / plain (median)": statistics.median(ratios),
                    "total GFLOPs": counter.total_flops / 1e9,
-                   "kernel ms (per-op attribution)": kernel_alt, "top5 nodes ms": top5}
-            del counter, model, x
+                   "kernel ms (per-op attribution)": kernel_alt, "top5 nodes ms": top5,
+                   "top5 within 15 % of alone": f"{sum(within)}/{len(within)}" if within else None}
+            del counter, model, args, kwargs
             free(device)
             return row
         s.row({"model": name, "batch": batch, "dtype": dname}, run)
     s.notes.append("kernel ms: median over profiled plain forwards of the summed CUDA device events (kernels, memcpy, "
-                   "memset); sum node ms: sum of per-node medians of propagate(x, warmup, repeat); target sum/kernel "
-                   "0.95–1.05, flops-only/plain <= 1.25 at batch 1 and <= 1.05 at resnet50 b64 (issue 19)")
+                   "memset); sum node ms: sum of per-node medians of propagate(x, warmup, repeat), each node's device "
+                   "time from the profiler's records (torch_flops.device_time); alone: the node's op replayed by itself "
+                   "on its inputs (graph nodes only), target within 15 %; target sum/kernel 0.95–1.05, "
+                   "flops-only/plain <= 1.25 at batch 1 and <= 1.05 at resnet50 b64 (issue 19)")
     try:
         import timm.layers
         s.notes.append(f"timm fused attention (F.sdpa): {timm.layers.use_fused_attn()}")

@@ -147,31 +147,32 @@ def test_values_are_freed_after_their_last_use(timing: bool) -> None:
     assert alive_when_last_ran == [False]  # layer 0's output died once the ReLU (its only user) ran
 
 
-def test_cpu_marks_are_perf_counter_seconds() -> None:
+def test_cpu_spans_are_perf_counter_seconds() -> None:
     from torch_flops.measure import Probe
 
     probe = Probe(torch.device("cpu"), "max_memory_allocated")
-    start = probe.mark()
+    start = probe.begin()
     total = sum(range(10_000))
-    end = probe.mark()
+    span = probe.end(start)
     probe.finish()
-    assert isinstance(start, float) and total > 0 and 0.0 < probe.elapsed_ms(start, end) < 1000.0
+    assert isinstance(start, float) and total > 0 and 0.0 < probe.elapsed_ms(span) < 1000.0
+    assert probe.host_ms(span) is None  # a plain span has one time
 
 
 @pytest.mark.cuda
-def test_cuda_nodes_are_timed_with_events(cuda_device: torch.device) -> None:
-    """On CUDA each node's time comes from a pair of events read after one synchronisation: every op
-    node gets a positive device time and the memory columns are filled."""
-    from torch_flops.measure import Probe
-
-    assert isinstance(Probe(cuda_device, "memory_allocated").mark(), torch.cuda.Event)
+def test_cuda_nodes_are_timed_from_the_profiler(cuda_device: torch.device) -> None:
+    """On CUDA each node's time is the device time of the kernels it launched (the profiler's records,
+    torch_flops.device_time) and its host time is apart: every op node gets a positive device time, a
+    host time, and the memory columns are filled; the GPU's busy fraction is known."""
     model = SmallConvNet().to(cuda_device)
     counter = TorchFLOPsByFX(model)
     counter.propagate(torch.randn(2, 3, 8, 8, device=cuda_device), warmup=1, repeat=3)
     ops = [r for r in counter.records if r.op in ("call_module", "call_function", "call_method")]
     assert ops and all(r.time_ms is not None and r.time_ms > 0 for r in ops)
+    assert all(r.host_time_ms is not None and r.host_time_ms > 0 for r in ops)
     assert all(r.mem_before_bytes is not None and r.mem_after_bytes is not None for r in ops)
     assert counter.plain_forward_ms is not None and counter.plain_forward_ms > 0
+    assert counter.timing_note is None and 0 < counter.gpu_busy_fraction <= 1.05
 
 
 def test_records_from_templates_equal_the_dataclass_constructor() -> None:

@@ -20,6 +20,7 @@ from torch.utils import _pytree as pytree
 
 from torch_flops import aggregate, render
 from torch_flops import backward as backward_pass
+from torch_flops import device_time
 from torch_flops import optimizer_cost
 from torch_flops import peaks as device_peaks
 from torch_flops import throughput
@@ -188,6 +189,8 @@ class TorchFLOPsByFX:
         self.records: list[NodeRecord] = []
         self.shape_only = False
         self.plain_forward_ms: float | None = None
+        self.gpu_busy_fraction: float | None = None  # device time / wall time of the timed runs (CUDA)
+        self.timing_note: str | None = None  # a limit of the last run's times (the profiler could not start)
         self.backward_unattributed: Cost | None = None  # backward FLOPs no forward op ran (the loss's)
         self.optimizer_step: Cost | None = None  # the FLOPs of one optimizer step, with optimizer=
         self._training_memory: TrainingMemory | None = None
@@ -351,7 +354,7 @@ class TorchFLOPsByFX:
         self.shape_only = shape_only
         if shape_only:  # real inputs to a meta model: their meta stand-ins
             inputs = pytree.tree_map_only(torch.Tensor, _meta_stand_in, inputs)
-        self.plain_forward_ms = None
+        self.plain_forward_ms = self.gpu_busy_fraction = self.timing_note = None
         self.run_device = None  # known after a run with timing, which throughput needs
         if backward is None and not timing and observer is None and not shape_only:
             with eval_mode(modules=graph.modules):
@@ -359,17 +362,23 @@ class TorchFLOPsByFX:
             self._liveness = None
             return output
         device = self.run_device = torch.device("meta") if shape_only else run_device([*tensors_in(inputs), *state])
-        probe = Probe(device, self.mem_func_name)
+        probe = device_time.probe_for(device, self.mem_func_name)
         timed = timing and not shape_only
-        if backward is not None:
-            return self._run_backward(graph, inputs, probe, timed, backward, shape_only)
-        with self._scope(graph, shape_only):
-            if not timed or (warmup == 0 and repeat == 1):
-                output, records, self._liveness = graph.runner.run(inputs, probe, timing=timed, observer=observer)
-            else:
-                output, records, self._liveness = self._run_repeated(graph, bound, inputs, state, probe, observer, warmup, repeat)
-        self.records = records
-        return output
+        try:
+            if backward is not None:
+                return self._run_backward(graph, inputs, probe, timed, backward, shape_only)
+            with self._scope(graph, shape_only):
+                if not timed or (warmup == 0 and repeat == 1):
+                    output, records, self._liveness = graph.runner.run(inputs, probe, timing=timed, observer=observer)
+                else:
+                    output, records, self._liveness = self._run_repeated(graph, bound, inputs, state, probe, observer, warmup, repeat)
+            self.records = records
+            return output
+        finally:
+            if isinstance(probe, device_time.ProfiledProbe):
+                self.timing_note = probe.note
+                busy = [f for run in probe.runs if (f := run.busy_fraction) is not None] if probe.on_cuda else []
+                self.gpu_busy_fraction = statistics.median(busy) if busy else None
 
     @contextlib.contextmanager
     def _scope(self, graph: _Graph, shape_only: bool, training: bool = False) -> Iterator[dict[str, torch.Tensor] | None]:
@@ -542,6 +551,10 @@ class TorchFLOPsByFX:
             line = f"total_time = {total:.3f} ms"
             if self.plain_forward_ms is not None:
                 line += f" (sum of per-node medians; a plain forward takes {self.plain_forward_ms:.3f} ms)"
+            if self.gpu_busy_fraction is not None:
+                line += f"; GPU busy {100 * self.gpu_busy_fraction:.1f} % of the run's wall time"
+            if self.timing_note is not None:
+                line += f"\nnote: {self.timing_note}"
             print(line)
         return total
 
@@ -725,16 +738,19 @@ def _with_backward(record: NodeRecord, tally: Any) -> NodeRecord:
 
 
 def _median_times(records: list[NodeRecord], runs: list[list[NodeRecord]]) -> list[NodeRecord]:
-    """``records`` with each record's median and minimum time over ``runs`` (matched by name: a leaf
-    may make other calls in another run)."""
-    by_name = [{r.name: r.time_ms for r in run} for run in runs]
+    """``records`` with each record's median and minimum time (and median host time, when known) over
+    ``runs`` (matched by name: a leaf may make other calls in another run)."""
+    by_name = [{r.name: r for r in run} for run in runs]
     out = []
     for record in records:
-        times = [t for run in by_name if (t := run.get(record.name)) is not None]
-        if not times:
+        timed = [r for run in by_name if (r := run.get(record.name)) is not None and r.time_ms is not None]
+        if not timed:
             out.append(record)
             continue
-        out.append(dataclasses.replace(record, time_ms=statistics.median(times), time_min_ms=min(times)))
+        times = [r.time_ms for r in timed]
+        hosts = [r.host_time_ms for r in timed if r.host_time_ms is not None]
+        out.append(dataclasses.replace(record, time_ms=statistics.median(times), time_min_ms=min(times),
+                                       host_time_ms=statistics.median(hosts) if hosts else None))
     return out
 
 

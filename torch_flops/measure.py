@@ -75,23 +75,37 @@ class Probe:
 
     def mark(self) -> Any:
         """A point in time to measure from or to: a recorded CUDA event on CUDA (no synchronisation),
-        ``perf_counter`` seconds elsewhere. Read pairs with :meth:`elapsed_ms` after :meth:`finish`."""
+        ``perf_counter`` seconds elsewhere."""
         if self.on_cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record(torch.cuda.current_stream(self.device))
             return event
         return time.perf_counter()
 
+    def begin(self) -> Any:
+        """Open a timed span (a node, a call); close it with :meth:`end`."""
+        return self.mark()
+
+    def end(self, token: Any) -> Any:
+        """Close the span :meth:`begin` opened; read the returned span with :meth:`elapsed_ms` after
+        :meth:`finish`."""
+        return token, self.mark()
+
     def finish(self) -> None:
-        """Wait for the device's queued work, so that every mark can be read."""
+        """Wait for the device's queued work, so that every span can be read."""
         if self.on_cuda:
             torch.cuda.synchronize(self.device)
 
-    def elapsed_ms(self, start: Any, end: Any) -> float:
-        """Milliseconds between two marks (CUDA events: the device time between them)."""
+    def elapsed_ms(self, span: Any) -> float:
+        """A span's milliseconds (CUDA events: the device time between its two marks)."""
+        start, end = span
         if self.on_cuda:
             return start.elapsed_time(end)
         return (end - start) * 1000.0
+
+    def host_ms(self, span: Any) -> float | None:
+        """The CPU time to dispatch a span, when it is known apart from its time (not with plain marks)."""
+        return None
 
     def memory(self) -> int | None:
         return self._memory(self.device) if self._memory is not None else None

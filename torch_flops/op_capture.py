@@ -96,7 +96,7 @@ class OpCapture(TorchFunctionMode):
         self._callees: dict[Any, _Callee | None] = {}
         self._names: Counter[str] = Counter()
         self._pending: list[dict[str, Any]] = []
-        self._marks: list[tuple[Any, Any] | None] = []
+        self._spans: list[Any] = []  # each call's span (see Probe.begin), None when untimed
         self.cost: Cost | None = ZERO_COST  # the sum over the calls; None once one is unsupported
         self.unsupported: dict[str, None] = {}  # aten ops without a rule, in order
 
@@ -114,7 +114,7 @@ class OpCapture(TorchFunctionMode):
         rule = callee.rule
         probe = self.probe
         mem_before = probe.memory() if probe is not None else None
-        start = probe.mark() if probe is not None else None
+        start = probe.begin() if probe is not None else None
         aten = None
         if callee.ignored or rule is not None:
             output = func(*args, **kwargs)
@@ -122,7 +122,7 @@ class OpCapture(TorchFunctionMode):
             aten = AtenCostMode(self.registry)
             with aten:
                 output = func(*args, **kwargs)
-        end = probe.mark() if probe is not None else None
+        span = probe.end(start) if probe is not None else None
         out_tensors = [output] if type(output) is _Tensor else tensors_in(output)
         aten_costs: tuple[AtenOpCost, ...] = ()
         unsupported: tuple[str, ...] = ()
@@ -146,7 +146,7 @@ class OpCapture(TorchFunctionMode):
             status = Status.RULE
         in_tensors = tensors_in((args, kwargs))
         name = self._add(callee, status, cost, in_tensors, out_tensors, unsupported, aten_costs, mem_before, probe)
-        self._marks.append((start, end) if probe is not None else None)
+        self._spans.append(span)
         if self.claim is not None:
             self.claim(name, output)
         return output
@@ -199,9 +199,12 @@ class OpCapture(TorchFunctionMode):
     def records(self) -> tuple[NodeRecord, ...]:
         """One record per call, in call order (read after the probe's device work has finished)."""
         records = []
-        for fields, marks in zip(self._pending, self._marks):
+        for fields, span in zip(self._pending, self._spans):
             state = record_template(fields)
-            if marks is not None:
-                state["time_ms"] = self.probe.elapsed_ms(*marks)
+            if span is not None:
+                state["time_ms"] = self.probe.elapsed_ms(span)
+                host = self.probe.host_ms(span)
+                if host is not None:
+                    state["host_time_ms"] = host
             records.append(frozen_from_dict(NodeRecord, state))
         return tuple(records)

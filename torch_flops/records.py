@@ -76,9 +76,13 @@ class NodeRecord:
 
     ``read_bytes`` / ``written_bytes`` are the bytes the node moves and ``live_bytes`` the activation
     memory still alive after it (see :mod:`torch_flops.memory`). ``time_ms`` is the median over the
-    timed runs and ``time_min_ms`` the fastest; both are ``None`` in a shape-only or FLOPs-only run. ``flops`` and ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``, and then
-    ``unsupported_ops`` names the aten ops that had no rule. A record priced by the aten-level fallback lists in
-    ``aten_costs`` what each aten operator cost (they sum to its cost). ``module_path`` is the qualified
+    timed runs and ``time_min_ms`` the fastest; both are ``None`` in a shape-only or FLOPs-only run. On
+    CUDA, where the profiler's records give each kernel's duration (:mod:`torch_flops.device_time`),
+    ``time_ms`` is the device time of the kernels the op launched and ``host_time_ms`` the CPU time to
+    dispatch them (medians over the timed runs); ``host_time_ms`` is ``None`` elsewhere. ``flops`` and
+    ``macs`` are ``None`` exactly when ``status`` is ``UNSUPPORTED``, and then ``unsupported_ops`` names
+    the aten ops that had no rule. A record priced by the aten-level fallback lists in ``aten_costs``
+    what each aten operator cost (they sum to its cost). ``module_path`` is the qualified
     name of the innermost module whose ``forward`` created the node or made the call ('' at the root),
     and ``module_class`` that module's class name. Memory fields are ``None`` unless the node ran on
     CUDA.
@@ -116,6 +120,7 @@ class NodeRecord:
     backward_flops: int | None = None
     backward_macs: int | None = None
     backward_unsupported_ops: tuple[str, ...] = ()
+    host_time_ms: float | None = None
 
     @property
     def arithmetic_intensity(self) -> float | None:

@@ -267,6 +267,11 @@ def node_table(records: Sequence[NodeRecord], unit: str = "flops", kind: str = "
         for row, r in zip(table, records):
             value = r.backward_flops if unit == "flops" else r.backward_macs
             row.insert(6, value if not r.backward_unsupported_ops else ("" if kind == "csv" else "unsupported"))
+    if any(r.host_time_ms is not None for r in records):  # device time from the profiler's records
+        headers.append("Host time (ms)")
+        align.append("right")
+        for row, r in zip(table, records):
+            row.append(r.host_time_ms)
     add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
     return _table(headers, table, kind, align)
 

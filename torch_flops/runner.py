@@ -407,7 +407,7 @@ class GraphRunner:
         measured: list[dict[str, Any]] = [{} for _ in range(n)]
         produced: list[dict[int, int]] = [{}] * n  # storages held by each node's value
         inner_peaks = [0] * n  # peak allocations inside nodes run by the fallback
-        marks: list[tuple[Any, Any] | None] = [None] * n  # (start, end) of each timed node
+        spans: list[Any] = [None] * n  # each timed node's span (see Probe.begin)
         model_state = memory.storage_ids(self._state_tensors())
         registry, slot, ignore = self.registry, self.slot, self.ignore
         countings: dict[int, Any] = {}  # the fallback nodes' counting, read once the device is done
@@ -438,9 +438,9 @@ class GraphRunner:
                         plan, registry, step.node.name, ignore, probe if timing else None, existing=(*in_tensors, *state),
                         claim=claim,
                     )
-                start = probe.mark() if timing else None
+                start = probe.begin() if timing else None
                 output = step.call(args, kwargs, counting)
-                marks[i] = (start, probe.mark()) if timing else None
+                spans[i] = probe.end(start) if timing else None
                 mem_after = probe.memory()
                 values[i] = output
                 if claim is not None and (plan.module is None or kind != _FALLBACK):  # a leaf's calls claim their own
@@ -473,8 +473,10 @@ class GraphRunner:
                 self._observe(observer, self.output_node, output, (output,), {})
         if timing:
             probe.finish()
-            for i, pair in enumerate(marks):
-                measured[i]["time_ms"] = probe.elapsed_ms(*pair) if pair is not None else 0.0
+            for i, span in enumerate(spans):
+                measured[i]["time_ms"] = probe.elapsed_ms(span) if span is not None else 0.0
+                if span is not None and (host := probe.host_ms(span)) is not None:
+                    measured[i]["host_time_ms"] = host
         for i, counting in countings.items():
             costs[i], details[i] = counting.result()
         live = memory.liveness(produced, self.last_use, model_state, inner_peaks)

@@ -1,0 +1,148 @@
+"""Device time per span from the profiler's records (torch_flops.device_time).
+
+``traces/cuda_spans.json`` is a small trace in the Chrome-trace format ``torch.profiler`` exports on
+CUDA (microsecond ``ts``/``dur``; launches in the ``cuda_runtime`` / ``cuda_driver`` categories and
+kernels, memcpys and memsets joined to them by ``args.correlation``), written by hand so that every
+expected sum below can be checked by eye. Its layout, main thread 100, autograd thread 200:
+
+- a kernel launched at 900, before any span (8 us);
+- span 0 [1000, 1100]: a kernel (40 us) and a memset (2 us);
+- span 1 [1150, 1350], a leaf, holding span 2 [1160, 1210] (a kernel through the driver API, 30 us),
+  span 3 [1220, 1280] (a kernel 25 us, a memcpy 10 us) and, between its calls, a kernel (5 us);
+- a stream synchronisation at 1400 (a launch-category event with no device activity);
+- span 4 [1500, 1520] on thread 200 with a kernel (7 us), and a kernel launched at 1505 on thread 100
+  (3 us, ending at 1523), inside span 4's time but not its thread;
+- noise: metadata and flow events, a cpu_op, another user annotation, and a GPU-side annotation
+  named like span 0.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import pytest
+import torch
+
+from torch_flops import device_time
+from torch_flops.device_time import ProfiledProbe, SpanTimes, attribute, read_trace
+
+TRACE = pathlib.Path(__file__).parent / "traces" / "cuda_spans.json"
+
+
+def test_each_span_gets_the_device_time_of_what_it_launched() -> None:
+    times = read_trace(TRACE)
+    assert times.device_ms == pytest.approx({
+        0: (40 + 2) / 1000,  # kernel + memset
+        1: (30 + 25 + 10 + 5) / 1000,  # the leaf: its calls' and its own
+        2: 30 / 1000,  # launched through the driver API
+        3: (25 + 10) / 1000,  # kernel + memcpy
+        4: 7 / 1000,  # its own thread's launch only
+    })
+
+
+def test_each_span_gets_its_own_duration_as_host_time() -> None:
+    assert read_trace(TRACE).host_ms == pytest.approx({0: 0.100, 1: 0.200, 2: 0.050, 3: 0.060, 4: 0.020})
+
+
+def test_busy_fraction_is_all_device_time_over_the_run() -> None:
+    times = read_trace(TRACE)
+    device = 8 + 40 + 2 + 30 + 25 + 10 + 5 + 7 + 3  # every kernel, memset and memcpy
+    wall = 1523 - 905  # the first device activity to the last one's end
+    assert times.device_total_ms == pytest.approx(device / 1000)
+    assert times.wall_ms == pytest.approx(wall / 1000)
+    assert times.busy_fraction == pytest.approx(device / wall)
+
+
+def test_a_span_seen_twice_adds_up_and_an_empty_trace_has_no_fraction() -> None:
+    events = json.loads(TRACE.read_text())["traceEvents"]
+    again = [dict(e, ts=e["ts"] + 10_000) for e in events if e.get("cat") == "user_annotation" and e["name"] == "torch_flops::4"]
+    again += [dict(e, ts=e["ts"] + 10_000, args=dict(e["args"], correlation=118)) for e in events
+              if e.get("args", {}).get("correlation") == 18 and e.get("ph") == "X"]
+    times = attribute(events + again)
+    assert times.device_ms[4] == pytest.approx(2 * 7 / 1000)
+    assert times.host_ms[4] == pytest.approx(2 * 20 / 1000)
+    assert attribute([]) == SpanTimes({}, {}, 0.0, 0.0) and attribute([]).busy_fraction is None
+
+
+def test_a_profiled_cpu_run_gives_each_span_its_range() -> None:
+    """The live path (start, nested spans, export, read back) on CPU, where a span's time is its host
+    time: the outer span holds the inner one, and both hold the work they timed."""
+    probe = ProfiledProbe(torch.device("cpu"), "max_memory_allocated")
+    x = torch.randn(128, 128)
+    probe.start()
+    before = time.perf_counter()
+    outer = probe.begin()
+    inner = probe.begin()
+    for _ in range(20):
+        x = torch.tanh(x @ x)
+    inner_span = probe.end(inner)
+    outer_span = probe.end(outer)
+    wall_ms = (time.perf_counter() - before) * 1000
+    probe.finish()
+    assert probe.note is None and len(probe.runs) == 1
+    inner_ms, outer_ms = probe.elapsed_ms(inner_span), probe.elapsed_ms(outer_span)
+    assert 0 < inner_ms <= outer_ms <= wall_ms
+    assert probe.host_ms(outer_span) == outer_ms
+
+
+def test_an_untimed_run_starts_no_profiler() -> None:
+    probe = ProfiledProbe(torch.device("cpu"), "max_memory_allocated")
+    probe.start()
+    probe.finish()
+    assert probe.runs == [] and not device_time.profiler_active()
+
+
+def test_a_profiler_already_recording_is_left_alone_and_the_times_say_so() -> None:
+    """Starting a second profiler would end the user's session: the run falls back to plain spans, the
+    note says why, and the user's profiler still records the run's ops."""
+    probe = ProfiledProbe(torch.device("cpu"), "max_memory_allocated")
+    x = torch.randn(64, 64)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as users:
+        probe.start()
+        span = probe.end(probe.begin())
+        torch.mm(x, x)
+        probe.finish()
+    assert probe.note is not None and "another profiler" in probe.note and "perf_counter" in probe.note
+    assert probe.elapsed_ms(span) >= 0 and probe.host_ms(span) is None and probe.runs == []
+    assert any(event.name == "aten::mm" for event in users.events())
+
+
+def test_without_the_private_check_a_profiler_counts_as_inactive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(torch.autograd, "_profiler_enabled", raising=False)
+    assert device_time.profiler_active() is False
+    probe = ProfiledProbe(torch.device("cpu"), "max_memory_allocated")
+    probe.start()
+    span = probe.end(probe.begin())
+    probe.finish()
+    assert probe.note is None and len(probe.runs) == 1 and probe.host_ms(span) is not None
+
+
+class _Leafy(torch.nn.Module):
+    """A traced linear, then a leaf (kept whole) making two calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(32, 32)
+        self.block = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.fc(x))
+
+
+def test_a_profiled_run_times_nodes_and_calls_inside_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe CUDA runs get, put on a CPU run: every timed node and every call inside the leaf gets a
+    host time, its time equals it (on CPU ops run as they are dispatched), medians over repeats, and
+    the node table shows the column."""
+    from torch_flops import TorchFLOPsByFX
+    from torch_flops import engine
+
+    monkeypatch.setattr(engine.device_time, "probe_for", lambda device, name: ProfiledProbe(device, name))
+    counter = TorchFLOPsByFX(_Leafy(), leaf_modules=["block"])
+    counter.propagate(torch.randn(4, 32), warmup=1, repeat=3)
+    ops = [r for r in counter.records if r.op not in ("placeholder", "output")]
+    assert [r.target for r in ops] == ["fc", "torch.nn.functional.linear", "torch.nn.functional.relu"]
+    assert all(r.host_time_ms is not None and r.host_time_ms > 0 and r.time_ms > 0 for r in ops)
+    assert counter.timing_note is None and counter.gpu_busy_fraction is None  # no device activity on CPU
+    assert "Host time (ms)" in counter.report("nodes", "csv").splitlines()[0]

@@ -1,0 +1,222 @@
+"""Device time per op from the GPU's own records (``torch.profiler``, i.e. Kineto over CUPTI).
+
+A pair of CUDA events around a node measures the stream's span between them, which is host launch
+overhead whenever Python launches the next node more slowly than the GPU finishes the last one. The
+GPU's profiler instead records each kernel, memcpy and memset with its own start and duration. So on
+CUDA each timed span (a graph node, a call inside a leaf) is a ``record_function`` range named
+``torch_flops::<n>``, and after the run the profiler's trace is read (:func:`attribute`):
+
+- a device activity (trace category ``kernel``, ``gpu_memcpy`` or ``gpu_memset``) belongs to the launch
+  with the same ``correlation`` id (category ``cuda_runtime`` or ``cuda_driver``, on a host thread);
+- a span's **device time** is the summed duration of the device activities whose launch lies inside
+  the span's range on the same thread (nested spans included: a leaf's span holds its calls');
+- its **host time** is the range's own duration: the CPU time to dispatch it (kernels not awaited).
+
+The run's **busy fraction** is the summed device time over the run's wall span (from the first range or
+device activity to the end of the last, whichever are earlier and later).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from torch_flops.measure import Probe
+
+SPAN_PREFIX = "torch_flops::"
+DEVICE_CATEGORIES = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
+LAUNCH_CATEGORIES = frozenset({"cuda_runtime", "cuda_driver"})
+SPAN_CATEGORY = "user_annotation"
+
+
+@dataclass(frozen=True)
+class SpanTimes:
+    """What one profiled run's trace says of its spans, in milliseconds, keyed by span number."""
+
+    device_ms: dict[int, float]
+    host_ms: dict[int, float]
+    device_total_ms: float  # every device activity in the trace, inside a span or not
+    wall_ms: float
+
+    @property
+    def busy_fraction(self) -> float | None:
+        """``device_total_ms / wall_ms`` (``None`` for an empty run); above 1 only with concurrent streams."""
+        return self.device_total_ms / self.wall_ms if self.wall_ms > 0 else None
+
+
+def attribute(events: Iterable[Mapping[str, Any]]) -> SpanTimes:
+    """Device and host time of every ``torch_flops::<n>`` span among a Chrome trace's ``traceEvents``
+    (microsecond ``ts``/``dur``, as ``torch.profiler`` exports them); see the module docstring."""
+    spans: list[tuple[Any, float, float, int]] = []  # (thread, start, end, number)
+    launches: dict[Any, tuple[Any, float]] = {}  # correlation -> (thread, ts)
+    device: list[tuple[Any, float, float]] = []  # (correlation, start, duration)
+    for event in events:
+        if event.get("ph") != "X":
+            continue
+        category = event.get("cat")
+        if category == SPAN_CATEGORY:
+            name = event.get("name", "")
+            if name.startswith(SPAN_PREFIX) and name[len(SPAN_PREFIX):].isdigit():
+                start = float(event["ts"])
+                spans.append((_thread(event), start, start + float(event.get("dur", 0.0)), int(name[len(SPAN_PREFIX):])))
+        elif category in LAUNCH_CATEGORIES:
+            correlation = event.get("args", {}).get("correlation")
+            if correlation is not None:
+                launches[correlation] = (_thread(event), float(event["ts"]))
+        elif category in DEVICE_CATEGORIES:
+            device.append((event.get("args", {}).get("correlation"), float(event["ts"]), float(event.get("dur", 0.0))))
+
+    # the device time each thread launched, by launch time, as prefix sums for range queries
+    launched: dict[Any, list[tuple[float, float]]] = defaultdict(list)
+    for correlation, _, duration in device:
+        found = launches.get(correlation) if correlation is not None else None
+        if found is not None:
+            launched[found[0]].append((found[1], duration))
+    times: dict[Any, list[float]] = {}
+    sums: dict[Any, list[float]] = {}
+    for thread, pairs in launched.items():
+        pairs.sort()
+        times[thread] = [ts for ts, _ in pairs]
+        running = [0.0]
+        for _, duration in pairs:
+            running.append(running[-1] + duration)
+        sums[thread] = running
+
+    device_ms: dict[int, float] = {}
+    host_ms: dict[int, float] = {}
+    for thread, start, end, number in spans:
+        host_ms[number] = host_ms.get(number, 0.0) + (end - start) / 1000.0
+        inside = 0.0
+        if thread in times:
+            lo, hi = bisect.bisect_left(times[thread], start), bisect.bisect_right(times[thread], end)
+            inside = sums[thread][hi] - sums[thread][lo]
+        device_ms[number] = device_ms.get(number, 0.0) + inside / 1000.0
+
+    device_total = sum(duration for _, _, duration in device)
+    if spans:
+        first = min([start for _, start, _, _ in spans] + [start for _, start, _ in device])
+        last = max([end for _, _, end, _ in spans] + [start + duration for _, start, duration in device])
+        wall = last - first
+    else:
+        wall = 0.0
+    return SpanTimes(device_ms, host_ms, device_total / 1000.0, wall / 1000.0)
+
+
+def read_trace(path: str | os.PathLike[str]) -> SpanTimes:
+    """:func:`attribute` over a Chrome trace file (``prof.export_chrome_trace(path)``)."""
+    with open(path, encoding="utf-8") as stream:
+        document = json.load(stream)
+    events = document["traceEvents"] if isinstance(document, dict) else document
+    return attribute(events)
+
+
+def profiler_active() -> bool:
+    """Whether a ``torch.profiler`` session is already recording on this thread (starting another
+    would silently end it). Read from ``torch.autograd._profiler_enabled``, the one private name this
+    module uses; without it, ``False`` (a profiler is then started as if none were active)."""
+    enabled = getattr(torch.autograd, "_profiler_enabled", None)
+    return bool(enabled()) if callable(enabled) else False
+
+
+def _thread(event: Mapping[str, Any]) -> tuple[Any, Any]:
+    return event.get("pid"), event.get("tid")
+
+
+class ProfiledProbe(Probe):
+    """A :class:`~torch_flops.measure.Probe` whose spans are profiler ranges: a span's time is its
+    device time from the profiler's records and :meth:`host_ms` its host time (see the module
+    docstring). When the profiler cannot start (another profiler is active, CUPTI is missing), the run
+    falls back to the plain probe's marks and :attr:`note` says so."""
+
+    def __init__(self, device: torch.device, mem_func_name: str) -> None:
+        super().__init__(device, mem_func_name)
+        self.note: str | None = None
+        self.runs: list[SpanTimes] = []  # one per profiled run, for the busy fraction
+        self._profiler: Any = None
+        self._failed = False
+        self._next = 0
+        self._times: SpanTimes | None = None
+
+    def start(self) -> None:
+        super().start()
+        self._times, self._next, self._failed = None, 0, False
+
+    def _start_profiler(self) -> None:
+        """Start the profiler at a run's first span (an untimed run opens none, so starts nothing)."""
+        if profiler_active():
+            self._fall_back("another profiler is recording, and starting one would end its session")
+            return
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.on_cuda:
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        profiler = torch.profiler.profile(activities=activities)
+        try:
+            profiler.__enter__()
+        except Exception as error:  # CUPTI unavailable, ...
+            self._fall_back(f"{type(error).__name__}: {error}")
+            return
+        self._profiler = profiler
+
+    def _fall_back(self, why: str) -> None:
+        self._failed = True
+        spans = "CUDA-event spans, which include host launch gaps" if self.on_cuda else "perf_counter spans"
+        self.note = f"the profiler was not used ({why}); times are {spans}"
+
+    def begin(self) -> Any:
+        if self._profiler is None and not self._failed:
+            self._start_profiler()
+        if self._profiler is None:
+            return super().begin()
+        number = self._next
+        self._next += 1
+        scope = torch.profiler.record_function(f"{SPAN_PREFIX}{number}")
+        scope.__enter__()
+        return number, scope
+
+    def end(self, token: Any) -> Any:
+        if self._profiler is None:
+            return super().end(token)
+        number, scope = token
+        scope.__exit__(None, None, None)
+        return number
+
+    def finish(self) -> None:
+        super().finish()
+        profiler, self._profiler = self._profiler, None
+        if profiler is None:
+            return
+        profiler.__exit__(None, None, None)
+        handle, path = tempfile.mkstemp(suffix=".json", prefix="torch_flops_trace_")
+        os.close(handle)
+        try:
+            profiler.export_chrome_trace(path)
+            self._times = read_trace(path)
+        finally:
+            os.remove(path)
+        self.runs.append(self._times)
+
+    def elapsed_ms(self, span: Any) -> float:
+        """The span's device time (on CPU, where ops run as they are dispatched, its host time)."""
+        if isinstance(span, int) and self._times is not None:
+            return (self._times.device_ms if self.on_cuda else self._times.host_ms).get(span, 0.0)
+        return super().elapsed_ms(span)
+
+    def host_ms(self, span: Any) -> float | None:
+        if isinstance(span, int) and self._times is not None:
+            return self._times.host_ms.get(span, 0.0)
+        return None
+
+
+def probe_for(device: torch.device, mem_func_name: str) -> Probe:
+    """The probe of a timed run on ``device``: the profiler's on CUDA, ``perf_counter`` elsewhere."""
+    if device.type == "cuda":
+        return ProfiledProbe(device, mem_func_name)
+    return Probe(device, mem_func_name)
