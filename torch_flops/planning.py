@@ -23,6 +23,7 @@ from torch_flops.measure import Probe, describe_inputs, tensors_in
 from torch_flops.op_capture import OpCapture
 from torch_flops.records import ZERO_COST, AtenOpCost, Cost, Shape, Status, frozen_from_dict
 from torch_flops.registry import CostRegistry, CostRuleError, OpCall, Rule, runs_class_forward, valid_cost
+from torch_flops.tracer import CHECKPOINT_FUNCTIONS
 from torch_flops.tracing import ROOT_LEAF
 
 IgnoreSpec = type | Callable[..., Any] | str
@@ -139,9 +140,10 @@ def plan_graph(
 def checkpointed_module(
     gm: fx.GraphModule, node: fx.Node, modules_by_path: Mapping[str, nn.Module] | None = None,
 ) -> tuple[nn.Module | None, str | None]:
-    """The module and its path that a ``torch.utils.checkpoint.checkpoint(module, ...)`` node runs (so
-    that its calls are counted op by op, under that module's name), else ``(None, None)``."""
-    if node.target is not torch.utils.checkpoint.checkpoint or not node.args:
+    """The module and its path that a ``torch.utils.checkpoint.checkpoint(module, ...)`` or
+    ``checkpoint_sequential(module, segments, ...)`` node runs (so that its calls are counted op by op,
+    under that module's name), else ``(None, None)``."""
+    if node.target not in CHECKPOINT_FUNCTIONS or not node.args:
         return None, None
     first = node.args[0]
     if not isinstance(first, fx.Node) or first.op != "get_attr":

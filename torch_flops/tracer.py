@@ -209,6 +209,10 @@ def _swap_fx_tracing(value: bool) -> bool:
     return old
 
 
+CHECKPOINT_FUNCTIONS = (torch.utils.checkpoint.checkpoint, torch.utils.checkpoint.checkpoint_sequential)
+"""Activation checkpointing's entry points, each kept as one call by the tracer (read here: while a trace
+runs, ``torch.utils.checkpoint``'s attributes are the wrappers that record the call)."""
+
 _MODULE_HOOKS = ("__call__", "__getattr__")  # what Tracer.trace patches on nn.Module
 _ATTACH_ARGS = getattr(fx.Node, "_update_args_kwargs", None)  # what Node.__init__ calls; setters otherwise
 
@@ -220,8 +224,12 @@ class ScopeTrackingTracer(fx.Tracer):
 
     def __init__(self, leaf_types: tuple[type, ...] = (), leaf_paths: Collection[str] = (), record_constants: bool = False) -> None:
         # activation checkpointing stays one call (tracing through it would drop the recomputation); the
-        # module it runs is counted op by op inside it (planning.checkpointed_module)
-        super().__init__(autowrap_functions=(torch.utils.checkpoint.checkpoint,))
+        # module it runs is counted op by op inside it (planning.checkpointed_module). Reached by its
+        # global name, as ``torch.utils.checkpoint.checkpoint`` (the module's attribute is patched too),
+        # or through a functools.partial a module holds (_patch_checkpoint_partials)
+        super().__init__(autowrap_functions=CHECKPOINT_FUNCTIONS)
+        if torch.utils.checkpoint not in self._autowrap_search:
+            self._autowrap_search.append(torch.utils.checkpoint)
         if record_constants:  # see record_constant_work
             self.proxy_buffer_attributes = True
         self.record_constants = record_constants
@@ -305,6 +313,7 @@ class ScopeTrackingTracer(fx.Tracer):
             _autowrap_check(patcher, fn_globals, autowrap_ids)
             for module in self._autowrap_search:
                 _autowrap_check(patcher, module.__dict__, autowrap_ids)
+            _patch_checkpoint_partials(patcher, named)
             annotations = inspect.get_annotations(inspect.unwrap(fn))
             self.create_node("output", "output", (self.create_arg(fn(*args)),), {}, type_expr=annotations.get("return", None))
         finally:
@@ -546,6 +555,22 @@ def _patch_globals(patcher: Any, frame_dict: dict[str, Any], wrappers: dict[str,
 
 
 _WRAPPERS: dict[Any, Any] = {}  # original function -> FX's wrapper of it
+
+
+
+
+def _patch_checkpoint_partials(patcher: Any, named: Iterable[tuple[str, nn.Module]]) -> None:
+    """A ``functools.partial(checkpoint, ...)`` held by a module (how Hugging Face keeps its
+    ``_gradient_checkpointing_func``) calls the function it holds, which no patching of names reaches:
+    for the trace, each becomes the same partial of the wrapped checkpoint (the patcher puts it back)."""
+    checkpoint = CHECKPOINT_FUNCTIONS[0]
+    wrapped = None
+    for _, module in named:
+        for name, value in module.__dict__.items():
+            if type(value) is functools.partial and value.func is checkpoint:
+                if wrapped is None:
+                    wrapped = _fx_trace._create_wrapped_func(checkpoint)
+                patcher.patch(module.__dict__, name, functools.partial(wrapped, *value.args, **value.keywords))
 
 
 def _reused_wrapper(orig_fn: Any) -> Any:
