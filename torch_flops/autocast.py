@@ -11,7 +11,8 @@ The trace runs with autocast switched off on every device type (:func:`autocast_
 and reused by later runs, so it must hold what ``forward`` itself switches on, not what was on around
 the trace. Autocast switched on around a run (``with torch.autocast(...): counter.propagate(x)``)
 applies at run time to every node, as it does to an eager forward; a node of a region of the model
-enters its own region inside it.
+enters its own region inside it. A region that switches autocast off (``enabled=False``) leaves the
+state the trace runs in, so it records nothing (docs/conventions.md, "Autocast").
 """
 
 from __future__ import annotations
