@@ -8,6 +8,7 @@ import dataclasses
 import json
 import statistics
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -354,6 +355,8 @@ class TorchFLOPsByFX:
         self.shape_only = shape_only
         if shape_only:  # real inputs to a meta model: their meta stand-ins
             inputs = pytree.tree_map_only(torch.Tensor, _meta_stand_in, inputs)
+            if graph.runner.autocast_nodes:
+                _warn_autocast_on_meta(graph.runner.autocast_nodes)
         self.plain_forward_ms = self.gpu_busy_fraction = self.timing_note = None
         self.run_device = None  # known after a run with timing, which throughput needs
         if backward is None and not timing and observer is None and not shape_only:
@@ -698,6 +701,17 @@ class TorchFLOPsByFX:
         text = render.to_csv(self._require_records())  # before opening: no results, no truncated file
         with open(path, mode, newline="") as f:
             f.write(text)
+
+
+def _warn_autocast_on_meta(names: Sequence[str]) -> None:
+    """Say that a shape-only run prices the autocast regions of ``forward`` at their inputs' dtypes."""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    warnings.warn(
+        f"shape-only run: {len(names)} nodes run inside torch.autocast regions of forward ({shown}); PyTorch "
+        "does not autocast meta tensors, so they run, and their bytes and saved activations are counted, in "
+        "their inputs' dtypes, not in the autocast dtype a real run on that device gives them",
+        stacklevel=5,
+    )
 
 
 def _reparametrize(module: nn.Module, tensors: Mapping[str, torch.Tensor]):

@@ -9,7 +9,9 @@ after their last use, as ``Interpreter``'s ``garbage_collect_values`` does, so m
 
 Each node is priced with the rule planned for it (:func:`torch_flops.planning.plan_graph`); a node
 without a rule runs once, never twice, under the aten-level counter (:mod:`torch_flops.fallback`), so
-in-place ops stay correct. Outputs are returned untouched: the model's output is exactly what
+in-place ops stay correct. A node made inside an autocast region of ``forward`` calls its op inside
+``torch.autocast`` again (:mod:`torch_flops.autocast`; the step's function is wrapped once, when the
+step is built). Outputs are returned untouched: the model's output is exactly what
 ``model(*inputs)`` returns.
 
 Two loops share the steps:
@@ -33,6 +35,7 @@ import torch.fx as fx
 from torch import nn
 
 from torch_flops import memory
+from torch_flops.autocast import AUTOCAST_META, under_autocast
 from torch_flops.planning import (
     NodeObserver,
     NodePlan,
@@ -215,6 +218,8 @@ class GraphRunner:
         self.output_node = next((node for node in self.nodes if node.op == "output"), None)
         self._output_index = self.slot[self.output_node] if self.output_node is not None else -1
         self.steps = [self._step(i, node) for i, node in enumerate(self.nodes) if node.op not in ("placeholder", "output")]
+        # the op nodes that run inside an autocast region of forward
+        self.autocast_nodes = tuple(step.node.name for step in self.steps if step.kind != _GET_ATTR and step.node.meta.get(AUTOCAST_META))
         # the slots each node reads, in argument order (its input shapes are their output shapes)
         self.producers: list[tuple[int, ...]] = [()] * len(self.nodes)
         for step in self.steps:
@@ -245,6 +250,9 @@ class GraphRunner:
             fn = _call_method(node.target)
         else:
             fn = node.target
+        autocast = node.meta.get(AUTOCAST_META)
+        if autocast:  # made inside an autocast region of forward: run inside it again
+            fn = under_autocast(fn, autocast)
         return _Step(i, _FALLBACK if plan.fallback else _CALL, fn, node, plan, self.slot)
 
     def _last_uses(self) -> list[int]:

@@ -40,6 +40,8 @@ import torch.fx as fx
 import torch.fx._symbolic_trace as _fx_trace
 from torch import nn
 
+from torch_flops.autocast import AUTOCAST_META, autocast_off, autocast_state
+
 try:
     from torch.fx._lazy_graph_module import _LazyGraphModule
 except ImportError:  # older PyTorch
@@ -244,8 +246,10 @@ class ScopeTrackingTracer(fx.Tracer):
         self.root_named_modules: list[tuple[str, nn.Module]] | None = None  # named_modules(root), when the caller has it
 
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
-        """FX's ``Tracer.trace``, step by step, with its fixed costs cut (see the module docstring)."""
-        with record_constant_work(self) if self.record_constants else contextlib.nullcontext():
+        """FX's ``Tracer.trace``, step by step, with its fixed costs cut (see the module docstring), with
+        autocast off around it (:func:`torch_flops.autocast.autocast_off`): what a node records is what
+        ``forward`` switched on."""
+        with autocast_off(), record_constant_work(self) if self.record_constants else contextlib.nullcontext():
             if not _OWN_TRACE or not isinstance(root, nn.Module):
                 return super().trace(root, concrete_args)
             return self._own_trace(root, concrete_args)
@@ -418,7 +422,8 @@ class ScopeTrackingTracer(fx.Tracer):
         name candidate (FX would run it through a regular expression that leaves it unchanged). Without
         preserved node metadata, stack traces or checks of in-place operations (all off unless asked
         for), the node records its scope and module stack here, as ``TracerBase.create_node`` would, the
-        stack copied with ``OrderedDict.copy`` rather than ``copy.copy``."""
+        stack copied with ``OrderedDict.copy`` rather than ``copy.copy``. A node made inside an autocast
+        region of ``forward`` keeps the region's state (:data:`torch_flops.autocast.AUTOCAST_META`)."""
         if name is None:
             label = getattr(target, "__name__", None) if callable(target) else target
             if type(label) is str and label == label.lower() and not (label.startswith("__") and label.endswith("__")):
@@ -436,6 +441,9 @@ class ScopeTrackingTracer(fx.Tracer):
                 _ATTACH_ARGS(node, args, kwargs)
             else:
                 node.args, node.kwargs = args, kwargs
+        autocast = autocast_state()
+        if autocast:
+            node.meta[AUTOCAST_META] = autocast
         return node
 
     def _plain_nodes(self, kind: str) -> bool:
