@@ -268,7 +268,10 @@ class TorchFLOPsByFX:
         floating outputs): the forward runs once with autograd, then the gradients of every parameter
         and input that requires grad are computed (``torch.autograd.grad``: no ``.grad`` is written) and
         each backward aten op is charged to the forward op whose autograd node ran it
-        (``NodeRecord.backward_flops``, :attr:`total_backward_flops`; :mod:`torch_flops.backward`).
+        (``NodeRecord.backward_flops``, :attr:`total_backward_flops`; :mod:`torch_flops.backward`), with
+        its wall time when ``timing`` (``NodeRecord.backward_time_ms``, :attr:`total_backward_time_ms`); the
+        forward that activation checkpointing runs again is counted apart (``NodeRecord.recompute_flops``,
+        :attr:`total_recompute_flops`).
         Modules are in eval mode, as for the forward count. It counts one step: no ``warmup`` or
         ``repeat``; on meta tensors it is shape-only, as :meth:`propagate_shapes`. ``optimizer`` (with
         ``backward=True``; a ``torch.optim`` SGD, Adam or AdamW class or instance) adds the FLOPs of its
