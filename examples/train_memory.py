@@ -63,14 +63,14 @@ def main() -> None:
         seconds = time.perf_counter() - start
         memory = counter.training_memory()
         params = sum(p.numel() for p in model.parameters())
-        flops = counter.total_flops + counter.total_backward_flops + counter.optimizer_step.flops
+        flops = counter.total_flops + counter.total_backward_flops + counter.total_recompute_flops + counter.optimizer_step.flops
         activations = memory.saved_activation_bytes + max(memory.backward_peak_bytes - memory.gradient_bytes, 0)
         pure_bf16 = memory.peak_bytes
         # mixed precision: bf16 weights and gradients, fp32 master weights (4 B) and Adam states (8 B)
         mixed = memory.params_bytes + memory.gradient_bytes + 4 * params + 8 * params + activations
         print(f"\nactivation checkpointing {'on' if checkpointing else 'off'} ({seconds:.1f} s): {params:,} parameters; "
               f"training step {flops / 1e15:.2f} PFLOPs (forward {counter.total_flops / 1e15:.2f}, backward "
-              f"{counter.total_backward_flops / 1e15:.2f})")
+              f"{counter.total_backward_flops / 1e15:.2f}, recompute {counter.total_recompute_flops / 1e15:.2f})")
         print(f"  saved activations {memory.saved_activation_bytes / GB:.1f} GB, backward peak {memory.backward_peak_bytes / GB:.1f} GB "
               f"(gradients {memory.gradient_bytes / GB:.1f} GB in it)")
         for label, total in (("all bf16", pure_bf16), ("bf16 + fp32 master weights and Adam states", mixed)):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import time
 
 import pytest
 import torch
@@ -188,32 +190,102 @@ def test_a_train_mode_step_counts_batch_statistics_and_leaves_buffers_and_genera
 
 
 class Checkpointed(nn.Module):
-    def __init__(self, checkpointing: bool) -> None:
+    def __init__(self, checkpointing: bool, reentrant: bool = False) -> None:
         super().__init__()
         self.block = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16))
         self.checkpointing = checkpointing
+        self.reentrant = reentrant
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return checkpoint(self.block, x, use_reentrant=False) if self.checkpointing else self.block(x)
+        return checkpoint(self.block, x, use_reentrant=self.reentrant) if self.checkpointing else self.block(x)
 
 
-def test_activation_checkpointing_recomputes_its_forward_in_the_backward_and_saves_less() -> None:
+LAST = 8 * 16 * (2 * 32 - 1) + 8 * 16  # Linear(32, 16) on (8, 32): 8,064 + the bias 128 = 8,192
+# what the backward runs the block again for: non-reentrant stops once it has the tensors the gradients need
+# (the relu's output), so the first Linear and the relu; reentrant runs the whole block, the last Linear too
+RECOMPUTED = {False: {"block.0": FORWARD, "block.1": 8 * 32, "block.2": 0},  # 32,768 + 256 = 33,024
+              True: {"block.0": FORWARD, "block.1": 8 * 32, "block.2": LAST}}  # + 8,192 = 41,216: the forward
+
+
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non_reentrant", "reentrant"])
+def test_activation_checkpointing_s_recompute_is_a_figure_of_its_own_and_the_backward_is_the_plain_one(reentrant: bool) -> None:
     torch.manual_seed(0)
-    plain, kept = Checkpointed(False), Checkpointed(True)
+    plain, kept = Checkpointed(False), Checkpointed(True, reentrant)
     kept.load_state_dict(plain.state_dict())
-    x = torch.randn(8, 64)
+    x = torch.randn(8, 64, requires_grad=True)  # a reentrant checkpoint differentiates nothing unless an input requires grad
     counters = {name: counted(model, x) for name, model in (("plain", plain), ("checkpointed", kept))}
-    forward = FORWARD + 8 * 32 + 8 * 16 * (2 * 32 - 1) + 8 * 16  # Linear(64, 32), relu, Linear(32, 16)
+    forward = FORWARD + 8 * 32 + LAST  # Linear(64, 32), relu, Linear(32, 16)
     assert counters["checkpointed"].total_flops == counters["plain"].total_flops == forward
-    # the backward runs the block again until it has the tensors its gradients need (the relu's output):
-    # the first Linear and the relu, not the last Linear, whose saved tensors are those
-    recomputed = FORWARD + 8 * 32
-    assert counters["checkpointed"].total_backward_flops == counters["plain"].total_backward_flops + recomputed
-    calls = [(r.module_path, r.target) for r in counters["checkpointed"].records if r.leaf_node]
-    assert calls == [("block.0", "torch.nn.functional.linear"), ("block.1", "torch.nn.functional.relu"),
-                     ("block.2", "torch.nn.functional.linear")]  # counted op by op, under the block's modules
-    saved = {name: c.training_memory().saved_activation_bytes for name, c in counters.items()}
+    backward = GRAD_INPUT + GRAD_WEIGHT + GRAD_BIAS + 8 * 32 + 8 * 32 * (2 * 16 - 1) + 16 * 32 * (2 * 8 - 1) + 16 * (8 - 1)
+    assert counters["checkpointed"].total_backward_flops == counters["plain"].total_backward_flops == backward  # 79,184
+    assert counters["plain"].total_recompute_flops == 0
+    assert counters["checkpointed"].total_recompute_flops == sum(RECOMPUTED[reentrant].values())
+    records = {r.module_path: r for r in counters["checkpointed"].records if r.leaf_node}  # counted op by op
+    assert {path: r.target for path, r in records.items()} == {
+        "block.0": "torch.nn.functional.linear", "block.1": "torch.nn.functional.relu", "block.2": "torch.nn.functional.linear"}
+    assert {path: r.recompute_flops for path, r in records.items()} == RECOMPUTED[reentrant]  # each module's own ops
+    plain_backward = {r.module_path: r.backward_flops for r in counters["plain"].records if r.op == "call_module"}
+    assert {path: r.backward_flops for path, r in records.items()} == plain_backward  # as if not checkpointed
+    rows = {row.path: row for row in counters["checkpointed"].by_module()}
+    assert rows["block"].recompute_flops == rows[""].recompute_flops == sum(RECOMPUTED[reentrant].values())
+    assert {path: rows[path].recompute_flops for path in RECOMPUTED[reentrant]} == RECOMPUTED[reentrant]
+    assert all(p.grad is None for p in kept.parameters()) and x.grad is None  # a reentrant run's .grad put back
+    meta = TorchFLOPsByFX(kept)
+    meta.propagate_shapes(x, backward=True)
+    assert (meta.total_backward_flops, meta.total_recompute_flops) == (backward, sum(RECOMPUTED[reentrant].values()))
+
+
+def test_activation_checkpointing_saves_less() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(8, 64)
+    saved = {name: counted(Checkpointed(checkpointing), x).training_memory().saved_activation_bytes
+             for name, checkpointing in (("plain", False), ("checkpointed", True))}
     assert saved["plain"] - saved["checkpointed"] == 8 * 32 * 4  # the relu's output is not kept
+
+
+class Inner(nn.Module):
+    def __init__(self, checkpointing: bool, reentrant: bool) -> None:
+        super().__init__()
+        self.a = nn.Linear(16, 16)
+        self.b = nn.Linear(16, 16)
+        self.checkpointing = checkpointing
+        self.reentrant = reentrant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        return checkpoint(self.b, y, use_reentrant=self.reentrant) if self.checkpointing else self.b(y)
+
+
+class Nested(nn.Module):
+    """A checkpointed block holding a checkpointed Linear."""
+
+    def __init__(self, checkpointing: bool, reentrant: bool) -> None:
+        super().__init__()
+        self.inner = Inner(checkpointing, reentrant)
+        self.head = nn.Linear(16, 4)
+        self.checkpointing = checkpointing
+        self.reentrant = reentrant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(checkpoint(self.inner, x, use_reentrant=self.reentrant) if self.checkpointing else self.inner(x))
+
+
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non_reentrant", "reentrant"])
+def test_nested_checkpoints_recompute_without_moving_the_backward(reentrant: bool) -> None:
+    torch.manual_seed(0)
+    plain, kept = Nested(False, reentrant), Nested(True, reentrant)
+    kept.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 16, requires_grad=True)
+    counters = [counted(model, x) for model in (plain, kept)]
+    assert counters[0].total_backward_flops == counters[1].total_backward_flops
+    by_module = [{row.path: row.backward_flops for row in c.by_module()} for c in counters]
+    assert by_module[0] == by_module[1]  # every module's backward as if not checkpointed
+    linear = 4 * 16 * (2 * 16 - 1) + 4 * 16  # Linear(16, 16) on (4, 16): 1,984 + 64 = 2,048
+    # non-reentrant: the outer region again up to its relu (a and the relu); the inner Linear's saved
+    # tensors are its input and weight, which it already has; reentrant: everything, the inner Linear twice
+    # (once inside the outer recompute, once for its own backward)
+    expected = linear + 4 * 16 + (2 * linear if reentrant else 0)  # 2,112 / 6,208
+    assert counters[1].total_recompute_flops == expected and counters[1].recompute_unattributed.flops == 0
 
 
 def test_node_and_module_tables_show_the_backward_after_a_backward_pass() -> None:
@@ -229,3 +301,52 @@ def test_node_and_module_tables_show_the_backward_after_a_backward_pass() -> Non
     forward_only.propagate(torch.randn(8, 64))
     assert "Backward" not in forward_only.report("nodes", "csv").splitlines()[0]
     assert "Backward" not in forward_only.report("modules", "csv").splitlines()[0]
+    assert "Recompute" not in nodes[0] and "Recompute" not in modules[0]  # nothing was recomputed
+
+
+def test_recompute_shows_in_the_tables_and_the_json_document() -> None:
+    torch.manual_seed(0)
+    counter = counted(Checkpointed(True), torch.randn(8, 64, requires_grad=True))
+    nodes = list(csv.reader(io.StringIO(counter.report("nodes", "csv"))))
+    column = nodes[0].index("Recompute FLOPs")
+    assert {row[3]: int(row[column]) for row in nodes[1:] if row[3]} == RECOMPUTED[False]
+    modules = list(csv.reader(io.StringIO(counter.report("modules", "csv"))))
+    column = modules[0].index("Recompute FLOPs")
+    assert {row[0]: int(row[column]) for row in modules[1:]}["block"] == FORWARD + 8 * 32
+    document = json.loads(counter.report("nodes", "json"))
+    assert document["totals"]["recompute_flops"] == FORWARD + 8 * 32
+    assert document["totals"]["backward_flops"] == counter.total_backward_flops
+    assert sum(row["recompute_flops"] for row in document["rows"]) == FORWARD + 8 * 32
+
+
+def test_each_op_gets_the_wall_time_of_its_backward() -> None:
+    model, x = Chain(), torch.randn(8, 64)
+    counter = TorchFLOPsByFX(model)
+    start = time.perf_counter()
+    counter.propagate(x, backward=True)
+    wall_ms = (time.perf_counter() - start) * 1000.0
+    times = {r.name: r.backward_time_ms for r in counter.records}
+    assert times["x"] == 0.0 and times["output"] == 0.0  # no autograd node of their own
+    assert all(times[name] > 0 for name in ("a", "relu", "b"))  # each ran a backward node
+    assert counter.backward_unattributed_ms >= 0  # the loss's sum, the engine before the first node
+    assert counter.total_backward_time_ms == pytest.approx(sum(times.values()) + counter.backward_unattributed_ms)
+    assert counter.total_backward_time_ms <= wall_ms  # inside the whole run, forward included
+    rows = {row.path: row.backward_time_ms for row in counter.by_module()}
+    assert rows["a"] == times["a"] and rows[""] == pytest.approx(sum(times.values()))  # inclusive
+    assert "Backward time (ms)" in counter.report("nodes", "csv").splitlines()[0]
+    assert "Backward time (ms)" in counter.report("modules", "csv").splitlines()[0]
+    assert json.loads(counter.report("modules", "json"))["totals"]["backward_time_ms"] == counter.total_backward_time_ms
+
+
+@pytest.mark.parametrize("run", ["shape_only", "flops_only"])
+def test_no_backward_time_without_a_timed_backward(run: str) -> None:
+    counter = TorchFLOPsByFX(Chain())
+    if run == "shape_only":
+        counter.propagate_shapes(torch.randn(8, 64), backward=True)
+    else:
+        counter.propagate(torch.randn(8, 64), backward=True, timing=False)
+    assert all(r.backward_time_ms is None for r in counter.records)
+    assert counter.backward_unattributed_ms is None and counter.total_backward_time_ms is None
+    assert counter.total_backward_flops > 0
+    assert "Backward time" not in counter.report("nodes", "csv").splitlines()[0]
+    assert "Backward time" not in counter.report("modules", "csv").splitlines()[0]

@@ -16,6 +16,7 @@ from torch_flops import cli
 FACTORY = '''
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class TwoInputs(nn.Module):
@@ -46,6 +47,19 @@ class CausalSelfAttention(nn.Module):
 
 def make_causal_attention():
     return CausalSelfAttention()
+
+
+class Checkpointed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
+
+    def forward(self, x):
+        return checkpoint(self.block, x, use_reentrant=False)  # called by that name: one call when tracing
+
+
+def make_checkpointed():
+    return Checkpointed()
 '''
 
 
@@ -182,3 +196,20 @@ def test_train_counts_the_backward_and_frozen_parameters_get_no_gradient(factory
     assert code != 0 and "--frozen nope.* matches no parameter" in err
     code, _, err = run([*spec, "--meta"], capsys)
     assert code != 0 and "--train" in err
+
+
+def test_train_shows_activation_checkpointing_s_recompute_apart(factory_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run([f"{factory_file}:make_checkpointed", "--input-shape", "2,5", "--train", "--optimizer", "sgd"], capsys)
+    forward = 2 * 4 * (2 * 5 - 1) + 2 * 4 + 2 * 4 + 2 * 3 * (2 * 4 - 1) + 2 * 3  # 80 + relu 8 + 48 = 136
+    backward = (4 * 5 * (2 * 2 - 1) + 4 * (2 - 1)  # Linear(5, 4): weight 60 and bias 4, no input gradient
+                + 2 * 4  # relu
+                + 2 * 4 * (2 * 3 - 1) + 3 * 4 * (2 * 2 - 1) + 3 * (2 - 1))  # Linear(4, 3): input 40, weight 36, bias 3
+    recompute = 2 * 4 * (2 * 5 - 1) + 2 * 4 + 2 * 4  # the first Linear and the relu run again: 88
+    step = 2 * (4 * 5 + 4 + 3 * 4 + 3)  # plain SGD, 2 per parameter
+    assert code == 0 and f"backward: {backward:,} FLOPs; forward + backward: {forward + backward:,} FLOPs" in out
+    assert (f"recompute (activation checkpointing, not in the backward): {recompute:,} FLOPs; "
+            f"forward + backward + recompute: {forward + backward + recompute:,} FLOPs") in out
+    assert f"training step: {forward + backward + recompute + step:,} FLOPs" in out
+    assert "Recompute FLOPs" in out and "Backward time (ms)" in out  # the module table's columns
+    code, out, _ = run([f"{factory_file}:make_simple", "--input-shape", "2,5", "--train"], capsys)
+    assert code == 0 and "recompute" not in out and "Recompute" not in out

@@ -24,6 +24,16 @@ def total_backward_flops(records: Sequence[NodeRecord]) -> int:
     return sum(r.backward_flops for r in records if r.backward_flops is not None)
 
 
+def total_recompute_flops(records: Sequence[NodeRecord]) -> int:
+    """Sum of the recomputation FLOPs charged to the records (0 without checkpointing or backward)."""
+    return sum(r.recompute_flops for r in records if r.recompute_flops is not None)
+
+
+def total_backward_time_ms(records: Sequence[NodeRecord]) -> float:
+    """Sum of the records' backward wall times (0 when not timed)."""
+    return sum(r.backward_time_ms for r in records if r.backward_time_ms is not None)
+
+
 def unsupported(records: Sequence[NodeRecord]) -> list[NodeRecord]:
     return [r for r in records if r.status is Status.UNSUPPORTED]
 
@@ -105,6 +115,8 @@ class Charge:
     unsupported: str | None  # the op's label when no rule priced it
     backward_flops: int = 0
     moved_bytes: int = 0  # read + written
+    backward_time_ms: float = 0.0
+    recompute_flops: int = 0
 
 
 def _within(path: str, scope: str) -> bool:
@@ -128,7 +140,7 @@ def charges(records: Sequence[NodeRecord], root_class: str, whole: Collection[st
             path, cls = scope, ""
         unsupported = unsupported_label(r) if r.status is Status.UNSUPPORTED and scope is None else None
         found.append(Charge(path, cls, r.flops or 0, r.macs or 0, r.time_ms or 0.0, unsupported, r.backward_flops or 0,
-                            r.read_bytes + r.written_bytes))
+                            r.read_bytes + r.written_bytes, r.backward_time_ms or 0.0, r.recompute_flops or 0))
     return found
 
 
@@ -204,6 +216,8 @@ class ModuleRow:
     params: int
     time_ms: float
     backward_flops: int = 0  # inclusive, after propagate(..., backward=True)
+    backward_time_ms: float = 0.0  # inclusive, after a timed backward
+    recompute_flops: int = 0  # inclusive: activation checkpointing's recomputation in the backward
 
 
 @dataclass(frozen=True)
@@ -235,7 +249,7 @@ def by_module(
     if depth is not None and depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
     classes: dict[str, str] = {**(module_classes or {}), "": root_class}
-    inclusive: dict[str, list[float]] = {"": [0, 0, 0.0, 0]}
+    inclusive: dict[str, list[float]] = {"": [0, 0, 0.0, 0, 0.0, 0]}
     own: dict[str, list[int]] = {}
     first: dict[str, int] = {"": 0}
     for i, charge in enumerate(charges(records, root_class)):
@@ -248,17 +262,19 @@ def by_module(
         own[path][0] += charge.flops
         own[path][1] += charge.macs
         for scope in [*_scopes(path), ""]:
-            totals = inclusive.setdefault(scope, [0, 0, 0.0, 0])
+            totals = inclusive.setdefault(scope, [0, 0, 0.0, 0, 0.0, 0])
             totals[0] += charge.flops
             totals[1] += charge.macs
             totals[2] += charge.time_ms
             totals[3] += charge.backward_flops
+            totals[4] += charge.backward_time_ms
+            totals[5] += charge.recompute_flops
     params_inclusive: dict[str, int] = {}
     for owner, count in (params_by_path or {}).items():
         for scope in [*_scopes(owner), ""]:
             params_inclusive[scope] = params_inclusive.get(scope, 0) + count
     rows = []
-    for path, (flops, macs, time_ms, backward_flops) in inclusive.items():
+    for path, (flops, macs, time_ms, backward_flops, backward_time_ms, recompute_flops) in inclusive.items():
         level = _depth(path)
         if depth is not None and level > depth:
             continue
@@ -266,7 +282,8 @@ def by_module(
         self_flops, self_macs = (flops, macs) if at_limit else tuple(own.get(path, (0, 0)))
         rows.append(
             ModuleRow(path, classes.get(path, ""), level, int(flops), int(self_flops), int(macs), int(self_macs),
-                      params_inclusive.get(path, 0), float(time_ms), int(backward_flops))
+                      params_inclusive.get(path, 0), float(time_ms), int(backward_flops), float(backward_time_ms),
+                      int(recompute_flops))
         )
     return sorted(rows, key=lambda row: [first[p] for p in reversed(_scopes(row.path))])
 

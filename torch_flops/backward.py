@@ -11,6 +11,22 @@ Only what autograd runs is counted: a frozen parameter (``requires_grad=False``)
 gradient, an input that does not require grad no input gradient. The gradients are computed with
 ``torch.autograd.grad`` for the parameters and inputs that require grad, so no ``.grad`` is written.
 
+Time (with a :class:`~torch_flops.measure.Probe`): the wall clock is read at every owner switch, and
+the span since the last switch goes to the owner that was running (:attr:`BackwardCostMode.seconds`);
+the last span runs to the end of the backward. On CUDA each read synchronises the device, so a
+backward node's time is its kernels' and the queue is drained at every switch; CUDA device time per
+backward node (events, no synchronisation) is a later step.
+
+Recomputation (activation checkpointing): the backward runs with grad mode off (no ``create_graph``),
+while ``torch.utils.checkpoint`` runs its function again under ``torch.enable_grad()`` (reentrant or
+not, nested or not), and only a recomputation runs a module's ``forward`` during a backward. So an aten
+op dispatched with grad mode on, or while a module's ``forward`` runs, is recomputation: it is charged
+to :attr:`BackwardCostMode.recomputed`, not to the backward. Its owner is the first forward record of
+the innermost module running it (``recompute_owners``), else the op whose autograd node asked for it;
+so a module's recomputation lands in that module's row. The autograd nodes a recomputed module makes
+are claimed by that owner too, so a reentrant checkpoint's inner backward is charged as the plain
+model's would be.
+
 Memory of the step (:class:`SavedTensors`, :attr:`BackwardCostMode.peak_bytes`): the activations
 autograd saves during the forward (distinct storages, parameters and buffers left out), and the most
 the backward has allocated at once (the gradients and its temporaries).
@@ -18,14 +34,17 @@ the backward has allocated at once (the gradients and its temporaries).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.modules import module as module_hooks
 
 from torch_flops import memory
 from torch_flops.fallback import AtenCostMode, AtenTally
-from torch_flops.measure import tensors_in
+from torch_flops.measure import Probe, tensors_in
 from torch_flops.records import Cost
 from torch_flops.registry import CostRegistry
 
@@ -39,16 +58,19 @@ class AutogradOwners:
     def __init__(self) -> None:
         self.owners: dict[Any, str] = {}
 
-    def claim(self, name: str, output: Any) -> None:
-        """The autograd nodes ``output``'s tensors reach that no op has claimed are ``name``'s."""
+    def claim(self, name: str, output: Any) -> list[Any]:
+        """The autograd nodes ``output``'s tensors reach that no op has claimed are ``name``'s; return them."""
         stack = [t.grad_fn for t in tensors_in(output) if t.grad_fn is not None]
         owners = self.owners
+        claimed = []
         while stack:
             node = stack.pop()
             if node in owners:
                 continue
             owners[node] = name
+            claimed.append(node)
             stack.extend(next_node for next_node, _ in node.next_functions if next_node is not None)
+        return claimed
 
 
 class SavedTensors:
@@ -82,24 +104,67 @@ def _unpack(tensor: torch.Tensor) -> torch.Tensor:
 
 class BackwardCostMode(AtenCostMode):
     """The aten-level counter of a backward pass: every op is also charged to :attr:`owner`, the forward
-    op whose autograd node is running (set by the pre-hooks of :meth:`hooks`). With ``existing``, the
-    storages the backward allocates (gradients, temporaries) are followed: :attr:`peak_bytes`."""
+    op whose autograd node is running (set by the pre-hooks of :meth:`hooks`), in :attr:`by_owner`, or,
+    when it is recomputation, to the owner of the recomputed module in :attr:`recomputed` (see the
+    module's docstring). With ``existing``, the storages the backward allocates (gradients,
+    temporaries) are followed: :attr:`peak_bytes`. With ``probe``, :attr:`seconds` is the wall time
+    of each owner, read at every switch.
 
-    def __init__(self, registry: CostRegistry, owners: AutogradOwners, existing: Iterable[torch.Tensor] | None = None) -> None:
+    ``modules`` names the model's modules (``id(module)`` to qualified name) and ``recompute_owners``
+    the record a module's recomputation is charged to (qualified name to record name)."""
+
+    def __init__(
+        self, registry: CostRegistry, owners: AutogradOwners, existing: Iterable[torch.Tensor] | None = None,
+        probe: Probe | None = None, modules: Mapping[int, str] | None = None,
+        recompute_owners: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(registry, existing=existing)
         self.owners = owners
         self.owner = UNATTRIBUTED
         self.by_owner: dict[str, AtenTally] = {}
+        self.recomputed: dict[str, AtenTally] = {}
+        self.seconds: dict[str, float] | None = {} if probe is not None else None
+        self._probe = probe
+        self._clock = UNATTRIBUTED  # whose time is running
+        self._since = 0.0
+        self._modules = modules or {}
+        self._recompute_owners = recompute_owners or {}
+        self._running_modules: list[str] = []  # the owners of the modules whose forward runs (recomputation)
+        self._late_handles: list[Any] = []  # pre-hooks of the nodes a recomputation made
 
     def charge(self, label: str, cost: Cost | None) -> None:
         super().charge(label, cost)
-        tally = self.by_owner.get(self.owner)
+        if self._running_modules or torch.is_grad_enabled():  # recomputation
+            tallies, owner = self.recomputed, self._running_modules[-1] if self._running_modules else self.owner
+        else:
+            tallies, owner = self.by_owner, self.owner
+        tally = tallies.get(owner)
         if tally is None:
-            tally = self.by_owner[self.owner] = AtenTally()
+            tally = tallies[owner] = AtenTally()
         tally.charge(label, cost)
 
+    # -- the clock --------------------------------------------------------------------------------------
+    def _switch(self, owner: str) -> None:
+        """Give the time since the last switch to the owner that was running; ``owner`` runs from now."""
+        if self.seconds is not None:
+            now = self._probe.now()
+            self.seconds[self._clock] = self.seconds.get(self._clock, 0.0) + now - self._since
+            self._since = now
+        self._clock = owner
+
+    def start_clock(self) -> None:
+        if self._probe is not None:
+            self._since = self._probe.now()
+        self._clock = self.owner
+
+    def stop_clock(self) -> None:
+        self._switch(self.owner)
+
+    # -- hooks ------------------------------------------------------------------------------------------
     def _running(self, owner: str) -> Callable[[Any], None]:
         def hook(grad_outputs: Any) -> None:
+            self._running_modules.clear()  # no recomputation runs while an autograd node starts
+            self._switch(owner)
             self.owner = owner
 
         return hook
@@ -107,6 +172,43 @@ class BackwardCostMode(AtenCostMode):
     def hooks(self) -> list[Any]:
         """A pre-hook on every claimed autograd node; remove the returned handles when done."""
         return [node.register_prehook(self._running(owner)) for node, owner in self.owners.owners.items()]
+
+    def _enter(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        stack = self._running_modules
+        enclosing = stack[-1] if stack else self.owner
+        self._claim(enclosing, args)  # what ran before this module, outside any module it runs
+        owner = self._recompute_owners.get(self._modules.get(id(module), ""), "") or enclosing
+        stack.append(owner)
+        self._switch(owner)
+
+    def _exit(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        stack = self._running_modules
+        if not stack:
+            return
+        owner = stack.pop()
+        self._claim(owner, output)
+        self._switch(stack[-1] if stack else self.owner)
+
+    def _claim(self, owner: str, values: Any) -> None:
+        """The autograd nodes a recomputation made that ``values`` reach are ``owner``'s (a reentrant
+        checkpoint runs them: its backward is charged as the plain model's would be)."""
+        if torch.is_grad_enabled():
+            self._late_handles += [node.register_prehook(self._running(owner)) for node in self.owners.claim(owner, values)]
+
+    @contextlib.contextmanager
+    def module_hooks(self) -> Iterator[None]:
+        """Global module forward hooks that follow the modules a recomputation runs; the pre-hooks of the
+        autograd nodes it made are removed on leaving too."""
+        pre = module_hooks.register_module_forward_pre_hook(self._enter)
+        post = module_hooks.register_module_forward_hook(self._exit, always_call=True)  # also when it stops early
+        try:
+            yield
+        finally:
+            pre.remove()
+            post.remove()
+            for handle in self._late_handles:
+                handle.remove()
+            self._late_handles.clear()
 
 
 def default_loss(output: Any) -> torch.Tensor:
@@ -125,24 +227,63 @@ def default_loss(output: Any) -> torch.Tensor:
 
 def run_backward(
     loss: Any, targets: Iterable[torch.Tensor], registry: CostRegistry, owners: AutogradOwners,
-    existing: Iterable[torch.Tensor] = (),
+    existing: Iterable[torch.Tensor] = (), probe: Probe | None = None, modules: Mapping[int, str] | None = None,
+    recompute_owners: Mapping[str, str] | None = None,
 ) -> BackwardCostMode:
     """Compute the gradients of ``loss`` for ``targets`` under a :class:`BackwardCostMode` (following the
-    storages it allocates beyond ``existing``); return it. Nothing is written to ``.grad``."""
+    storages it allocates beyond ``existing``, timed with ``probe``); return it. Nothing is written to
+    ``.grad``: ``torch.autograd.grad``, or, when a reentrant checkpoint is in the graph (it refuses
+    ``grad``), ``torch.autograd.backward`` with every ``.grad`` it may write put back after."""
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
         raise ValueError(f"backward: the loss must be a one-element tensor that requires grad, got {_describe(loss)}")
     targets = list(targets)
     if not targets:
         raise ValueError("backward: no parameter or input requires grad, so there is nothing to differentiate")
-    mode = BackwardCostMode(registry, owners, existing=existing)
+    grad_output = torch.ones_like(loss)  # made here: the engine's own would be dispatched with grad mode on
+    reentrant, leaves = _graph_of(loss)
+    mode = BackwardCostMode(registry, owners, existing=existing, probe=probe, modules=modules, recompute_owners=recompute_owners)
     handles = mode.hooks()
     try:
-        with mode:
-            torch.autograd.grad(loss, targets, allow_unused=True)
+        with mode, mode.module_hooks():
+            mode.start_clock()
+            if reentrant:
+                _backward_keeping_grads(loss, grad_output, [*targets, *leaves])
+            else:
+                torch.autograd.grad(loss, targets, grad_output, allow_unused=True)
+            mode.stop_clock()
     finally:
         for handle in handles:
             handle.remove()
     return mode
+
+
+def _graph_of(loss: torch.Tensor) -> tuple[bool, list[torch.Tensor]]:
+    """Whether ``loss``'s autograd graph holds a reentrant checkpoint, and the leaf tensors it reaches."""
+    reentrant, leaves, seen = False, [], set()
+    stack = [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        reentrant = reentrant or type(node).__name__ == "CheckpointFunctionBackward"
+        variable = getattr(node, "variable", None)  # an AccumulateGrad node's leaf
+        if isinstance(variable, torch.Tensor):
+            leaves.append(variable)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return reentrant, leaves
+
+
+def _backward_keeping_grads(loss: torch.Tensor, grad_output: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+    """``torch.autograd.backward``, the ``.grad`` of ``tensors`` (the leaves it may write) as they were after."""
+    kept = {id(t): (t, t.grad) for t in tensors if t.is_leaf}
+    try:
+        for tensor, _ in kept.values():
+            tensor.grad = None  # nothing to add into: the gradient is stored, as grad() would return it
+        torch.autograd.backward(loss, grad_output)
+    finally:
+        for tensor, grad in kept.values():
+            tensor.grad = grad
 
 
 def _describe(value: Any) -> str:

@@ -327,9 +327,14 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
             backward = counter.total_backward_flops
             summary += (f"\nbackward: {backward:,} FLOPs; forward + backward: {counter.total_flops + backward:,} FLOPs "
                         f"({backward / counter.total_flops:.2f}x the forward)" if counter.total_flops else "")
+            recompute = counter.total_recompute_flops
+            if recompute:
+                summary += (f"\nrecompute (activation checkpointing, not in the backward): {recompute:,} FLOPs; "
+                            f"forward + backward + recompute: {counter.total_flops + backward + recompute:,} FLOPs")
             if counter.optimizer_step is not None:
                 step = counter.optimizer_step.flops
-                summary += f"\n{args.optimizer} step: {step:,} FLOPs; training step: {counter.total_flops + backward + step:,} FLOPs"
+                summary += (f"\n{args.optimizer} step: {step:,} FLOPs; training step: "
+                            f"{counter.total_flops + backward + recompute + step:,} FLOPs")
             memory = counter.training_memory()
             summary += (f"\ntraining memory: {memory.peak_bytes:,} B at most = parameters {memory.params_bytes:,} + optimizer "
                         f"state {memory.optimizer_state_bytes:,} + saved activations {memory.saved_activation_bytes:,} + "

@@ -193,6 +193,8 @@ class TorchFLOPsByFX:
         self.gpu_busy_fraction: float | None = None  # device time / wall time of the timed runs (CUDA)
         self.timing_note: str | None = None  # a limit of the last run's times (the profiler could not start)
         self.backward_unattributed: Cost | None = None  # backward FLOPs no forward op ran (the loss's)
+        self.recompute_unattributed: Cost | None = None  # recomputation charged to no forward op
+        self.backward_unattributed_ms: float | None = None  # backward time of no forward op (loss, engine)
         self.optimizer_step: Cost | None = None  # the FLOPs of one optimizer step, with optimizer=
         self._training_memory: TrainingMemory | None = None
         self._liveness: memory.Liveness | None = None
@@ -270,7 +272,10 @@ class TorchFLOPsByFX:
         floating outputs): the forward runs once with autograd, then the gradients of every parameter
         and input that requires grad are computed (``torch.autograd.grad``: no ``.grad`` is written) and
         each backward aten op is charged to the forward op whose autograd node ran it
-        (``NodeRecord.backward_flops``, :attr:`total_backward_flops`; :mod:`torch_flops.backward`).
+        (``NodeRecord.backward_flops``, :attr:`total_backward_flops`; :mod:`torch_flops.backward`), with
+        its wall time when ``timing`` (``NodeRecord.backward_time_ms``, :attr:`total_backward_time_ms`); the
+        forward that activation checkpointing runs again is counted apart (``NodeRecord.recompute_flops``,
+        :attr:`total_recompute_flops`).
         Modules are in eval mode, as for the forward count. It counts one step: no ``warmup`` or
         ``repeat``; on meta tensors it is shape-only, as :meth:`propagate_shapes`. ``optimizer`` (with
         ``backward=True``; a ``torch.optim`` SGD, Adam or AdamW class or instance) adds the FLOPs of its
@@ -339,6 +344,8 @@ class TorchFLOPsByFX:
     ) -> Any:
         self.records = []  # a failed run leaves no stale results behind
         self.backward_unattributed: Cost | None = None
+        self.recompute_unattributed: Cost | None = None
+        self.backward_unattributed_ms: float | None = None
         self.optimizer_step: Cost | None = None
         self._training_memory: TrainingMemory | None = None
         bound = model_inputs.bind(self.model, args, kwargs)
@@ -422,10 +429,17 @@ class TorchFLOPsByFX:
                     buffer.copy_(copy)
             if rng is not None:
                 rng.restore()
-        tallies = mode.by_owner
-        rest = tallies.get(backward_pass.UNATTRIBUTED)
+        rest = mode.by_owner.get(backward_pass.UNATTRIBUTED)
         self.backward_unattributed = rest.cost if rest is not None else Cost(0, 0)
-        self.records = [_with_backward(record, tallies.get(record.name)) for record in self.records]
+        rest = mode.recomputed.get(backward_pass.UNATTRIBUTED)
+        self.recompute_unattributed = rest.cost if rest is not None else Cost(0, 0)
+        seconds = mode.seconds
+        self.records = [_with_backward(record, mode.by_owner.get(record.name), mode.recomputed.get(record.name),
+                                       None if seconds is None else seconds.get(record.name, 0.0))
+                        for record in self.records]
+        named = {record.name for record in self.records}
+        self.backward_unattributed_ms = None if seconds is None else 1000.0 * sum(
+            s for owner, s in seconds.items() if owner not in named)
         trainable = [p for p in parameters if p.requires_grad]
         optimizer = step.optimizer
         priced = None if isinstance(optimizer, torch.optim.Optimizer) else trainable  # an instance has its own
@@ -460,7 +474,14 @@ class TorchFLOPsByFX:
                 raise RuntimeError(f"loss_fn {name} raised {type(error).__name__}: {error}") from error
         targets = [*(p for p in parameters if p.requires_grad), *(t for t in tensors_in(inputs) if t.requires_grad)]
         alive = [*parameters, *tensors_in(inputs), *tensors_in(output), loss, *saved.tensors]
-        mode = backward_pass.run_backward(loss, targets, self.registry, owners, existing=alive)
+        first_record: dict[str, str] = {}  # a module's recomputation is charged to its first record
+        for record in records:
+            if record.op not in ("placeholder", "output"):
+                first_record.setdefault(record.module_path, record.name)
+        mode = backward_pass.run_backward(
+            loss, targets, self.registry, owners, existing=alive, probe=probe if timing else None,
+            modules={id(module): path for path, module in named_modules(self.model)}, recompute_owners=first_record,
+        )
         self.records = records
         return output, mode, saved.bytes
 
@@ -476,6 +497,24 @@ class TorchFLOPsByFX:
         if self.backward_unattributed is None:
             raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
         return aggregate.total_backward_flops(self._require_records()) + self.backward_unattributed.flops
+
+    @property
+    def total_recompute_flops(self) -> int:
+        """FLOPs the last backward pass spent recomputing checkpointed forwards (not in
+        :attr:`total_backward_flops`; 0 without checkpointing)."""
+        if self.recompute_unattributed is None:
+            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
+        return aggregate.total_recompute_flops(self._require_records()) + self.recompute_unattributed.flops
+
+    @property
+    def total_backward_time_ms(self) -> float | None:
+        """Wall time of the last backward pass, the records' and the unattributed remainder's (``None``
+        when it was not timed: ``timing=False`` or shape-only)."""
+        if self.backward_unattributed is None:
+            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
+        if self.backward_unattributed_ms is None:
+            return None
+        return aggregate.total_backward_time_ms(self._require_records()) + self.backward_unattributed_ms
 
     def _run_repeated(
         self, graph: _Graph, bound: model_inputs.BoundInputs, inputs: list[Any], state: list[torch.Tensor], probe: Probe,
@@ -648,7 +687,8 @@ class TorchFLOPsByFX:
             return render.node_table(rows, unit, format, rates, known)
         total = self.total_flops if unit == "flops" else self.total_macs
         if view == "modules":
-            return render.module_table(rows, total, unit, format, rates, known, backward=self.backward_unattributed is not None)
+            return render.module_table(rows, total, unit, format, rates, known, backward=self.backward_unattributed is not None,
+                                       backward_time=self.backward_unattributed_ms is not None)
         return render.op_type_table(rows, total, unit, format, rates, known)
 
     def throughput_summary(self) -> throughput.Summary:
@@ -682,6 +722,9 @@ class TorchFLOPsByFX:
             "time_ms": aggregate.total_time_ms(records),
             "unsupported_nodes": len(aggregate.unsupported(records)),
         }
+        if self.backward_unattributed is not None:  # after a backward pass
+            totals |= {"backward_flops": self.total_backward_flops, "recompute_flops": self.total_recompute_flops,
+                       "backward_time_ms": self.total_backward_time_ms}
         return render.to_json_document(
             view, rows, model=type(self.model).__name__, inputs=self._input_info, totals=totals, unit=unit,
             extra={"leaf_modules": self.leaf_modules, "throughput": throughput.summary_fields(run)}, row_fields=row_fields,
@@ -742,13 +785,20 @@ def _clone_tensors(values: Any) -> Any:
     return pytree.tree_map_only(torch.Tensor, torch.Tensor.clone, values)
 
 
-def _with_backward(record: NodeRecord, tally: Any) -> NodeRecord:
-    """``record`` with the backward cost its autograd nodes ran (``tally``: ``None`` when they ran none)."""
-    if tally is None:
-        return dataclasses.replace(record, backward_flops=0, backward_macs=0)
-    if tally.unsupported:
-        return dataclasses.replace(record, backward_unsupported_ops=tuple(tally.unsupported))
-    return dataclasses.replace(record, backward_flops=tally.cost.flops, backward_macs=tally.cost.macs)
+def _with_backward(record: NodeRecord, tally: Any, recomputed: Any, seconds: float | None) -> NodeRecord:
+    """``record`` with the backward cost its autograd nodes ran and the recomputation charged to it
+    (``tally``, ``recomputed``: ``None`` when there was none), and their wall time (``None``: not timed)."""
+    fields: dict[str, Any] = {"backward_time_ms": None if seconds is None else 1000.0 * seconds}
+    unsupported = [*(tally.unsupported if tally is not None else ()), *(recomputed.unsupported if recomputed is not None else ())]
+    if unsupported:
+        fields["backward_unsupported_ops"] = tuple(dict.fromkeys(unsupported))
+    if tally is None or not tally.unsupported:
+        cost = tally.cost if tally is not None else Cost(0, 0)
+        fields |= {"backward_flops": cost.flops, "backward_macs": cost.macs}
+    if recomputed is None or not recomputed.unsupported:
+        cost = recomputed.cost if recomputed is not None else Cost(0, 0)
+        fields |= {"recompute_flops": cost.flops, "recompute_macs": cost.macs}
+    return dataclasses.replace(record, **fields)
 
 
 def _median_times(records: list[NodeRecord], runs: list[list[NodeRecord]]) -> list[NodeRecord]:

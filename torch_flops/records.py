@@ -95,6 +95,11 @@ class NodeRecord:
     ``backward_flops`` / ``backward_macs``: after ``propagate(..., backward=True)``, what the backward
     pass ran for this op's autograd nodes (``None`` without a backward pass, or when an aten op of its
     backward has no rule: then named in ``backward_unsupported_ops``); see :mod:`torch_flops.backward`.
+    ``recompute_flops`` / ``recompute_macs``: the forward that activation checkpointing ran again during
+    that backward, charged to this op (not in ``backward_flops``; 0 when nothing was recomputed, ``None``
+    without a backward pass or when an op of it has no rule). ``backward_time_ms``: the wall time of this
+    op's backward nodes and of the recomputation charged to it (``None`` without a backward pass, with
+    ``timing=False`` or shape-only).
     """
 
     name: str
@@ -121,6 +126,9 @@ class NodeRecord:
     backward_macs: int | None = None
     backward_unsupported_ops: tuple[str, ...] = ()
     host_time_ms: float | None = None
+    backward_time_ms: float | None = None
+    recompute_flops: int | None = None
+    recompute_macs: int | None = None
 
     @property
     def arithmetic_intensity(self) -> float | None:

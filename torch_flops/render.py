@@ -207,10 +207,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], kind: str, ali
 
 
 def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text",
-                 throughput: Sequence[Any] | None = None, peaks_known: bool = False, backward: bool = False) -> str:
+                 throughput: Sequence[Any] | None = None, peaks_known: bool = False, backward: bool = False,
+                 backward_time: bool = False) -> str:
     """Module | Class | <unit> (inclusive) | self <unit> | % of total | Params | Time (ms), the
-    inclusive backward FLOPs after a backward pass (``backward``, unit FLOPs), and the throughput
-    columns when ``throughput`` is given (:func:`add_throughput_columns`)."""
+    inclusive backward FLOPs after a backward pass (``backward``, unit FLOPs), the recomputation FLOPs
+    when any module has some, the backward time after a timed one (``backward_time``), and the
+    throughput columns when ``throughput`` is given (:func:`add_throughput_columns`)."""
     check_choice("unit", unit, UNITS)
     check_choice("kind", kind, VIEW_KINDS[:3])
     label = _unit_label(unit)
@@ -223,12 +225,25 @@ def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str
         table.append([name, row.module_class, value, own, _percent(value, total), row.params, row.time_ms])
     align = ["left", "left"] + ["right"] * 5
     if backward and unit == "flops":
-        headers.insert(4, "Backward FLOPs")
-        align.insert(4, "right")
-        for cells, row in zip(table, rows):
-            cells.insert(4, row.backward_flops)
+        extra = [("Backward FLOPs", lambda row: row.backward_flops)]
+        if any(row.recompute_flops for row in rows):
+            extra.append(("Recompute FLOPs", lambda row: row.recompute_flops))
+        _insert_columns(headers, table, align, rows, 4, extra)
+    if backward_time:
+        _insert_columns(headers, table, align, rows, headers.index("Time (ms)") + 1,
+                        [("Backward time (ms)", lambda row: row.backward_time_ms)])
     add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
     return _table(headers, table, kind, align)
+
+
+def _insert_columns(headers: list[str], table: list[list[Any]], align: list[str], rows: Sequence[Any], at: int,
+                    columns: Sequence[tuple[str, Callable[[Any], Any]]]) -> None:
+    """Insert right-aligned ``(header, value of a row)`` columns at position ``at``, in place."""
+    for offset, (header, value) in enumerate(columns):
+        headers.insert(at + offset, header)
+        align.insert(at + offset, "right")
+        for cells, row in zip(table, rows):
+            cells.insert(at + offset, value(row))
 
 
 def op_type_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text",
@@ -267,11 +282,13 @@ def node_table(records: Sequence[NodeRecord], unit: str = "flops", kind: str = "
         for row, r in zip(table, records):
             value = r.backward_flops if unit == "flops" else r.backward_macs
             row.insert(6, value if not r.backward_unsupported_ops else ("" if kind == "csv" else "unsupported"))
+        if any(r.recompute_flops for r in records):
+            _insert_columns(headers, table, align, records, 7, [(
+                f"Recompute {label}", lambda r: r.recompute_flops if unit == "flops" else r.recompute_macs)])
+    if any(r.backward_time_ms is not None for r in records):  # after a timed backward
+        _insert_columns(headers, table, align, records, len(headers), [("Backward time (ms)", lambda r: r.backward_time_ms)])
     if any(r.host_time_ms is not None for r in records):  # device time from the profiler's records
-        headers.append("Host time (ms)")
-        align.append("right")
-        for row, r in zip(table, records):
-            row.append(r.host_time_ms)
+        _insert_columns(headers, table, align, records, len(headers), [("Host time (ms)", lambda r: r.host_time_ms)])
     add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
     return _table(headers, table, kind, align)
 
