@@ -146,3 +146,47 @@ def test_a_profiled_run_times_nodes_and_calls_inside_leaves(monkeypatch: pytest.
     assert all(r.host_time_ms is not None and r.host_time_ms > 0 and r.time_ms > 0 for r in ops)
     assert counter.timing_note is None and counter.gpu_busy_fraction is None  # no device activity on CPU
     assert "Host time (ms)" in counter.report("nodes", "csv").splitlines()[0]
+
+
+def _marker(number: int, ts: float, tid: int) -> dict:
+    return {"ph": "X", "cat": "user_annotation", "name": f"torch_flops::mark::{number}", "pid": 1, "tid": tid,
+            "ts": ts, "dur": 0.5, "args": {}}
+
+
+def _launched(correlation: int, ts: float, tid: int, duration: float) -> list[dict]:
+    return [{"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": tid, "ts": ts, "dur": 3,
+             "args": {"correlation": correlation}},
+            {"ph": "X", "cat": "kernel", "name": "k", "pid": 0, "tid": 7, "ts": ts + 50, "dur": duration,
+             "args": {"correlation": correlation}}]
+
+
+def test_markers_split_what_any_thread_launched_between_them() -> None:
+    """The backward's owner switches: marker 0 on the main thread, 1 to 3 on autograd's thread (200);
+    a launch before the first marker and one after the last count in no stretch."""
+    events = [_marker(0, 100, 100), _marker(1, 150, 200), _marker(2, 300, 200), _marker(3, 400, 100)]
+    events += _launched(1, 90, 100, 4) + _launched(2, 160, 200, 20) + _launched(3, 250, 200, 5)
+    events += _launched(4, 310, 200, 7) + _launched(5, 410, 100, 9)
+    times = attribute(events)
+    assert times.between_markers_ms(0, 1) == 0.0
+    assert times.between_markers_ms(1, 2) == pytest.approx((20 + 5) / 1000)
+    assert times.between_markers_ms(2, 3) == pytest.approx(7 / 1000)
+    assert times.between_markers_ms(0, 3) == pytest.approx((20 + 5 + 7) / 1000)
+    assert times.device_ms == {} and times.markers[3] - times.markers[0] == pytest.approx(0.300)
+
+
+def test_a_profiled_backward_gives_each_op_its_stretch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backward's clock with the probe CUDA runs get, on CPU (markers a stretch apart in time): every
+    op with a backward gets a positive time and the times add up to no more than the wall time."""
+    from torch_flops import TorchFLOPsByFX
+    from torch_flops import engine
+
+    monkeypatch.setattr(engine.device_time, "probe_for", lambda device, name: ProfiledProbe(device, name))
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16))
+    counter = TorchFLOPsByFX(model)
+    before = time.perf_counter()
+    counter.propagate(torch.randn(8, 64), backward=True)
+    wall_ms = (time.perf_counter() - before) * 1000
+    times = {r.name: r.backward_time_ms for r in counter.records}
+    assert all(times[name] > 0 for name in ("_0", "_1", "_2")) and times["output"] == 0.0
+    assert sum(times.values()) + counter.backward_unattributed_ms <= wall_ms
+    assert counter.timing_note is None

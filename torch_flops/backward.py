@@ -11,11 +11,12 @@ Only what autograd runs is counted: a frozen parameter (``requires_grad=False``)
 gradient, an input that does not require grad no input gradient. The gradients are computed with
 ``torch.autograd.grad`` for the parameters and inputs that require grad, so no ``.grad`` is written.
 
-Time (with a :class:`~torch_flops.measure.Probe`): the wall clock is read at every owner switch, and
-the span since the last switch goes to the owner that was running (:attr:`BackwardCostMode.seconds`);
-the last span runs to the end of the backward. On CUDA each read synchronises the device, so a
-backward node's time is its kernels' and the queue is drained at every switch; CUDA device time per
-backward node (events, no synchronisation) is a later step.
+Time (with a :class:`~torch_flops.measure.Probe`): a marker is set at every owner switch, and the
+stretch from one marker to the next goes to the owner that was running (:attr:`BackwardCostMode.seconds`);
+the last runs to the end of the backward. On CPU a marker is ``perf_counter``. On CUDA it is a
+zero-length profiler range, and a stretch's time is the device time of the kernels launched in it, on
+any thread (autograd runs a CUDA backward on its own thread; :mod:`torch_flops.device_time`): no
+synchronisation, the queue runs as in a plain backward.
 
 Recomputation (activation checkpointing): the backward runs with grad mode off (no ``create_graph``),
 while ``torch.utils.checkpoint`` runs its function again under ``torch.enable_grad()`` (reentrant or
@@ -126,7 +127,7 @@ class BackwardCostMode(AtenCostMode):
         self.seconds: dict[str, float] | None = {} if probe is not None else None
         self._probe = probe
         self._clock = UNATTRIBUTED  # whose time is running
-        self._since = 0.0
+        self._marks: list[tuple[str, Any]] = []  # (the owner whose time starts, the probe's marker)
         self._modules = modules or {}
         self._recompute_owners = recompute_owners or {}
         self._running_modules: list[str] = []  # the owners of the modules whose forward runs (recomputation)
@@ -145,20 +146,27 @@ class BackwardCostMode(AtenCostMode):
 
     # -- the clock --------------------------------------------------------------------------------------
     def _switch(self, owner: str) -> None:
-        """Give the time since the last switch to the owner that was running; ``owner`` runs from now."""
-        if self.seconds is not None:
-            now = self._probe.now()
-            self.seconds[self._clock] = self.seconds.get(self._clock, 0.0) + now - self._since
-            self._since = now
+        """``owner`` runs from now: a marker of the probe starts its time (read by :meth:`read_clock`)."""
+        if self._probe is not None and owner != self._clock:
+            self._marks.append((owner, self._probe.marker()))
         self._clock = owner
 
     def start_clock(self) -> None:
-        if self._probe is not None:
-            self._since = self._probe.now()
         self._clock = self.owner
+        if self._probe is not None:
+            self._marks.append((self.owner, self._probe.marker()))
 
     def stop_clock(self) -> None:
-        self._switch(self.owner)
+        if self._probe is not None:
+            self._marks.append((UNATTRIBUTED, self._probe.marker()))
+
+    def read_clock(self) -> None:
+        """Fill :attr:`seconds`: each stretch from one marker to the next is its owner's (call after the
+        probe's ``finish``)."""
+        if self._probe is None or self.seconds is None:
+            return
+        for (owner, start), (_, end) in zip(self._marks, self._marks[1:]):
+            self.seconds[owner] = self.seconds.get(owner, 0.0) + self._probe.between_ms(start, end) / 1000.0
 
     # -- hooks ------------------------------------------------------------------------------------------
     def _running(self, owner: str) -> Callable[[Any], None]:
@@ -245,6 +253,8 @@ def run_backward(
     handles = mode.hooks()
     try:
         with mode, mode.module_hooks():
+            if probe is not None:
+                probe.start()
             mode.start_clock()
             if reentrant:
                 _backward_keeping_grads(loss, grad_output, [*targets, *leaves])
@@ -254,6 +264,9 @@ def run_backward(
     finally:
         for handle in handles:
             handle.remove()
+    if probe is not None:
+        probe.finish()
+        mode.read_clock()
     return mode
 
 

@@ -24,7 +24,7 @@ import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,6 +32,7 @@ import torch
 from torch_flops.measure import Probe
 
 SPAN_PREFIX = "torch_flops::"
+MARKER_PREFIX = "torch_flops::mark::"
 DEVICE_CATEGORIES = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
 LAUNCH_CATEGORIES = frozenset({"cuda_runtime", "cuda_driver"})
 SPAN_CATEGORY = "user_annotation"
@@ -45,6 +46,20 @@ class SpanTimes:
     host_ms: dict[int, float]
     device_total_ms: float  # every device activity in the trace, inside a span or not
     wall_ms: float
+    markers: dict[int, float] = field(default_factory=dict)  # marker number -> its time, in ms on the trace's clock
+    marker_device_ms: dict[int, float] = field(default_factory=dict)  # launched from a marker until the next
+
+    def __post_init__(self) -> None:
+        order = sorted(self.markers, key=self.markers.__getitem__)
+        running = [0.0]
+        for number in order:
+            running.append(running[-1] + self.marker_device_ms.get(number, 0.0))
+        object.__setattr__(self, "_position", {number: i for i, number in enumerate(order)})
+        object.__setattr__(self, "_running", running)
+
+    def between_markers_ms(self, start: int, end: int) -> float:
+        """Device time launched (on any thread) from marker ``start`` until marker ``end``."""
+        return self._running[self._position[end]] - self._running[self._position[start]]
 
     @property
     def busy_fraction(self) -> float | None:
@@ -56,6 +71,7 @@ def attribute(events: Iterable[Mapping[str, Any]]) -> SpanTimes:
     """Device and host time of every ``torch_flops::<n>`` span among a Chrome trace's ``traceEvents``
     (microsecond ``ts``/``dur``, as ``torch.profiler`` exports them); see the module docstring."""
     spans: list[tuple[Any, float, float, int]] = []  # (thread, start, end, number)
+    markers: list[tuple[float, int]] = []  # (ts, number)
     launches: dict[Any, tuple[Any, float]] = {}  # correlation -> (thread, ts)
     device: list[tuple[Any, float, float]] = []  # (correlation, start, duration)
     for event in events:
@@ -64,7 +80,9 @@ def attribute(events: Iterable[Mapping[str, Any]]) -> SpanTimes:
         category = event.get("cat")
         if category == SPAN_CATEGORY:
             name = event.get("name", "")
-            if name.startswith(SPAN_PREFIX) and name[len(SPAN_PREFIX):].isdigit():
+            if name.startswith(MARKER_PREFIX) and name[len(MARKER_PREFIX):].isdigit():
+                markers.append((float(event["ts"]), int(name[len(MARKER_PREFIX):])))
+            elif name.startswith(SPAN_PREFIX) and name[len(SPAN_PREFIX):].isdigit():
                 start = float(event["ts"])
                 spans.append((_thread(event), start, start + float(event.get("dur", 0.0)), int(name[len(SPAN_PREFIX):])))
         elif category in LAUNCH_CATEGORIES:
@@ -100,14 +118,26 @@ def attribute(events: Iterable[Mapping[str, Any]]) -> SpanTimes:
             inside = sums[thread][hi] - sums[thread][lo]
         device_ms[number] = device_ms.get(number, 0.0) + inside / 1000.0
 
+    # markers: what any thread launched from one marker until the next (the backward's owner switches)
+    markers.sort()
+    marker_times = [ts for ts, _ in markers]
+    marker_device: dict[int, float] = {number: 0.0 for _, number in markers}
+    for correlation, _, duration in device:
+        found = launches.get(correlation) if correlation is not None else None
+        if found is not None and markers:
+            index = bisect.bisect_right(marker_times, found[1]) - 1
+            if index >= 0:
+                marker_device[markers[index][1]] += duration / 1000.0
+
     device_total = sum(duration for _, _, duration in device)
-    if spans:
-        first = min([start for _, start, _, _ in spans] + [start for _, start, _ in device])
-        last = max([end for _, _, end, _ in spans] + [start + duration for _, start, duration in device])
+    if spans or markers:
+        first = min([ts for ts, _ in markers] + [start for _, start, _, _ in spans] + [start for _, start, _ in device])
+        last = max([ts for ts, _ in markers] + [end for _, _, end, _ in spans] + [start + duration for _, start, duration in device])
         wall = last - first
     else:
         wall = 0.0
-    return SpanTimes(device_ms, host_ms, device_total / 1000.0, wall / 1000.0)
+    return SpanTimes(device_ms, host_ms, device_total / 1000.0, wall / 1000.0,
+                     {number: ts / 1000.0 for ts, number in markers}, marker_device)
 
 
 def read_trace(path: str | os.PathLike[str]) -> SpanTimes:
@@ -202,6 +232,27 @@ class ProfiledProbe(Probe):
         finally:
             os.remove(path)
         self.runs.append(self._times)
+
+    def marker(self) -> Any:
+        """A zero-length range ``torch_flops::mark::<n>``: on CUDA, :meth:`between_ms` of two markers is the
+        device time of what any thread launched between them (the backward's autograd thread)."""
+        if self._profiler is None and not self._failed:
+            self._start_profiler()
+        if self._profiler is None:
+            return super().marker()
+        number = self._next
+        self._next += 1
+        with torch.profiler.record_function(f"{MARKER_PREFIX}{number}"):
+            pass
+        return number
+
+    def between_ms(self, start: Any, end: Any) -> float:
+        """On CUDA the device time launched between two markers; on CPU the time between them."""
+        if isinstance(start, int) and isinstance(end, int) and self._times is not None:
+            if self.on_cuda:
+                return self._times.between_markers_ms(start, end)
+            return self._times.markers[end] - self._times.markers[start]
+        return super().between_ms(start, end)
 
     def elapsed_ms(self, span: Any) -> float:
         """The span's device time (on CPU, where ops run as they are dispatched, its host time)."""

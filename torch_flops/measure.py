@@ -103,6 +103,16 @@ class Probe:
             return start.elapsed_time(end)
         return (end - start) * 1000.0
 
+    def marker(self) -> Any:
+        """A point in time that starts or ends a stretch read with :meth:`between_ms` after
+        :meth:`finish` (the backward's owner switches): ``perf_counter`` seconds, after the device has
+        finished queued work."""
+        return self.now()
+
+    def between_ms(self, start: Any, end: Any) -> float:
+        """Milliseconds from one :meth:`marker` to a later one."""
+        return (end - start) * 1000.0
+
     def host_ms(self, span: Any) -> float | None:
         """The CPU time to dispatch a span, when it is known apart from its time (not with plain marks)."""
         return None
