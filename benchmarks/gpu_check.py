@@ -512,6 +512,24 @@ def real_step(model: nn.Module, inputs: dict[str, torch.Tensor], make_inputs: Ca
     return result
 
 
+def backward_kernel_ms(model: nn.Module, inputs: dict[str, torch.Tensor], device: torch.device) -> float | None:
+    """Kernel time of a plain backward: a profiled forward + backward less a profiled forward (medians)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def forward() -> torch.Tensor:
+        return floating_sum(model(**inputs))
+
+    def both() -> None:
+        torch.autograd.grad(forward(), trainable)
+    for _ in range(2):
+        both()
+    fwd = [kernel_time_ms(forward, device)[0] for _ in range(3)]
+    total = [kernel_time_ms(both, device)[0] for _ in range(3)]
+    if None in fwd or None in total:
+        return None
+    return statistics.median(total) - statistics.median(fwd)
+
+
 def section_training_memory(s: Section, device: torch.device, quick: bool) -> None:
     cuda = cuda_ok(device)
     if not cuda:
@@ -534,7 +552,10 @@ def section_training_memory(s: Section, device: torch.device, quick: bool) -> No
             ours_fwd, ours_bwd = counter.total_flops, counter.total_backward_flops
             opt_flops = counter.optimizer_step.flops if counter.optimizer_step is not None else None
             unsupported_bwd = sorted({op for r in counter.records for op in r.backward_unsupported_ops})
+            bwd_ms = sum(r.backward_time_ms or 0.0 for r in counter.records) + (counter.backward_unattributed_ms or 0.0)
+            bwd_top = sorted(counter.records, key=lambda r: -(r.backward_time_ms or 0.0))[:3]
             del counter
+            bwd_kernel = backward_kernel_ms(model, inputs, device) if cuda else None
             input_bytes = sum(v.numel() * v.element_size() for v in inputs.values())
             rows = {}
             for foreach in (None, False):
@@ -557,6 +578,9 @@ def section_training_memory(s: Section, device: torch.device, quick: bool) -> No
                    "bwd GFLOPs ours": ours_bwd / 1e9, "bwd GFLOPs FCM": real["fcm backward"] / 1e9,
                    "bwd ours/FCM": ours_bwd / real["fcm backward"] if real["fcm backward"] else None,
                    "AdamW MFLOPs ours": opt_flops / 1e6 if opt_flops is not None else None,
+                   "bwd ms ours (per op + rest)": bwd_ms, "bwd kernel ms (plain)": bwd_kernel,
+                   "bwd ours/kernel": bwd_ms / bwd_kernel if bwd_kernel else None,
+                   "top3 bwd ops ms": "; ".join(f"{r.name} {r.backward_time_ms or 0.0:.3f}" for r in bwd_top),
                    "bwd unsupported ops": ", ".join(unsupported_bwd) or "none"}
             del model, inputs
             free(device)
@@ -565,7 +589,9 @@ def section_training_memory(s: Section, device: torch.device, quick: bool) -> No
     s.notes.append("measured peak: max_memory_allocated of forward + loss.backward() + AdamW.step() on a deepcopy of the "
                    "model, above a baseline holding both models and the inputs, plus the parameters' bytes (the analytic "
                    "peak counts them); loss = fp32 sum of the logits/output; FCM = torch.utils.flop_counter.FlopCounterMode "
-                   "(matmul/conv/attention only, 2k per product: ours count every op, 2k-1)")
+                   "(matmul/conv/attention only, 2k per product: ours count every op, 2k-1); bwd ms ours: the records' "
+                   "backward_time_ms (device time between owner switches, from the profiler's records) plus the "
+                   "unattributed rest, against the kernel time of a plain backward (target near 1)")
 
 
 # -- section 5 -------------------------------------------------------------------------------------------

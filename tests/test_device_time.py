@@ -190,3 +190,17 @@ def test_a_profiled_backward_gives_each_op_its_stretch(monkeypatch: pytest.Monke
     assert all(times[name] > 0 for name in ("_0", "_1", "_2")) and times["output"] == 0.0
     assert sum(times.values()) + counter.backward_unattributed_ms <= wall_ms
     assert counter.timing_note is None
+
+
+@pytest.mark.cuda
+def test_cuda_forward_and_backward_get_device_times(cuda_device: torch.device) -> None:
+    """On CUDA: every forward op has a device time and a host time, every op with a backward a backward
+    device time, and the profiler left no session behind."""
+    from torch_flops import TorchFLOPsByFX
+
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).to(cuda_device)
+    counter = TorchFLOPsByFX(model)
+    counter.propagate(torch.randn(64, 256, device=cuda_device), backward=True)
+    ops = [r for r in counter.records if r.op == "call_module"]
+    assert all(r.time_ms > 0 and r.host_time_ms > 0 and r.backward_time_ms > 0 for r in ops)
+    assert counter.timing_note is None and not device_time.profiler_active()
