@@ -227,6 +227,8 @@ class GraphRunner:
         if self.output_node is not None:
             self.producers[self._output_index] = _reads(self.output_node, self.slot)
         self.last_use = self._last_uses()
+        # the memory a value holds lives until its last use, except the inputs: the caller holds them
+        self.live_until = [len(self.nodes) if node.op == "placeholder" else last for node, last in zip(self.nodes, self.last_use)]
         step_at = {step.index: step for step in self.steps}
         frees: dict[int, list[int]] = {}
         for i, last in enumerate(self.last_use):
@@ -487,7 +489,7 @@ class GraphRunner:
                     measured[i]["host_time_ms"] = host
         for i, counting in countings.items():
             costs[i], details[i] = counting.result()
-        live = memory.liveness(produced, self.last_use, model_state, inner_peaks)
+        live = memory.liveness(produced, self.live_until, model_state, inner_peaks)
         return output, self._records(shapes, costs, details, _shapes(output), hidden, measured, live.live_after), live
 
     def _state_tensors(self) -> list[torch.Tensor]:
