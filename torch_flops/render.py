@@ -132,6 +132,10 @@ class LayerTotal:
     macs: int
     flops: int
     params: int
+    backward_flops: int = 0
+    backward_macs: int = 0
+    recompute_flops: int = 0
+    recompute_macs: int = 0
 
 
 def _layer_numbers(value: int, total: int, fmt: str, kind: str) -> str | int:
