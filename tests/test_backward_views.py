@@ -7,13 +7,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from torch_flops import TorchFLOPsByFX, profile, render
+from torch_flops import TorchFLOPsByFX, cli, profile, render
 
 torch.manual_seed(0)
 
@@ -213,3 +214,27 @@ def test_profile_with_a_backward_shows_the_backward_macs() -> None:
     assert "Backward MACs" in info.summary().splitlines()[0]
     assert "Backward" not in profile(chain(), torch.randn(8, 64), verbose=False)[2].summary()
 
+
+FACTORY = """
+from torch import nn
+
+
+def make_chain():
+    return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16))
+"""
+
+
+def test_cli_train_prints_forward_backward_and_total_in_flops_and_macs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "chain_models.py"
+    path.write_text(FACTORY)
+    spec = [f"{path}:make_chain", "--input-shape", "8,64", "--train"]
+    assert cli.main([*spec, "--view", "ops", "--unit", "macs"]) == 0
+    out = capsys.readouterr().out
+    (ff, fm), (bf, bm) = whole(FORWARD), whole(BACKWARD)
+    assert (f"forward {ff:,} FLOPs ({fm:,} MACs) + backward {bf:,} FLOPs ({bm:,} MACs) = "
+            f"{ff + bf:,} FLOPs ({fm + bm:,} MACs)") in out
+    assert "Backward MACs" in out.splitlines()[0]
+    assert cli.main([*spec, "--view", "layers", "--format", "csv"]) == 0
+    layers = csv_columns(capsys.readouterr().out, 0, "FLOPs", "Backward FLOPs", "Total FLOPs")
+    assert layers["Total"] == (ff, bf, ff + bf)
