@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import SmallConvNet, has_branchy_identity
-from torch_flops import TorchFLOPsByFX
+from torch_flops import TorchFLOPsByFX, render
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -84,7 +84,7 @@ def test_every_view_in_every_format_names_its_unit(resnet18: TorchFLOPsByFX, vie
     macs_header = resnet18.report(view, "text", depth=1, unit="macs").splitlines()[0]
     assert "MACs" in macs_header and "FLOPs" not in macs_header
     document = json.loads(resnet18.report(view, "json", depth=1))
-    assert document["schema"] == "torch_flops/result" and document["version"] == 2  # 2: leaf_node in node rows, module_costs gone
+    assert document["schema"] == "torch_flops/result" and document["version"] == render.SCHEMA_VERSION
     assert document["torch_version"] == torch.__version__ and document["view"] == view
     assert document["inputs"] == [{"name": "x", "shape": [1, 3, 224, 224], "dtype": "float32"}]
     assert document["totals"]["flops"] == 3_640_289_280 and document["totals"]["params"] == 11_689_512

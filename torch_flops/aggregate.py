@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch_flops.records import LayerRecord, NodeRecord, Shape, Status
+from torch_flops.records import AtenOpCost, LayerRecord, NodeRecord, Shape, Status
 
 
 def total_flops(records: Sequence[NodeRecord]) -> int:
@@ -24,9 +24,23 @@ def total_backward_flops(records: Sequence[NodeRecord]) -> int:
     return sum(r.backward_flops for r in records if r.backward_flops is not None)
 
 
+def total_backward_macs(records: Sequence[NodeRecord]) -> int:
+    return sum(r.backward_macs for r in records if r.backward_macs is not None)
+
+
 def total_recompute_flops(records: Sequence[NodeRecord]) -> int:
     """Sum of the recomputation FLOPs charged to the records (0 without checkpointing or backward)."""
     return sum(r.recompute_flops for r in records if r.recompute_flops is not None)
+
+
+def total_recompute_macs(records: Sequence[NodeRecord]) -> int:
+    return sum(r.recompute_macs for r in records if r.recompute_macs is not None)
+
+
+def has_backward(records: Sequence[NodeRecord]) -> bool:
+    """Whether the records come from ``propagate(..., backward=True)`` (a backward FLOPs value, or the
+    aten ops of a backward that no rule priced)."""
+    return any(r.backward_flops is not None or r.backward_unsupported_ops for r in records)
 
 
 def total_backward_time_ms(records: Sequence[NodeRecord]) -> float:
@@ -75,6 +89,10 @@ class _Layer:
     flops: int = 0
     params: int = 0
     unsupported: list[str] = field(default_factory=list)
+    backward_flops: int = 0
+    backward_macs: int = 0
+    recompute_flops: int = 0
+    recompute_macs: int = 0
 
 
 def _scopes(path: str) -> list[str]:
@@ -105,7 +123,9 @@ def _fill_first_call_shapes(records: Sequence[NodeRecord], layers: dict[str, _La
 
 @dataclass(frozen=True)
 class Charge:
-    """One op's cost charged to a module: the module whose own ``forward`` ran it."""
+    """One op's cost charged to a module: the module whose own ``forward`` ran it. ``op_type`` is the
+    op-type row it is charged to (:func:`charged_op_type`; ``None`` for a ``get_attr``, which has none)
+    and ``aten_costs`` the aten ops a node the fallback counted ran, which that view lists apart."""
 
     path: str
     module_class: str
@@ -117,6 +137,10 @@ class Charge:
     moved_bytes: int = 0  # read + written
     backward_time_ms: float = 0.0
     recompute_flops: int = 0
+    backward_macs: int = 0
+    recompute_macs: int = 0
+    op_type: str | None = None
+    aten_costs: tuple[AtenOpCost, ...] = ()
 
 
 def _within(path: str, scope: str) -> bool:
@@ -140,7 +164,9 @@ def charges(records: Sequence[NodeRecord], root_class: str, whole: Collection[st
             path, cls = scope, ""
         unsupported = unsupported_label(r) if r.status is Status.UNSUPPORTED and scope is None else None
         found.append(Charge(path, cls, r.flops or 0, r.macs or 0, r.time_ms or 0.0, unsupported, r.backward_flops or 0,
-                            r.read_bytes + r.written_bytes, r.backward_time_ms or 0.0, r.recompute_flops or 0))
+                            r.read_bytes + r.written_bytes, r.backward_time_ms or 0.0, r.recompute_flops or 0,
+                            r.backward_macs or 0, r.recompute_macs or 0,
+                            None if r.op == "get_attr" else charged_op_type(r), r.aten_costs))
     return found
 
 
@@ -166,6 +192,10 @@ def by_layer(
             layer = layers[charge.path] = _Layer(charge.path, charge.module_class)
         layer.macs += charge.macs if charge.path not in macs_override else 0
         layer.flops += charge.flops
+        layer.backward_flops += charge.backward_flops
+        layer.backward_macs += charge.backward_macs
+        layer.recompute_flops += charge.recompute_flops
+        layer.recompute_macs += charge.recompute_macs
         if charge.unsupported is not None:
             layer.unsupported.append(charge.unsupported)
     for path, macs in macs_override.items():
@@ -191,6 +221,10 @@ def by_layer(
             flops=layer.flops,
             params=layer.params,
             unsupported=tuple(dict.fromkeys(layer.unsupported)),
+            backward_flops=layer.backward_flops,
+            backward_macs=layer.backward_macs,
+            recompute_flops=layer.recompute_flops,
+            recompute_macs=layer.recompute_macs,
         )
         for layer in layers.values()
     ]
@@ -203,7 +237,8 @@ class ModuleRow:
 
     ``flops`` / ``macs`` / ``time_ms`` / ``params`` are inclusive (the module and everything inside it);
     ``self_flops`` / ``self_macs`` are the ops its own ``forward`` ran, plus, for a row at the depth
-    limit, everything below it. So at any depth the ``self_*`` column sums to the total.
+    limit, everything below it. So at any depth the ``self_*`` column sums to the total. The backward
+    fields, inclusive too, are 0 without a backward pass.
     """
 
     path: str
@@ -218,17 +253,26 @@ class ModuleRow:
     backward_flops: int = 0  # inclusive, after propagate(..., backward=True)
     backward_time_ms: float = 0.0  # inclusive, after a timed backward
     recompute_flops: int = 0  # inclusive: activation checkpointing's recomputation in the backward
+    backward_macs: int = 0
+    recompute_macs: int = 0
 
 
 @dataclass(frozen=True)
 class OpTypeRow:
-    """One op type (``nn.Conv2d``, ``operator.add``, ``aten.mm`` ...) of the op-type view."""
+    """One op type (``nn.Conv2d``, ``operator.add``, ``aten.mm`` ...) of the op-type view. The backward
+    fields (0 without a backward pass) are those of the nodes of this type: a node the fallback counted
+    books its backward, like its time, on its first aten op."""
 
     op_type: str
     count: int
     flops: int
     macs: int
     time_ms: float
+    backward_flops: int = 0
+    backward_macs: int = 0
+    recompute_flops: int = 0
+    recompute_macs: int = 0
+    backward_time_ms: float = 0.0
 
 
 def _depth(path: str) -> int:
@@ -249,7 +293,7 @@ def by_module(
     if depth is not None and depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
     classes: dict[str, str] = {**(module_classes or {}), "": root_class}
-    inclusive: dict[str, list[float]] = {"": [0, 0, 0.0, 0, 0.0, 0]}
+    inclusive: dict[str, list[float]] = {"": [0, 0, 0.0, 0, 0.0, 0, 0, 0]}
     own: dict[str, list[int]] = {}
     first: dict[str, int] = {"": 0}
     for i, charge in enumerate(charges(records, root_class)):
@@ -262,19 +306,22 @@ def by_module(
         own[path][0] += charge.flops
         own[path][1] += charge.macs
         for scope in [*_scopes(path), ""]:
-            totals = inclusive.setdefault(scope, [0, 0, 0.0, 0, 0.0, 0])
+            totals = inclusive.setdefault(scope, [0, 0, 0.0, 0, 0.0, 0, 0, 0])
             totals[0] += charge.flops
             totals[1] += charge.macs
             totals[2] += charge.time_ms
             totals[3] += charge.backward_flops
             totals[4] += charge.backward_time_ms
             totals[5] += charge.recompute_flops
+            totals[6] += charge.backward_macs
+            totals[7] += charge.recompute_macs
     params_inclusive: dict[str, int] = {}
     for owner, count in (params_by_path or {}).items():
         for scope in [*_scopes(owner), ""]:
             params_inclusive[scope] = params_inclusive.get(scope, 0) + count
     rows = []
-    for path, (flops, macs, time_ms, backward_flops, backward_time_ms, recompute_flops) in inclusive.items():
+    for path, (flops, macs, time_ms, backward_flops, backward_time_ms, recompute_flops, backward_macs,
+               recompute_macs) in inclusive.items():
         level = _depth(path)
         if depth is not None and level > depth:
             continue
@@ -283,7 +330,7 @@ def by_module(
         rows.append(
             ModuleRow(path, classes.get(path, ""), level, int(flops), int(self_flops), int(macs), int(self_macs),
                       params_inclusive.get(path, 0), float(time_ms), int(backward_flops), float(backward_time_ms),
-                      int(recompute_flops))
+                      int(recompute_flops), int(backward_macs), int(recompute_macs))
         )
     return sorted(rows, key=lambda row: [first[p] for p in reversed(_scopes(row.path))])
 
@@ -313,26 +360,34 @@ def charged_op_type(record: NodeRecord) -> str:
 
 
 def by_op_type(records: Sequence[NodeRecord]) -> list[OpTypeRow]:
-    """FLOPs, MACs, node count and time per op type, in order of first appearance. A node counted by the
-    aten fallback is split into the aten ops it ran (``aten.mm`` ...), each counted once per call."""
+    """FLOPs, MACs, node count, time and the backward's figures per op type, in order of first appearance,
+    read from :func:`charges`. A node counted by the aten fallback is split into the aten ops it ran
+    (``aten.mm`` ...), each counted once per call; its time and backward go to the first."""
     table: dict[str, list[float]] = {}
 
-    def add(key: str, count: int, flops: int, macs: int, time_ms: float) -> None:
-        row = table.setdefault(key, [0, 0, 0, 0.0])
+    def add(key: str, count: int, flops: int, macs: int, charge: Charge | None = None) -> None:
+        row = table.setdefault(key, [0, 0, 0, 0.0, 0, 0, 0, 0, 0.0])
         row[0] += count
         row[1] += flops
         row[2] += macs
-        row[3] += time_ms
+        if charge is not None:
+            row[3] += charge.time_ms
+            row[4] += charge.backward_flops
+            row[5] += charge.backward_macs
+            row[6] += charge.recompute_flops
+            row[7] += charge.recompute_macs
+            row[8] += charge.backward_time_ms
 
-    for r in records:
-        if r.op in ("placeholder", "output", "get_attr"):
+    for charge in charges(records, ""):
+        if charge.op_type is None:
             continue
-        if r.aten_costs:
-            for i, cost in enumerate(r.aten_costs):
-                add(cost.label, cost.calls, cost.flops, cost.macs, (r.time_ms or 0.0) if i == 0 else 0.0)
+        if charge.aten_costs:
+            for i, cost in enumerate(charge.aten_costs):
+                add(cost.label, cost.calls, cost.flops, cost.macs, charge if i == 0 else None)
         else:
-            add(charged_op_type(r), 1, r.flops or 0, r.macs or 0, r.time_ms or 0.0)
-    return [OpTypeRow(key, int(c), int(f), int(m), float(t)) for key, (c, f, m, t) in table.items()]
+            add(charge.op_type, 1, charge.flops, charge.macs, charge)
+    return [OpTypeRow(key, int(c), int(f), int(m), float(t), int(bf), int(bm), int(rf), int(rm), float(bt))
+            for key, (c, f, m, t, bf, bm, rf, rm, bt) in table.items()]
 
 
 def sort_rows(rows: list, key: str, top: int | None = None) -> list:

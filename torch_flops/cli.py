@@ -331,6 +331,7 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
             if recompute:
                 summary += (f"\nrecompute (activation checkpointing, not in the backward): {recompute:,} FLOPs; "
                             f"forward + backward + recompute: {counter.total_flops + backward + recompute:,} FLOPs")
+            summary += f"\n{counter.step_totals_line()}"
             if counter.optimizer_step is not None:
                 step = counter.optimizer_step.flops
                 summary += (f"\n{args.optimizer} step: {step:,} FLOPs; training step: "

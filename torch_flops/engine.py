@@ -499,6 +499,20 @@ class TorchFLOPsByFX:
         return aggregate.total_backward_flops(self._require_records()) + self.backward_unattributed.flops
 
     @property
+    def total_backward_macs(self) -> int:
+        """MACs of the last ``propagate(..., backward=True)``'s backward pass (its ops that have a rule)."""
+        if self.backward_unattributed is None:
+            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
+        return aggregate.total_backward_macs(self._require_records()) + self.backward_unattributed.macs
+
+    @property
+    def total_recompute_macs(self) -> int:
+        """MACs the last backward pass spent recomputing checkpointed forwards (0 without checkpointing)."""
+        if self.recompute_unattributed is None:
+            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
+        return aggregate.total_recompute_macs(self._require_records()) + self.recompute_unattributed.macs
+
+    @property
     def total_recompute_flops(self) -> int:
         """FLOPs the last backward pass spent recomputing checkpointed forwards (not in
         :attr:`total_backward_flops`; 0 without checkpointing)."""
@@ -578,12 +592,24 @@ class TorchFLOPsByFX:
         return render.to_rows(records)
 
     def print_total_flops(self, show: bool = True) -> int:
-        """Print ``total_flops = N`` (and what was not counted); return ``N``."""
+        """Print ``total_flops = N`` (and what was not counted), and after a backward pass the forward,
+        backward, recomputation and their sum in FLOPs and MACs (:func:`render.step_totals_line`); return
+        ``N``, the forward's FLOPs."""
         records = self._require_records()
         total = aggregate.total_flops(records)
         if show:
-            print(render.total_flops_line(total, aggregate.unsupported_by_target(records)))
+            line = render.total_flops_line(total, aggregate.unsupported_by_target(records))
+            if self.backward_unattributed is not None:
+                line += "\n" + self.step_totals_line()
+            print(line)
         return total
+
+    def step_totals_line(self) -> str:
+        """The forward, backward and recomputation of the last ``propagate(..., backward=True)`` and their
+        sum, in FLOPs and MACs, as one line (:func:`render.step_totals_line`)."""
+        return render.step_totals_line(Cost(self.total_flops, self.total_macs),
+                                       Cost(self.total_backward_flops, self.total_backward_macs),
+                                       Cost(self.total_recompute_flops, self.total_recompute_macs))
 
     def print_total_time(self, show: bool = True) -> float:
         """Print and return the sum of per-node times (medians when ``repeat > 1``) in milliseconds,
@@ -679,17 +705,17 @@ class TorchFLOPsByFX:
                 rows = aggregate.sort_rows(rows, sort or unit, top)
         if format == "json":  # the document has the throughput fields of its own
             return json.dumps(self.to_json_document(view, rows, unit), indent=1)
+        backward, backward_time = self.backward_unattributed is not None, self.backward_unattributed_ms is not None
         if view == "layers":
-            return render.to_layer_table(rows, layer_total, format, unit=unit)
+            return render.to_layer_table(rows, layer_total, format, unit=unit, backward=backward)
         run = self.throughput_summary()
         rates, known = throughput.for_view(view, rows, records, run), run.peak_tflops is not None
         if view == "nodes":
             return render.node_table(rows, unit, format, rates, known)
         total = self.total_flops if unit == "flops" else self.total_macs
         if view == "modules":
-            return render.module_table(rows, total, unit, format, rates, known, backward=self.backward_unattributed is not None,
-                                       backward_time=self.backward_unattributed_ms is not None)
-        return render.op_type_table(rows, total, unit, format, rates, known)
+            return render.module_table(rows, total, unit, format, rates, known, backward, backward_time)
+        return render.op_type_table(rows, total, unit, format, rates, known, backward, backward_time)
 
     def throughput_summary(self) -> throughput.Summary:
         """The last run against the device: achieved TFLOP/s and GB/s of the whole forward, the peaks used
@@ -723,8 +749,12 @@ class TorchFLOPsByFX:
             "unsupported_nodes": len(aggregate.unsupported(records)),
         }
         if self.backward_unattributed is not None:  # after a backward pass
-            totals |= {"backward_flops": self.total_backward_flops, "recompute_flops": self.total_recompute_flops,
+            totals |= {"backward_flops": self.total_backward_flops, "backward_macs": self.total_backward_macs,
+                       "recompute_flops": self.total_recompute_flops, "recompute_macs": self.total_recompute_macs,
                        "backward_time_ms": self.total_backward_time_ms}
+            totals |= {f"total_{unit}": totals[unit] + totals[f"backward_{unit}"] + totals[f"recompute_{unit}"]
+                       for unit in render.UNITS}
+            row_fields = [{**more, **render.step_total_fields(row)} for row, more in zip(rows, row_fields or [{}] * len(rows))]
         return render.to_json_document(
             view, rows, model=type(self.model).__name__, inputs=self._input_info, totals=totals, unit=unit,
             extra={"leaf_modules": self.leaf_modules, "throughput": throughput.summary_fields(run)}, row_fields=row_fields,

@@ -28,16 +28,18 @@ def layer_rows(
     """The rows of the layer-wise view and its total, from one run's records.
 
     A module gets a row when it was called, is a leaf, owns parameters, ran ops no rule knows, or its
-    own ``forward`` ran ops that cost something in ``unit`` ("macs" or "flops"): a residual block's
-    ``x + identity`` costs FLOPs but no MACs, so its row shows in the FLOPs view only. Every row left
-    out costs nothing in ``unit`` and owns no parameters, so the rows sum to the total in ``unit``."""
+    own ``forward`` ran ops that cost something in ``unit`` ("macs" or "flops"), forward or backward: a
+    residual block's ``x + identity`` costs FLOPs but no MACs, so its row shows in the FLOPs view only.
+    Every row left out costs nothing in ``unit`` and owns no parameters, so the rows sum to the total in
+    ``unit``, backward and recomputation included."""
     check_choice("unit", unit, UNITS)
     called = {r.module_path for r in records if r.op == "call_module" or r.leaf_node}
     every_layer = aggregate.by_layer(records, type(model).__name__, params_by_owner(model), custom_macs)
     layers = [
         layer
         for layer in every_layer
-        if (layer.flops if unit == "flops" else layer.macs)
+        if (layer.flops + layer.backward_flops + layer.recompute_flops if unit == "flops"
+            else layer.macs + layer.backward_macs + layer.recompute_macs)
         or layer.params or layer.unsupported or layer.path in called or _is_leaf(model, layer.path)
     ]
     model_input = next((r.output_shapes[0] for r in records if r.op == "placeholder" and r.output_shapes), None)
@@ -49,6 +51,10 @@ def layer_rows(
         macs=sum(layer.macs for layer in every_layer),
         flops=sum(layer.flops for layer in every_layer),
         params=sum(layer.params for layer in every_layer),
+        backward_flops=sum(layer.backward_flops for layer in every_layer),
+        backward_macs=sum(layer.backward_macs for layer in every_layer),
+        recompute_flops=sum(layer.recompute_flops for layer in every_layer),
+        recompute_macs=sum(layer.recompute_macs for layer in every_layer),
     )
     return layers, total
 

@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from torch_flops import render
+from torch_flops import aggregate, render
 from torch_flops.arguments import check_bool
 from torch_flops.engine import TorchFLOPsByFX
 from torch_flops.layers import layer_rows
@@ -46,8 +46,9 @@ class LayerInfo:
 
     def summary(self, kind: str = "text", fmt: str = "raw") -> str:
         """The layer table as ``kind`` "text" | "csv" | "md", numbers as ``fmt`` "raw" | "clever" | "ratio"
-        (percent of the total)."""
-        return render.to_layer_table(self.layers, self.total, kind, fmt)
+        (percent of the total); with the backward MACs when the run counted a backward pass
+        (``profile(model, x, backward=True)``)."""
+        return render.to_layer_table(self.layers, self.total, kind, fmt, backward=aggregate.has_backward(self.records))
 
     def __str__(self) -> str:
         return self.summary()

@@ -179,7 +179,8 @@ class LayerRecord:
     """One row of the layer-wise view: a module and the cost of everything its own ``forward`` ran.
 
     ``path`` is the module's qualified name ('' for the root). ``input_shape`` / ``output_shape`` are
-    those of its first call; ``macs`` is summed over all its calls, ``params`` counted once.
+    those of its first call; ``macs`` is summed over all its calls, ``params`` counted once. The backward
+    and recomputation figures (0 without a backward pass) are those of the ops counted on the row.
     """
 
     path: str
@@ -190,3 +191,7 @@ class LayerRecord:
     flops: int
     params: int
     unsupported: tuple[str, ...] = ()
+    backward_flops: int = 0
+    backward_macs: int = 0
+    recompute_flops: int = 0
+    recompute_macs: int = 0

@@ -132,6 +132,10 @@ class LayerTotal:
     macs: int
     flops: int
     params: int
+    backward_flops: int = 0
+    backward_macs: int = 0
+    recompute_flops: int = 0
+    recompute_macs: int = 0
 
 
 def _layer_numbers(value: int, total: int, fmt: str, kind: str) -> str | int:
@@ -143,10 +147,13 @@ def _layer_numbers(value: int, total: int, fmt: str, kind: str) -> str | int:
 
 
 def to_layer_table(
-    layers: Sequence[LayerRecord], total: LayerTotal, kind: str = "text", fmt: str = "raw", unit: str = "macs"
+    layers: Sequence[LayerRecord], total: LayerTotal, kind: str = "text", fmt: str = "raw", unit: str = "macs",
+    backward: bool = False,
 ) -> str:
     """Name | Class | Input shape | Output shape | MACs (or FLOPs) | Params, one row per layer and a Total
-    row. ``unit``: "macs" (thop's column, :func:`torch_flops.profile`) or "flops"."""
+    row. ``unit``: "macs" (thop's column, :func:`torch_flops.profile`) or "flops". After a backward pass
+    (``backward``) the columns of :func:`backward_columns` follow the unit's, in ``fmt`` too (a ratio is
+    the percent of that column's total)."""
     if kind not in LAYER_KINDS:
         raise ValueError(f"kind must be one of {LAYER_KINDS}, got {kind!r}")
     if fmt not in LAYER_FORMATS:
@@ -176,14 +183,19 @@ def to_layer_table(
             _layer_numbers(total.params, total.params, fmt, kind),
         ]
     )
-    return _table(headers, rows, kind, ["left"] * 4 + ["right"] * 2)
+    align = ["left"] * 4 + ["right"] * 2
+    if backward:
+        columns = [(f"{header}{suffix}", lambda row, value=value: _layer_numbers(value(row), value(total), fmt, kind))
+                   for header, value in backward_columns([*layers, total], unit, kind)]
+        _insert_columns(headers, rows, align, [*layers, total], 5, columns)
+    return _table(headers, rows, kind, align)
 
 
 # -- module and op-type views, exports -----------------------------------------------------------------
 VIEW_KINDS = ("text", "md", "csv", "json")
 UNITS = ("flops", "macs")
 SCHEMA = "torch_flops/result"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: backward, recomputation and backward time in records and rows; total_* after a backward
 
 
 def _unit_label(unit: str) -> str:
@@ -192,6 +204,48 @@ def _unit_label(unit: str) -> str:
 
 def _percent(value: int, total: int) -> str:
     return f"{100.0 * value / total:.2f}" if total else "0.00"
+
+
+def step_total(row: Any, unit: str = "flops") -> int | None:
+    """A row's forward + backward + recomputation in ``unit`` (any view's row, or a node record);
+    ``None`` when one of them is unknown (no rule, or no backward pass)."""
+    values = [getattr(row, unit), getattr(row, f"backward_{unit}"), getattr(row, f"recompute_{unit}")]
+    return None if None in values else sum(values)
+
+
+def step_total_fields(row: Any) -> dict[str, int | None]:
+    """``total_flops`` and ``total_macs`` of a row (:func:`step_total`), the fields JSON rows gain after a
+    backward pass."""
+    return {f"total_{unit}": step_total(row, unit) for unit in UNITS}
+
+
+def step_totals_line(forward: Any, backward: Any, recompute: Any) -> str:
+    """``forward 41,216 FLOPs (20,864 MACs) + backward ... [+ recompute ...] = ...``: the costs of a
+    training step's passes (each with ``flops`` and ``macs``) and their sum; the recomputation only when
+    there is some (activation checkpointing)."""
+    def both(flops: int, macs: int) -> str:
+        return f"{flops:,} FLOPs ({macs:,} MACs)"
+
+    parts = [("forward", forward), ("backward", backward)]
+    if recompute.flops or recompute.macs:
+        parts.append(("recompute", recompute))
+    line = " + ".join(f"{name} {both(cost.flops, cost.macs)}" for name, cost in parts)
+    return f"{line} = {both(sum(c.flops for _, c in parts), sum(c.macs for _, c in parts))}"
+
+
+def backward_columns(rows: Sequence[Any], unit: str, kind: str,
+                     backward: Callable[[Any], Any] | None = None) -> list[tuple[str, Callable[[Any], Any]]]:
+    """The ``(header, value of a row)`` columns a view gains after a backward pass, in ``unit``: Backward,
+    Recompute when a row has some, and in CSV the Total (forward + backward + recompute, :func:`step_total`),
+    left out of text and Markdown to keep them narrow. ``backward`` reads the backward cell (default: the
+    row's ``backward_<unit>``)."""
+    label = _unit_label(unit)
+    columns = [(f"Backward {label}", backward or (lambda row: getattr(row, f"backward_{unit}")))]
+    if any(getattr(row, f"recompute_{unit}") for row in rows):
+        columns.append((f"Recompute {label}", lambda row: getattr(row, f"recompute_{unit}")))
+    if kind == "csv":
+        columns.append((f"Total {label}", lambda row: step_total(row, unit)))
+    return columns
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], kind: str, align: Sequence[str]) -> str:
@@ -209,10 +263,10 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], kind: str, ali
 def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text",
                  throughput: Sequence[Any] | None = None, peaks_known: bool = False, backward: bool = False,
                  backward_time: bool = False) -> str:
-    """Module | Class | <unit> (inclusive) | self <unit> | % of total | Params | Time (ms), the
-    inclusive backward FLOPs after a backward pass (``backward``, unit FLOPs), the recomputation FLOPs
-    when any module has some, the backward time after a timed one (``backward_time``), and the
-    throughput columns when ``throughput`` is given (:func:`add_throughput_columns`)."""
+    """Module | Class | <unit> (inclusive) | self <unit> | % of total | Params | Time (ms), the inclusive
+    columns of :func:`backward_columns` after a backward pass (``backward``), the backward time after a
+    timed one (``backward_time``), and the throughput columns when ``throughput`` is given
+    (:func:`add_throughput_columns`)."""
     check_choice("unit", unit, UNITS)
     check_choice("kind", kind, VIEW_KINDS[:3])
     label = _unit_label(unit)
@@ -224,11 +278,8 @@ def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str
         name = row.path or "(root)"
         table.append([name, row.module_class, value, own, _percent(value, total), row.params, row.time_ms])
     align = ["left", "left"] + ["right"] * 5
-    if backward and unit == "flops":
-        extra = [("Backward FLOPs", lambda row: row.backward_flops)]
-        if any(row.recompute_flops for row in rows):
-            extra.append(("Recompute FLOPs", lambda row: row.recompute_flops))
-        _insert_columns(headers, table, align, rows, 4, extra)
+    if backward:
+        _insert_columns(headers, table, align, rows, 4, backward_columns(rows, unit, kind))
     if backward_time:
         _insert_columns(headers, table, align, rows, headers.index("Time (ms)") + 1,
                         [("Backward time (ms)", lambda row: row.backward_time_ms)])
@@ -247,8 +298,11 @@ def _insert_columns(headers: list[str], table: list[list[Any]], align: list[str]
 
 
 def op_type_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text",
-                  throughput: Sequence[Any] | None = None, peaks_known: bool = False) -> str:
-    """Op type | Count | <unit> | % of total | Time (ms), and the throughput columns when given."""
+                  throughput: Sequence[Any] | None = None, peaks_known: bool = False, backward: bool = False,
+                  backward_time: bool = False) -> str:
+    """Op type | Count | <unit> | % of total | Time (ms), the columns of :func:`backward_columns` after a
+    backward pass (``backward``), the backward time after a timed one (``backward_time``), and the
+    throughput columns when given."""
     check_choice("unit", unit, UNITS)
     check_choice("kind", kind, VIEW_KINDS[:3])
     label = _unit_label(unit)
@@ -258,6 +312,11 @@ def op_type_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: st
         value = row.flops if unit == "flops" else row.macs
         table.append([row.op_type, row.count, value, _percent(value, total), row.time_ms])
     align = ["left"] + ["right"] * 4
+    if backward:
+        _insert_columns(headers, table, align, rows, 3, backward_columns(rows, unit, kind))
+    if backward_time:
+        _insert_columns(headers, table, align, rows, headers.index("Time (ms)") + 1,
+                        [("Backward time (ms)", lambda row: row.backward_time_ms)])
     add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
     return _table(headers, table, kind, align)
 
@@ -277,14 +336,10 @@ def node_table(records: Sequence[NodeRecord], unit: str = "flops", kind: str = "
         table.append([r.name, r.op, r.target, r.module_path, r.module_class, shown, r.status.value, r.time_ms])
     align = ["left"] * 5 + ["right", "left", "right"]
     if any(r.backward_flops is not None or r.backward_unsupported_ops for r in records):  # after backward=True
-        headers.insert(6, f"Backward {label}")
-        align.insert(6, "right")
-        for row, r in zip(table, records):
-            value = r.backward_flops if unit == "flops" else r.backward_macs
-            row.insert(6, value if not r.backward_unsupported_ops else ("" if kind == "csv" else "unsupported"))
-        if any(r.recompute_flops for r in records):
-            _insert_columns(headers, table, align, records, 7, [(
-                f"Recompute {label}", lambda r: r.recompute_flops if unit == "flops" else r.recompute_macs)])
+        def backward(r: NodeRecord) -> Any:
+            return getattr(r, f"backward_{unit}") if not r.backward_unsupported_ops else ("" if kind == "csv" else "unsupported")
+
+        _insert_columns(headers, table, align, records, 6, backward_columns(records, unit, kind, backward))
     if any(r.backward_time_ms is not None for r in records):  # after a timed backward
         _insert_columns(headers, table, align, records, len(headers), [("Backward time (ms)", lambda r: r.backward_time_ms)])
     if any(r.host_time_ms is not None for r in records):  # device time from the profiler's records
