@@ -146,6 +146,14 @@ def test_a_profiled_run_times_nodes_and_calls_inside_leaves(monkeypatch: pytest.
     assert all(r.host_time_ms is not None and r.host_time_ms > 0 and r.time_ms > 0 for r in ops)
     assert counter.timing_note is None and counter.gpu_busy_fraction is None  # no device activity on CPU
     assert "Host time (ms)" in counter.report("nodes", "csv").splitlines()[0]
+    # modules and op types sum their records' host times (the leaf's two calls in "block")
+    modules = {row.path: row.host_time_ms for row in counter.by_module()}
+    assert modules["block"] == pytest.approx(ops[1].host_time_ms + ops[2].host_time_ms)
+    assert modules[""] == pytest.approx(sum(r.host_time_ms for r in ops))
+    op_types = {row.op_type: row.host_time_ms for row in counter.by_op_type()}
+    assert op_types["torch.nn.functional.relu"] == pytest.approx(ops[2].host_time_ms)
+    for view in ("modules", "ops"):
+        assert "Host time (ms)" in counter.report(view, "csv").splitlines()[0]
 
 
 def _marker(number: int, ts: float, tid: int) -> dict:

@@ -141,6 +141,7 @@ class Charge:
     recompute_macs: int = 0
     op_type: str | None = None
     aten_costs: tuple[AtenOpCost, ...] = ()
+    host_time_ms: float = 0.0
 
 
 def _within(path: str, scope: str) -> bool:
@@ -166,7 +167,7 @@ def charges(records: Sequence[NodeRecord], root_class: str, whole: Collection[st
         found.append(Charge(path, cls, r.flops or 0, r.macs or 0, r.time_ms or 0.0, unsupported, r.backward_flops or 0,
                             r.read_bytes + r.written_bytes, r.backward_time_ms or 0.0, r.recompute_flops or 0,
                             r.backward_macs or 0, r.recompute_macs or 0,
-                            None if r.op == "get_attr" else charged_op_type(r), r.aten_costs))
+                            None if r.op == "get_attr" else charged_op_type(r), r.aten_costs, r.host_time_ms or 0.0))
     return found
 
 
@@ -255,6 +256,7 @@ class ModuleRow:
     recompute_flops: int = 0  # inclusive: activation checkpointing's recomputation in the backward
     backward_macs: int = 0
     recompute_macs: int = 0
+    host_time_ms: float = 0.0  # inclusive, on CUDA (the CPU time to dispatch; time_ms is the device's)
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,42 @@ class OpTypeRow:
     recompute_flops: int = 0
     recompute_macs: int = 0
     backward_time_ms: float = 0.0
+    host_time_ms: float = 0.0
+
+
+@dataclass
+class _Sums:
+    """Running sums of charges: a module's inclusive figures, an op type's."""
+
+    flops: int = 0
+    macs: int = 0
+    time_ms: float = 0.0
+    host_time_ms: float = 0.0
+    backward_flops: int = 0
+    backward_macs: int = 0
+    backward_time_ms: float = 0.0
+    recompute_flops: int = 0
+    recompute_macs: int = 0
+
+    def add_cost(self, flops: int, macs: int) -> None:
+        self.flops += flops
+        self.macs += macs
+
+    def add_rest(self, charge: Charge) -> None:
+        """Everything of ``charge`` but its forward cost: times, backward, recomputation."""
+        self.time_ms += charge.time_ms
+        self.host_time_ms += charge.host_time_ms
+        self.backward_flops += charge.backward_flops
+        self.backward_macs += charge.backward_macs
+        self.backward_time_ms += charge.backward_time_ms
+        self.recompute_flops += charge.recompute_flops
+        self.recompute_macs += charge.recompute_macs
+
+    def rest(self) -> dict[str, Any]:
+        """The fields :meth:`add_rest` sums, by name (as the row dataclasses name them)."""
+        return {"host_time_ms": self.host_time_ms, "backward_flops": self.backward_flops,
+                "backward_macs": self.backward_macs, "backward_time_ms": self.backward_time_ms,
+                "recompute_flops": self.recompute_flops, "recompute_macs": self.recompute_macs}
 
 
 def _depth(path: str) -> int:
@@ -293,7 +331,7 @@ def by_module(
     if depth is not None and depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
     classes: dict[str, str] = {**(module_classes or {}), "": root_class}
-    inclusive: dict[str, list[float]] = {"": [0, 0, 0.0, 0, 0.0, 0, 0, 0]}
+    inclusive: dict[str, _Sums] = {"": _Sums()}
     own: dict[str, list[int]] = {}
     first: dict[str, int] = {"": 0}
     for i, charge in enumerate(charges(records, root_class)):
@@ -306,32 +344,24 @@ def by_module(
         own[path][0] += charge.flops
         own[path][1] += charge.macs
         for scope in [*_scopes(path), ""]:
-            totals = inclusive.setdefault(scope, [0, 0, 0.0, 0, 0.0, 0, 0, 0])
-            totals[0] += charge.flops
-            totals[1] += charge.macs
-            totals[2] += charge.time_ms
-            totals[3] += charge.backward_flops
-            totals[4] += charge.backward_time_ms
-            totals[5] += charge.recompute_flops
-            totals[6] += charge.backward_macs
-            totals[7] += charge.recompute_macs
+            totals = inclusive.get(scope)
+            if totals is None:
+                totals = inclusive[scope] = _Sums()
+            totals.add_cost(charge.flops, charge.macs)
+            totals.add_rest(charge)
     params_inclusive: dict[str, int] = {}
     for owner, count in (params_by_path or {}).items():
         for scope in [*_scopes(owner), ""]:
             params_inclusive[scope] = params_inclusive.get(scope, 0) + count
     rows = []
-    for path, (flops, macs, time_ms, backward_flops, backward_time_ms, recompute_flops, backward_macs,
-               recompute_macs) in inclusive.items():
+    for path, sums in inclusive.items():
         level = _depth(path)
         if depth is not None and level > depth:
             continue
         at_limit = depth is not None and level == depth
-        self_flops, self_macs = (flops, macs) if at_limit else tuple(own.get(path, (0, 0)))
-        rows.append(
-            ModuleRow(path, classes.get(path, ""), level, int(flops), int(self_flops), int(macs), int(self_macs),
-                      params_inclusive.get(path, 0), float(time_ms), int(backward_flops), float(backward_time_ms),
-                      int(recompute_flops), int(backward_macs), int(recompute_macs))
-        )
+        self_flops, self_macs = (sums.flops, sums.macs) if at_limit else tuple(own.get(path, (0, 0)))
+        rows.append(ModuleRow(path, classes.get(path, ""), level, sums.flops, self_flops, sums.macs, self_macs,
+                              params_inclusive.get(path, 0), sums.time_ms, **sums.rest()))
     return sorted(rows, key=lambda row: [first[p] for p in reversed(_scopes(row.path))])
 
 
@@ -363,20 +393,17 @@ def by_op_type(records: Sequence[NodeRecord]) -> list[OpTypeRow]:
     """FLOPs, MACs, node count, time and the backward's figures per op type, in order of first appearance,
     read from :func:`charges`. A node counted by the aten fallback is split into the aten ops it ran
     (``aten.mm`` ...), each counted once per call; its time and backward go to the first."""
-    table: dict[str, list[float]] = {}
+    table: dict[str, _Sums] = {}
+    counts: dict[str, int] = {}
 
     def add(key: str, count: int, flops: int, macs: int, charge: Charge | None = None) -> None:
-        row = table.setdefault(key, [0, 0, 0, 0.0, 0, 0, 0, 0, 0.0])
-        row[0] += count
-        row[1] += flops
-        row[2] += macs
+        sums = table.get(key)
+        if sums is None:
+            sums = table[key] = _Sums()
+        counts[key] = counts.get(key, 0) + count
+        sums.add_cost(flops, macs)
         if charge is not None:
-            row[3] += charge.time_ms
-            row[4] += charge.backward_flops
-            row[5] += charge.backward_macs
-            row[6] += charge.recompute_flops
-            row[7] += charge.recompute_macs
-            row[8] += charge.backward_time_ms
+            sums.add_rest(charge)
 
     for charge in charges(records, ""):
         if charge.op_type is None:
@@ -386,8 +413,7 @@ def by_op_type(records: Sequence[NodeRecord]) -> list[OpTypeRow]:
                 add(cost.label, cost.calls, cost.flops, cost.macs, charge if i == 0 else None)
         else:
             add(charge.op_type, 1, charge.flops, charge.macs, charge)
-    return [OpTypeRow(key, int(c), int(f), int(m), float(t), int(bf), int(bm), int(rf), int(rm), float(bt))
-            for key, (c, f, m, t, bf, bm, rf, rm, bt) in table.items()]
+    return [OpTypeRow(key, counts[key], sums.flops, sums.macs, sums.time_ms, **sums.rest()) for key, sums in table.items()]
 
 
 def sort_rows(rows: list, key: str, top: int | None = None) -> list:

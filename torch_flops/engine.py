@@ -706,6 +706,7 @@ class TorchFLOPsByFX:
         if format == "json":  # the document has the throughput fields of its own
             return json.dumps(self.to_json_document(view, rows, unit), indent=1)
         backward, backward_time = self.backward_unattributed is not None, self.backward_unattributed_ms is not None
+        host_time = any(r.host_time_ms is not None for r in records)
         if view == "layers":
             return render.to_layer_table(rows, layer_total, format, unit=unit, backward=backward)
         run = self.throughput_summary()
@@ -714,8 +715,8 @@ class TorchFLOPsByFX:
             return render.node_table(rows, unit, format, rates, known)
         total = self.total_flops if unit == "flops" else self.total_macs
         if view == "modules":
-            return render.module_table(rows, total, unit, format, rates, known, backward, backward_time)
-        return render.op_type_table(rows, total, unit, format, rates, known, backward, backward_time)
+            return render.module_table(rows, total, unit, format, rates, known, backward, backward_time, host_time)
+        return render.op_type_table(rows, total, unit, format, rates, known, backward, backward_time, host_time)
 
     def throughput_summary(self) -> throughput.Summary:
         """The last run against the device: achieved TFLOP/s and GB/s of the whole forward, the peaks used

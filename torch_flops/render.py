@@ -262,11 +262,11 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], kind: str, ali
 
 def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text",
                  throughput: Sequence[Any] | None = None, peaks_known: bool = False, backward: bool = False,
-                 backward_time: bool = False) -> str:
+                 backward_time: bool = False, host_time: bool = False) -> str:
     """Module | Class | <unit> (inclusive) | self <unit> | % of total | Params | Time (ms), the inclusive
     columns of :func:`backward_columns` after a backward pass (``backward``), the backward time after a
-    timed one (``backward_time``), and the throughput columns when ``throughput`` is given
-    (:func:`add_throughput_columns`)."""
+    timed one (``backward_time``), the host time where the profiler gave one (``host_time``: CUDA), and
+    the throughput columns when ``throughput`` is given (:func:`add_throughput_columns`)."""
     check_choice("unit", unit, UNITS)
     check_choice("kind", kind, VIEW_KINDS[:3])
     label = _unit_label(unit)
@@ -283,6 +283,9 @@ def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str
     if backward_time:
         _insert_columns(headers, table, align, rows, headers.index("Time (ms)") + 1,
                         [("Backward time (ms)", lambda row: row.backward_time_ms)])
+    if host_time:
+        _insert_columns(headers, table, align, rows, headers.index("Time (ms)") + 1,
+                        [("Host time (ms)", lambda row: row.host_time_ms)])
     add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
     return _table(headers, table, kind, align)
 
@@ -299,10 +302,10 @@ def _insert_columns(headers: list[str], table: list[list[Any]], align: list[str]
 
 def op_type_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str = "text",
                   throughput: Sequence[Any] | None = None, peaks_known: bool = False, backward: bool = False,
-                  backward_time: bool = False) -> str:
+                  backward_time: bool = False, host_time: bool = False) -> str:
     """Op type | Count | <unit> | % of total | Time (ms), the columns of :func:`backward_columns` after a
-    backward pass (``backward``), the backward time after a timed one (``backward_time``), and the
-    throughput columns when given."""
+    backward pass (``backward``), the backward time after a timed one (``backward_time``), the host
+    time where the profiler gave one (``host_time``), and the throughput columns when given."""
     check_choice("unit", unit, UNITS)
     check_choice("kind", kind, VIEW_KINDS[:3])
     label = _unit_label(unit)
@@ -317,6 +320,9 @@ def op_type_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: st
     if backward_time:
         _insert_columns(headers, table, align, rows, headers.index("Time (ms)") + 1,
                         [("Backward time (ms)", lambda row: row.backward_time_ms)])
+    if host_time:
+        _insert_columns(headers, table, align, rows, headers.index("Time (ms)") + 1,
+                        [("Host time (ms)", lambda row: row.host_time_ms)])
     add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
     return _table(headers, table, kind, align)
 
