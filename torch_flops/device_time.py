@@ -160,11 +160,20 @@ def _thread(event: Mapping[str, Any]) -> tuple[Any, Any]:
     return event.get("pid"), event.get("tid")
 
 
+@dataclass(frozen=True)
+class _Span:
+    """A profiled span: its range's number and, on CUDA, the pair of CUDA events around it."""
+
+    number: int
+    events: Any = None
+
+
 class ProfiledProbe(Probe):
     """A :class:`~torch_flops.measure.Probe` whose spans are profiler ranges: a span's time is its
     device time from the profiler's records and :meth:`host_ms` its host time (see the module
-    docstring). When the profiler cannot start (another profiler is active, CUPTI is missing), the run
-    falls back to the plain probe's marks and :attr:`note` says so."""
+    docstring). When the profiler cannot start (another profiler is active), the run falls back to the
+    plain probe's marks, and when its trace holds no device activity at all (no CUPTI), each span's
+    time is the pair of CUDA events also recorded around it; :attr:`note` says so either way."""
 
     def __init__(self, device: torch.device, mem_func_name: str) -> None:
         super().__init__(device, mem_func_name)
@@ -207,16 +216,17 @@ class ProfiledProbe(Probe):
             return super().begin()
         number = self._next
         self._next += 1
+        backup = super().begin() if self.on_cuda else None  # CUDA events, should the trace hold no kernel
         scope = torch.profiler.record_function(f"{SPAN_PREFIX}{number}")
         scope.__enter__()
-        return number, scope
+        return number, scope, backup
 
     def end(self, token: Any) -> Any:
         if self._profiler is None:
             return super().end(token)
-        number, scope = token
+        number, scope, backup = token
         scope.__exit__(None, None, None)
-        return number
+        return _Span(number, None if backup is None else super().end(backup))
 
     def finish(self) -> None:
         super().finish()
@@ -232,6 +242,9 @@ class ProfiledProbe(Probe):
         finally:
             os.remove(path)
         self.runs.append(self._times)
+        if self.on_cuda and self._times.device_total_ms == 0 and self._times.device_ms:
+            self.note = ("the profiler recorded no device activity (CUPTI unavailable?); times are CUDA-event spans, "
+                         "which include host launch gaps")
 
     def marker(self) -> Any:
         """A zero-length range ``torch_flops::mark::<n>``: on CUDA, :meth:`between_ms` of two markers is the
@@ -255,14 +268,20 @@ class ProfiledProbe(Probe):
         return super().between_ms(start, end)
 
     def elapsed_ms(self, span: Any) -> float:
-        """The span's device time (on CPU, where ops run as they are dispatched, its host time)."""
-        if isinstance(span, int) and self._times is not None:
-            return (self._times.device_ms if self.on_cuda else self._times.host_ms).get(span, 0.0)
-        return super().elapsed_ms(span)
+        """The span's device time (on CPU, where ops run as they are dispatched, its host time; on CUDA
+        its CUDA-event span when the trace holds no device activity at all)."""
+        if not isinstance(span, _Span):
+            return super().elapsed_ms(span)
+        times = self._times
+        if times is None or not self.on_cuda:
+            return times.host_ms.get(span.number, 0.0) if times is not None else 0.0
+        if times.device_total_ms == 0 and span.events is not None:
+            return super().elapsed_ms(span.events)
+        return times.device_ms.get(span.number, 0.0)
 
     def host_ms(self, span: Any) -> float | None:
-        if isinstance(span, int) and self._times is not None:
-            return self._times.host_ms.get(span, 0.0)
+        if isinstance(span, _Span) and self._times is not None:
+            return self._times.host_ms.get(span.number, 0.0)
         return None
 
 
