@@ -191,6 +191,33 @@ def test_pooling_backward() -> None:
     assert flops_of(backward_tally(nn.AdaptiveMaxPool2d(3), leaf(*x)), "aten.adaptive_max_pool2d_backward") == 18
 
 
+def _index_put_tally(x: torch.Tensor, indices: tuple, values: torch.Tensor, accumulate: bool) -> AtenTally:
+    mode = AtenCostMode()
+    with mode:
+        torch.ops.aten.index_put.default(x, list(indices), values, accumulate)  # the aten op takes None indices
+    return mode.tally
+
+
+def test_index_put_adds_only_when_it_accumulates() -> None:
+    x, rows = torch.zeros(5, 4), torch.tensor([0, 2, 2])
+    assert flops_of(_index_put_tally(x, (rows,), torch.ones(3, 4), True), "aten.index_put") == 3 * 4
+    assert _index_put_tally(x, (rows,), torch.ones(3, 4), False).cost == Cost(0, 0)  # a write
+    columns = torch.tensor([1, 3])
+    # (None, columns) keeps dimension 0: 5 rows x 2 columns, a scalar broadcast to them
+    assert flops_of(_index_put_tally(x, (None, columns), torch.tensor(1.0), True), "aten.index_put") == 5 * 2
+    mask = torch.tensor([True, False, True, False, False])  # 2 rows of 4
+    assert flops_of(_index_put_tally(x, (mask,), torch.tensor(1.0), True), "aten.index_put") == 2 * 4
+    pairs = (torch.tensor([[0], [4]]), torch.tensor([0, 1, 3]))  # broadcast to (2, 3)
+    assert flops_of(_index_put_tally(x, pairs, torch.tensor(1.0), True), "aten.index_put") == 2 * 3
+
+
+def test_advanced_indexing_backward_accumulates_into_the_rows_it_read() -> None:
+    """``x[rows]`` reads 3 rows of 4 (row 2 twice); its backward adds each of the 12 gradient elements
+    into the row it came from."""
+    tally = backward_tally(lambda x: x[torch.tensor([0, 2, 2])], leaf(5, 4))
+    assert tally.cost.flops == 3 * 4
+
+
 def test_embedding_backward() -> None:
     indices = torch.tensor([[0, 1, 2], [0, 3, 4]])
     # 6 rows of 4 added into the table

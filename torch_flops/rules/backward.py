@@ -619,6 +619,38 @@ def copy_backward(call: OpCall) -> Cost:
     return scatter_accumulate_cost(call.arg(0, "grad_output").numel(), 1)
 
 
+# [*self] = index_put(self, indices, values, accumulate=False); index_put_, _index_put_impl_, _unsafe_index_put
+# (with accumulate=True: the backward of advanced indexing, x[idx])
+@aten_rule(*aten_ops("index_put", "index_put_", "_index_put_impl_", "_unsafe_index_put"))
+def index_put(call: OpCall) -> Cost:
+    """A write costs 0; with ``accumulate=True`` an add per element written: the elements
+    ``self[indices]`` selects, :func:`indexed_numel`."""
+    if not call.arg(3, "accumulate", False):
+        return ZERO_COST
+    return Cost(indexed_numel(call.arg(0, "self").shape, call.arg(1, "indices"), call.arg(2, "values")), 0)
+
+
+def indexed_numel(shape: Sequence[int], indices: Sequence[torch.Tensor | None], values: torch.Tensor) -> int:
+    """The number of elements ``x[indices]`` selects from an ``x`` of ``shape``: the broadcast shape of
+    the index tensors times the dimensions no index tensor consumes (a ``None`` keeps its dimension, a
+    boolean mask of ``k`` dimensions consumes ``k`` and selects as many as it has ``True`` values). A mask
+    on meta has no values: then ``values.numel()``, the count when ``values`` is not broadcast."""
+    index_shapes, kept, dim = [], 1, 0
+    for index in indices:
+        if index is None:
+            kept *= shape[dim]
+            dim += 1
+        elif index.dtype in (torch.bool, torch.uint8):
+            if index.is_meta:
+                return values.numel()
+            index_shapes.append((int(index.count_nonzero()),))
+            dim += index.dim()
+        else:
+            index_shapes.append(tuple(index.shape))
+            dim += 1
+    return prod(torch.broadcast_shapes(*index_shapes)) * kept * prod(shape[dim:])
+
+
 # [*] = scatter_add(self, dim, index, src); index_add(self, dim, index, source, *, alpha=1) (the backward of
 # gather and index_select)
 @aten_rule(*aten_ops("scatter_add", "scatter_add_", "index_add", "index_add_"))
