@@ -10,42 +10,26 @@ from typing import Any
 from torch_flops.records import AtenOpCost, LayerRecord, NodeRecord, Shape, Status
 
 
+def total(records: Sequence[NodeRecord], field: str) -> Any:
+    """Sum of one numeric field of the records over those that have it (``backward_flops``,
+    ``recompute_macs``, ``backward_time_ms`` ...; a value is ``None`` when not measured or not counted,
+    and the sum of none is 0)."""
+    return sum(value for r in records if (value := getattr(r, field)) is not None)
+
+
 def total_flops(records: Sequence[NodeRecord]) -> int:
     """Sum of FLOPs over counted, known-zero and ignored nodes (unsupported nodes have none)."""
-    return sum(r.flops for r in records if r.flops is not None)
+    return total(records, "flops")
 
 
 def total_macs(records: Sequence[NodeRecord]) -> int:
-    return sum(r.macs for r in records if r.macs is not None)
-
-
-def total_backward_flops(records: Sequence[NodeRecord]) -> int:
-    """Sum of the backward FLOPs charged to the records (0 without a backward pass)."""
-    return sum(r.backward_flops for r in records if r.backward_flops is not None)
-
-
-def total_backward_macs(records: Sequence[NodeRecord]) -> int:
-    return sum(r.backward_macs for r in records if r.backward_macs is not None)
-
-
-def total_recompute_flops(records: Sequence[NodeRecord]) -> int:
-    """Sum of the recomputation FLOPs charged to the records (0 without checkpointing or backward)."""
-    return sum(r.recompute_flops for r in records if r.recompute_flops is not None)
-
-
-def total_recompute_macs(records: Sequence[NodeRecord]) -> int:
-    return sum(r.recompute_macs for r in records if r.recompute_macs is not None)
+    return total(records, "macs")
 
 
 def has_backward(records: Sequence[NodeRecord]) -> bool:
     """Whether the records come from ``propagate(..., backward=True)`` (a backward FLOPs value, or the
     aten ops of a backward that no rule priced)."""
     return any(r.backward_flops is not None or r.backward_unsupported_ops for r in records)
-
-
-def total_backward_time_ms(records: Sequence[NodeRecord]) -> float:
-    """Sum of the records' backward wall times (0 when not timed)."""
-    return sum(r.backward_time_ms for r in records if r.backward_time_ms is not None)
 
 
 def unsupported(records: Sequence[NodeRecord]) -> list[NodeRecord]:
@@ -69,8 +53,8 @@ def by_status(records: Sequence[NodeRecord]) -> Counter[Status]:
 
 
 def total_time_ms(records: Sequence[NodeRecord]) -> float:
-    """Sum of per-node wall times."""
-    return sum(r.time_ms for r in records if r.time_ms is not None)
+    """Sum of per-node times."""
+    return total(records, "time_ms")
 
 
 def max_memory_bytes(records: Sequence[NodeRecord]) -> int | None:

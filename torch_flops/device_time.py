@@ -209,10 +209,14 @@ class ProfiledProbe(Probe):
         spans = "CUDA-event spans, which include host launch gaps" if self.on_cuda else "perf_counter spans"
         self.note = f"the profiler was not used ({why}); times are {spans}"
 
-    def begin(self) -> Any:
+    def _profiling(self) -> bool:
+        """Whether the profiler records this run (started at its first span or marker)."""
         if self._profiler is None and not self._failed:
             self._start_profiler()
-        if self._profiler is None:
+        return self._profiler is not None
+
+    def begin(self) -> Any:
+        if not self._profiling():
             return super().begin()
         number = self._next
         self._next += 1
@@ -249,9 +253,7 @@ class ProfiledProbe(Probe):
     def marker(self) -> Any:
         """A zero-length range ``torch_flops::mark::<n>``: on CUDA, :meth:`between_ms` of two markers is the
         device time of what any thread launched between them (the backward's autograd thread)."""
-        if self._profiler is None and not self._failed:
-            self._start_profiler()
-        if self._profiler is None:
+        if not self._profiling():
             return super().marker()
         number = self._next
         self._next += 1

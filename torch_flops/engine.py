@@ -496,21 +496,21 @@ class TorchFLOPsByFX:
         """FLOPs of the last ``propagate(..., backward=True)``'s backward pass (its ops that have a rule)."""
         if self.backward_unattributed is None:
             raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
-        return aggregate.total_backward_flops(self._require_records()) + self.backward_unattributed.flops
+        return aggregate.total(self._require_records(), "backward_flops") + self.backward_unattributed.flops
 
     @property
     def total_backward_macs(self) -> int:
         """MACs of the last ``propagate(..., backward=True)``'s backward pass (its ops that have a rule)."""
         if self.backward_unattributed is None:
             raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
-        return aggregate.total_backward_macs(self._require_records()) + self.backward_unattributed.macs
+        return aggregate.total(self._require_records(), "backward_macs") + self.backward_unattributed.macs
 
     @property
     def total_recompute_macs(self) -> int:
         """MACs the last backward pass spent recomputing checkpointed forwards (0 without checkpointing)."""
         if self.recompute_unattributed is None:
             raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
-        return aggregate.total_recompute_macs(self._require_records()) + self.recompute_unattributed.macs
+        return aggregate.total(self._require_records(), "recompute_macs") + self.recompute_unattributed.macs
 
     @property
     def total_recompute_flops(self) -> int:
@@ -518,7 +518,7 @@ class TorchFLOPsByFX:
         :attr:`total_backward_flops`; 0 without checkpointing)."""
         if self.recompute_unattributed is None:
             raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
-        return aggregate.total_recompute_flops(self._require_records()) + self.recompute_unattributed.flops
+        return aggregate.total(self._require_records(), "recompute_flops") + self.recompute_unattributed.flops
 
     @property
     def total_backward_time_ms(self) -> float | None:
@@ -528,7 +528,7 @@ class TorchFLOPsByFX:
             raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
         if self.backward_unattributed_ms is None:
             return None
-        return aggregate.total_backward_time_ms(self._require_records()) + self.backward_unattributed_ms
+        return aggregate.total(self._require_records(), "backward_time_ms") + self.backward_unattributed_ms
 
     def _run_repeated(
         self, graph: _Graph, bound: model_inputs.BoundInputs, inputs: list[Any], state: list[torch.Tensor], probe: Probe,

@@ -280,14 +280,19 @@ def module_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: str
     align = ["left", "left"] + ["right"] * 5
     if backward:
         _insert_columns(headers, table, align, rows, 4, backward_columns(rows, unit, kind))
-    if backward_time:
-        _insert_columns(headers, table, align, rows, headers.index("Time (ms)") + 1,
-                        [("Backward time (ms)", lambda row: row.backward_time_ms)])
-    if host_time:
-        _insert_columns(headers, table, align, rows, headers.index("Time (ms)") + 1,
-                        [("Host time (ms)", lambda row: row.host_time_ms)])
+    _add_time_columns(headers, table, align, rows, backward_time, host_time)
     add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
     return _table(headers, table, kind, align)
+
+
+def _add_time_columns(headers: list[str], table: list[list[Any]], align: list[str], rows: Sequence[Any],
+                      backward_time: bool, host_time: bool) -> None:
+    """After "Time (ms)": the host time (``host_time``), then the backward time (``backward_time``)."""
+    at = headers.index("Time (ms)") + 1
+    if backward_time:
+        _insert_columns(headers, table, align, rows, at, [("Backward time (ms)", lambda row: row.backward_time_ms)])
+    if host_time:
+        _insert_columns(headers, table, align, rows, at, [("Host time (ms)", lambda row: row.host_time_ms)])
 
 
 def _insert_columns(headers: list[str], table: list[list[Any]], align: list[str], rows: Sequence[Any], at: int,
@@ -317,12 +322,7 @@ def op_type_table(rows: Sequence[Any], total: int, unit: str = "flops", kind: st
     align = ["left"] + ["right"] * 4
     if backward:
         _insert_columns(headers, table, align, rows, 3, backward_columns(rows, unit, kind))
-    if backward_time:
-        _insert_columns(headers, table, align, rows, headers.index("Time (ms)") + 1,
-                        [("Backward time (ms)", lambda row: row.backward_time_ms)])
-    if host_time:
-        _insert_columns(headers, table, align, rows, headers.index("Time (ms)") + 1,
-                        [("Host time (ms)", lambda row: row.host_time_ms)])
+    _add_time_columns(headers, table, align, rows, backward_time, host_time)
     add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
     return _table(headers, table, kind, align)
 
