@@ -212,3 +212,27 @@ def test_cuda_forward_and_backward_get_device_times(cuda_device: torch.device) -
     ops = [r for r in counter.records if r.op == "call_module"]
     assert all(r.time_ms > 0 and r.host_time_ms > 0 and r.backward_time_ms > 0 for r in ops)
     assert counter.timing_note is None and not device_time.profiler_active()
+
+
+class _Failing(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) @ torch.ones(3, 3)  # (2, 4) @ (3, 3): the shapes do not match
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_a_failed_run_leaves_no_profiler_recording(monkeypatch: pytest.MonkeyPatch, backward: bool) -> None:
+    """A node that raises midway through a profiled run: the error reaches the caller and the profiler
+    is stopped, so the next run (or the user's own profiler) can start one."""
+    from torch_flops import TorchFLOPsByFX
+    from torch_flops import engine
+    from torch_flops.planning import NodeExecutionError
+
+    monkeypatch.setattr(engine.device_time, "probe_for", lambda device, name: ProfiledProbe(device, name))
+    counter = TorchFLOPsByFX(_Failing())
+    with pytest.raises(NodeExecutionError):
+        counter.propagate(torch.randn(2, 4), backward=backward)
+    assert not device_time.profiler_active()

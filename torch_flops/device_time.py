@@ -250,6 +250,12 @@ class ProfiledProbe(Probe):
             self.note = ("the profiler recorded no device activity (CUPTI unavailable?); times are CUDA-event spans, "
                          "which include host launch gaps")
 
+    def abandon(self) -> None:
+        """Stop the profiler a failed run left recording, reading nothing (a finished run has none)."""
+        profiler, self._profiler = self._profiler, None
+        if profiler is not None:
+            profiler.__exit__(None, None, None)
+
     def marker(self) -> Any:
         """A zero-length range ``torch_flops::mark::<n>``: on CUDA, :meth:`between_ms` of two markers is the
         device time of what any thread launched between them (the backward's autograd thread)."""

@@ -385,6 +385,7 @@ class TorchFLOPsByFX:
             self.records = records
             return output
         finally:
+            probe.abandon()  # after a node failed: no profiler left recording
             if isinstance(probe, device_time.ProfiledProbe):
                 self.timing_note = probe.note
                 busy = [f for run in probe.runs if (f := run.busy_fraction) is not None] if probe.on_cuda else []

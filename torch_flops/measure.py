@@ -113,6 +113,9 @@ class Probe:
         """Milliseconds from one :meth:`marker` to a later one."""
         return (end - start) * 1000.0
 
+    def abandon(self) -> None:
+        """Release what a run that failed left running (nothing, for plain marks)."""
+
     def host_ms(self, span: Any) -> float | None:
         """The CPU time to dispatch a span, when it is known apart from its time (not with plain marks)."""
         return None
