@@ -324,14 +324,10 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) ->
         if counter.leaf_modules:
             summary += f"; kept whole (not traceable): {', '.join(p or '(root)' for p in counter.leaf_modules)}"
         if args.train:
-            backward = counter.total_backward_flops
-            summary += (f"\nbackward: {backward:,} FLOPs; forward + backward: {counter.total_flops + backward:,} FLOPs "
-                        f"({backward / counter.total_flops:.2f}x the forward)" if counter.total_flops else "")
-            recompute = counter.total_recompute_flops
-            if recompute:
-                summary += (f"\nrecompute (activation checkpointing, not in the backward): {recompute:,} FLOPs; "
-                            f"forward + backward + recompute: {counter.total_flops + backward + recompute:,} FLOPs")
-            summary += f"\n{counter.step_totals_line()}"
+            backward, recompute = counter.total_backward_flops, counter.total_recompute_flops
+            summary += f"\n{counter.step_totals_line()}"  # forward + backward (+ recompute) = their sum
+            if counter.total_flops:
+                summary += f"; the backward is {backward / counter.total_flops:.2f}x the forward"
             if counter.optimizer_step is not None:
                 step = counter.optimizer_step.flops
                 summary += (f"\n{args.optimizer} step: {step:,} FLOPs; training step: "
