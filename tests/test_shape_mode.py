@@ -114,6 +114,7 @@ def test_grouped_query_attention_is_counted_by_query_heads() -> None:
     assert counter.total_flops == 5_952 + 192 + 544 + 5_632
 
 
+@pytest.mark.cuda
 def test_peak_activation_matches_cuda(cuda_device: torch.device) -> None:
     model = nn.Sequential(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 1024)).to(cuda_device)
     x = torch.randn(256, 1024, device=cuda_device)

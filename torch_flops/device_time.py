@@ -57,8 +57,11 @@ class SpanTimes:
         object.__setattr__(self, "_position", {number: i for i, number in enumerate(order)})
         object.__setattr__(self, "_running", running)
 
-    def between_markers_ms(self, start: int, end: int) -> float:
-        """Device time launched (on any thread) from marker ``start`` until marker ``end``."""
+    def between_markers_ms(self, start: int, end: int) -> float | None:
+        """Device time launched (on any thread) from marker ``start`` until marker ``end``; ``None`` when
+        either is not in the trace."""
+        if start not in self._position or end not in self._position:
+            return None
         return self._running[self._position[end]] - self._running[self._position[start]]
 
     @property
@@ -178,7 +181,7 @@ class ProfiledProbe(Probe):
     def __init__(self, device: torch.device, mem_func_name: str) -> None:
         super().__init__(device, mem_func_name)
         self.note: str | None = None
-        self.runs: list[SpanTimes] = []  # one per profiled run, for the busy fraction
+        self.runs: list[SpanTimes] = []  # one per profiled run with spans (forwards), for the busy fraction
         self._profiler: Any = None
         self._failed = False
         self._next = 0
@@ -245,7 +248,8 @@ class ProfiledProbe(Probe):
             self._times = read_trace(path)
         finally:
             os.remove(path)
-        self.runs.append(self._times)
+        if self._times.host_ms:  # a run with spans (a forward), not markers only (a backward)
+            self.runs.append(self._times)
         if self.on_cuda and self._times.device_total_ms == 0 and self._times.device_ms:
             self.note = ("the profiler recorded no device activity (CUPTI unavailable?); times are CUDA-event spans, "
                          "which include host launch gaps")
@@ -271,7 +275,11 @@ class ProfiledProbe(Probe):
         """On CUDA the device time launched between two markers; on CPU the time between them."""
         if isinstance(start, int) and isinstance(end, int) and self._times is not None:
             if self.on_cuda:
-                return self._times.between_markers_ms(start, end)
+                found = self._times.between_markers_ms(start, end) if self._times.device_total_ms else None
+                if found is None:
+                    self.note = ("the profiler's trace lacks device activity or a marker of the backward; "
+                                 "its times count 0")
+                return found or 0.0
             return self._times.markers[end] - self._times.markers[start]
         return super().between_ms(start, end)
 
