@@ -211,6 +211,25 @@ def test_index_put_adds_only_when_it_accumulates() -> None:
     assert flops_of(_index_put_tally(x, pairs, torch.tensor(1.0), True), "aten.index_put") == 2 * 3
 
 
+def _aten_tally(fn: Callable[[], Any]) -> AtenTally:
+    mode = AtenCostMode()
+    with mode:
+        fn()
+    return mode.tally
+
+
+def test_scatters_that_combine_cost_an_op_per_element_combined() -> None:
+    x, index, src = torch.zeros(5), torch.tensor([0, 1, 1, 2, 2, 2]), torch.ones(6)
+    assert _aten_tally(lambda: x.scatter(0, index, src)).cost == Cost(0, 0)  # a write
+    assert _aten_tally(lambda: torch.ops.aten.scatter.reduce(x, 0, index, src, reduce="add")).cost.flops == 6
+    assert _aten_tally(lambda: torch.scatter_reduce(x, 0, index, src, "amax")).cost.flops == 6
+    # mean: 6 adds, 6 counts, a division for each of the 5 outputs
+    assert _aten_tally(lambda: torch.scatter_reduce(x, 0, index, src, "mean")).cost.flops == 2 * 6 + 5
+    rows = torch.zeros(4, 3)
+    source, picked = torch.ones(5, 3), torch.tensor([0, 0, 1, 3, 3])
+    assert _aten_tally(lambda: rows.index_reduce(0, picked, source, "prod")).cost.flops == 5 * 3
+
+
 def test_advanced_indexing_backward_accumulates_into_the_rows_it_read() -> None:
     """``x[rows]`` reads 3 rows of 4 (row 2 twice); its backward adds each of the 12 gradient elements
     into the row it came from."""

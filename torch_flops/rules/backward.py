@@ -619,6 +619,39 @@ def copy_backward(call: OpCall) -> Cost:
     return scatter_accumulate_cost(call.arg(0, "grad_output").numel(), 1)
 
 
+# [*self] = scatter(self, dim, index, src | value, *, reduce=None); scatter_
+@aten_rule(*aten_ops("scatter", "scatter_"))
+def scatter(call: OpCall) -> Cost:
+    """A write costs 0; with ``reduce="add"`` or ``"multiply"`` an op per ``index`` element."""
+    if call.kwargs.get("reduce") is None:
+        return ZERO_COST
+    return Cost(call.arg(2, "index").numel(), 0)
+
+
+def reduce_into_cost(combined: int, reduce: str, self_numel: int) -> Cost:
+    """``combined`` elements reduced into a tensor of ``self_numel``: ``sum``, ``prod``, ``amax``, ``amin``
+    an op each; ``mean`` also counts them (an add each) and divides every element: ``2 * combined +
+    self_numel``. Each combined element is counted even where ``include_self=False`` makes the first one
+    into a target a copy (a bound: which one is first depends on the index values)."""
+    if reduce == "mean":
+        return Cost(2 * combined + self_numel, 0)
+    return Cost(combined, 0)
+
+
+# [*self] = scatter_reduce(self, dim, index, src, reduce, *, include_self=True); scatter_reduce_
+@aten_rule(*aten_ops("scatter_reduce", "scatter_reduce_"))
+def scatter_reduce(call: OpCall) -> Cost:
+    """:func:`reduce_into_cost` of the ``index.numel()`` elements scattered."""
+    return reduce_into_cost(call.arg(2, "index").numel(), call.arg(4, "reduce"), call.arg(0, "self").numel())
+
+
+# [*self] = index_reduce(self, dim, index, source, reduce, *, include_self=True); index_reduce_
+@aten_rule(*aten_ops("index_reduce", "index_reduce_"))
+def index_reduce(call: OpCall) -> Cost:
+    """:func:`reduce_into_cost` of the ``source.numel()`` elements reduced."""
+    return reduce_into_cost(call.arg(3, "source").numel(), call.arg(4, "reduce"), call.arg(0, "self").numel())
+
+
 # [*self] = index_put(self, indices, values, accumulate=False); index_put_, _index_put_impl_, _unsafe_index_put
 # (with accumulate=True: the backward of advanced indexing, x[idx])
 @aten_rule(*aten_ops("index_put", "index_put_", "_index_put_impl_", "_unsafe_index_put"))

@@ -104,7 +104,7 @@ ZERO_ATEN = (
     "roll", "constant_pad_nd", "pad", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
     "replication_pad1d", "replication_pad2d", "replication_pad3d", "_pad_circular", "index",
     "index_select", "gather", "take", "take_along_dim",
-    "index_copy", "index_copy_", "index_fill", "index_fill_", "scatter", "scatter_", "masked_scatter",
+    "index_copy", "index_copy_", "index_fill", "index_fill_", "masked_scatter",
     "masked_scatter_", "masked_select", "nonzero", "nonzero_static", "pixel_shuffle", "pixel_unshuffle",
     "channel_shuffle", "native_channel_shuffle", "reshape", "_reshape_copy", "view_copy", "expand_copy",
     "permute_copy", "transpose_copy", "t_copy", "squeeze_copy", "unsqueeze_copy", "select_copy",
