@@ -218,6 +218,7 @@ def _aten_tally(fn: Callable[[], Any]) -> AtenTally:
     return mode.tally
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # scatter's reduce= is deprecated in favour of scatter_reduce
 def test_scatters_that_combine_cost_an_op_per_element_combined() -> None:
     x, index, src = torch.zeros(5), torch.tensor([0, 1, 1, 2, 2, 2]), torch.ones(6)
     assert _aten_tally(lambda: x.scatter(0, index, src)).cost == Cost(0, 0)  # a write
