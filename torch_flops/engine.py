@@ -495,41 +495,41 @@ class TorchFLOPsByFX:
     @property
     def total_backward_flops(self) -> int:
         """FLOPs of the last ``propagate(..., backward=True)``'s backward pass (its ops that have a rule)."""
-        if self.backward_unattributed is None:
-            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
-        return aggregate.total(self._require_records(), "backward_flops") + self.backward_unattributed.flops
+        return self._backward_sum("backward_flops", self.backward_unattributed, "flops")
 
     @property
     def total_backward_macs(self) -> int:
         """MACs of the last ``propagate(..., backward=True)``'s backward pass (its ops that have a rule)."""
-        if self.backward_unattributed is None:
-            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
-        return aggregate.total(self._require_records(), "backward_macs") + self.backward_unattributed.macs
+        return self._backward_sum("backward_macs", self.backward_unattributed, "macs")
 
     @property
     def total_recompute_macs(self) -> int:
         """MACs the last backward pass spent recomputing checkpointed forwards (0 without checkpointing)."""
-        if self.recompute_unattributed is None:
-            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
-        return aggregate.total(self._require_records(), "recompute_macs") + self.recompute_unattributed.macs
+        return self._backward_sum("recompute_macs", self.recompute_unattributed, "macs")
 
     @property
     def total_recompute_flops(self) -> int:
         """FLOPs the last backward pass spent recomputing checkpointed forwards (not in
         :attr:`total_backward_flops`; 0 without checkpointing)."""
-        if self.recompute_unattributed is None:
-            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
-        return aggregate.total(self._require_records(), "recompute_flops") + self.recompute_unattributed.flops
+        return self._backward_sum("recompute_flops", self.recompute_unattributed, "flops")
 
     @property
     def total_backward_time_ms(self) -> float | None:
         """Wall time of the last backward pass, the records' and the unattributed remainder's (``None``
         when it was not timed: ``timing=False`` or shape-only)."""
-        if self.backward_unattributed is None:
-            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
+        self._require_backward()
         if self.backward_unattributed_ms is None:
             return None
         return aggregate.total(self._require_records(), "backward_time_ms") + self.backward_unattributed_ms
+
+    def _backward_sum(self, field: str, rest: Cost | None, unit: str) -> int:
+        """The records' ``field`` summed, plus ``rest``'s ``unit``: what no forward op was charged (the loss's)."""
+        self._require_backward()
+        return aggregate.total(self._require_records(), field) + getattr(rest, unit)
+
+    def _require_backward(self) -> None:
+        if self.backward_unattributed is None:
+            raise RuntimeError("no backward pass counted: call propagate(..., backward=True)")
 
     def _run_repeated(
         self, graph: _Graph, bound: model_inputs.BoundInputs, inputs: list[Any], state: list[torch.Tensor], probe: Probe,
