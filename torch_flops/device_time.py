@@ -95,12 +95,13 @@ def attribute(events: Iterable[Mapping[str, Any]]) -> SpanTimes:
         elif category in DEVICE_CATEGORIES:
             device.append((event.get("args", {}).get("correlation"), float(event["ts"]), float(event.get("dur", 0.0))))
 
+    # each device activity joined to its launch: (thread, launch time, duration)
+    joined = [(*launches[correlation], duration) for correlation, _, duration in device if correlation in launches]
+
     # the device time each thread launched, by launch time, as prefix sums for range queries
     launched: dict[Any, list[tuple[float, float]]] = defaultdict(list)
-    for correlation, _, duration in device:
-        found = launches.get(correlation) if correlation is not None else None
-        if found is not None:
-            launched[found[0]].append((found[1], duration))
+    for thread, ts, duration in joined:
+        launched[thread].append((ts, duration))
     times: dict[Any, list[float]] = {}
     sums: dict[Any, list[float]] = {}
     for thread, pairs in launched.items():
@@ -125,12 +126,10 @@ def attribute(events: Iterable[Mapping[str, Any]]) -> SpanTimes:
     markers.sort()
     marker_times = [ts for ts, _ in markers]
     marker_device: dict[int, float] = {number: 0.0 for _, number in markers}
-    for correlation, _, duration in device:
-        found = launches.get(correlation) if correlation is not None else None
-        if found is not None and markers:
-            index = bisect.bisect_right(marker_times, found[1]) - 1
-            if index >= 0:
-                marker_device[markers[index][1]] += duration / 1000.0
+    for _, ts, duration in joined:
+        index = bisect.bisect_right(marker_times, ts) - 1
+        if index >= 0:
+            marker_device[markers[index][1]] += duration / 1000.0
 
     device_total = sum(duration for _, _, duration in device)
     if spans or markers:
