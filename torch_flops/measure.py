@@ -120,6 +120,14 @@ class Probe:
         """The CPU time to dispatch a span, when it is known apart from its time (not with plain marks)."""
         return None
 
+    def span_fields(self, span: Any) -> dict[str, float]:
+        """A timed span's record fields: ``time_ms``, and ``host_time_ms`` when known (after :meth:`finish`)."""
+        fields = {"time_ms": self.elapsed_ms(span)}
+        host = self.host_ms(span)
+        if host is not None:
+            fields["host_time_ms"] = host
+        return fields
+
     def memory(self) -> int | None:
         return self._memory(self.device) if self._memory is not None else None
 

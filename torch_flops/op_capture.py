@@ -202,9 +202,6 @@ class OpCapture(TorchFunctionMode):
         for fields, span in zip(self._pending, self._spans):
             state = record_template(fields)
             if span is not None:
-                state["time_ms"] = self.probe.elapsed_ms(span)
-                host = self.probe.host_ms(span)
-                if host is not None:
-                    state["host_time_ms"] = host
+                state |= self.probe.span_fields(span)
             records.append(frozen_from_dict(NodeRecord, state))
         return tuple(records)

@@ -484,9 +484,7 @@ class GraphRunner:
         if timing:
             probe.finish()
             for i, span in enumerate(spans):
-                measured[i]["time_ms"] = probe.elapsed_ms(span) if span is not None else 0.0
-                if span is not None and (host := probe.host_ms(span)) is not None:
-                    measured[i]["host_time_ms"] = host
+                measured[i] |= probe.span_fields(span) if span is not None else {"time_ms": 0.0}
         for i, counting in countings.items():
             costs[i], details[i] = counting.result()
         live = memory.liveness(produced, self.live_until, model_state, inner_peaks)
