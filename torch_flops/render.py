@@ -12,6 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from torch_flops.aggregate import has_backward
 from torch_flops.arguments import check_choice
 from torch_flops.records import LayerRecord, NodeRecord, Shape, Status
 
@@ -341,15 +342,13 @@ def node_table(records: Sequence[NodeRecord], unit: str = "flops", kind: str = "
         shown = value if r.status is not Status.UNSUPPORTED else ("" if kind == "csv" else "unsupported")
         table.append([r.name, r.op, r.target, r.module_path, r.module_class, shown, r.status.value, r.time_ms])
     align = ["left"] * 5 + ["right", "left", "right"]
-    if any(r.backward_flops is not None or r.backward_unsupported_ops for r in records):  # after backward=True
+    if has_backward(records):
         def backward(r: NodeRecord) -> Any:
             return getattr(r, f"backward_{unit}") if not r.backward_unsupported_ops else ("" if kind == "csv" else "unsupported")
 
         _insert_columns(headers, table, align, records, 6, backward_columns(records, unit, kind, backward))
-    if any(r.backward_time_ms is not None for r in records):  # after a timed backward
-        _insert_columns(headers, table, align, records, len(headers), [("Backward time (ms)", lambda r: r.backward_time_ms)])
-    if any(r.host_time_ms is not None for r in records):  # device time from the profiler's records
-        _insert_columns(headers, table, align, records, len(headers), [("Host time (ms)", lambda r: r.host_time_ms)])
+    _add_time_columns(headers, table, align, records, any(r.backward_time_ms is not None for r in records),
+                      any(r.host_time_ms is not None for r in records))
     add_throughput_columns(headers, table, align, throughput, peaks_known, kind)
     return _table(headers, table, kind, align)
 
