@@ -565,8 +565,6 @@ def _patch_globals(patcher: Any, frame_dict: dict[str, Any], wrappers: dict[str,
 _WRAPPERS: dict[Any, Any] = {}  # original function -> FX's wrapper of it
 
 
-
-
 def _patch_checkpoint_partials(patcher: Any, named: Iterable[tuple[str, nn.Module]]) -> None:
     """A ``functools.partial(checkpoint, ...)`` held by a module (how Hugging Face keeps its
     ``_gradient_checkpointing_func``) calls the function it holds, which no patching of names reaches:
