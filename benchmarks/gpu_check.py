@@ -246,10 +246,13 @@ def vision_model(name: str, quick: bool) -> tuple[nn.Module, int]:
     raise ValueError(name)
 
 
-def gpt2_lm(quick: bool) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def gpt2_lm(quick: bool, full: tuple[int, int, int, int, int, int] = (4, 256, 4, 256, 8192, 4),
+            ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A GPT-2 LM from a config and its input ids, on CPU: ``full`` is (layers, width, heads, sequence,
+    vocabulary, batch); ``--quick`` shrinks it to (2, 64, 4, 32, 1000, 2)."""
     import transformers as T
-    layers, width, seq, batch = (2, 64, 32, 2) if quick else (4, 256, 256, 4)
-    config = T.GPT2Config(n_layer=layers, n_embd=width, n_head=4, vocab_size=8192 if not quick else 1000, n_positions=seq,
+    layers, width, heads, seq, vocab, batch = (2, 64, 4, 32, 1000, 2) if quick else full
+    config = T.GPT2Config(n_layer=layers, n_embd=width, n_head=heads, vocab_size=vocab, n_positions=seq,
                           bos_token_id=0, eos_token_id=0, pad_token_id=0, use_cache=False, attn_implementation="sdpa")
     return T.GPT2LMHeadModel(config), {"input_ids": torch.randint(0, config.vocab_size, (batch, seq))}
 
@@ -316,12 +319,8 @@ def timing_case(name: str, batch: int, quick: bool, device: torch.device, dtype:
     """(model, args, kwargs) of one section-2 case on ``device`` in ``dtype``: a vision model on images,
     or the issue's GPT-2 (12 layers, 768 wide, sequence 1024; smaller with ``--quick``)."""
     if name == "gpt2":
-        import transformers as T
-        layers, width, seq, vocab = (2, 64, 32, 1000) if quick else (12, 768, 1024, 50257)
-        config = T.GPT2Config(n_layer=layers, n_embd=width, n_head=max(width // 64, 1), vocab_size=vocab,
-                              n_positions=seq, use_cache=False, attn_implementation="sdpa")
-        model = T.GPT2LMHeadModel(config).eval().to(device=device, dtype=dtype)
-        return model, (), {"input_ids": torch.randint(0, vocab, (batch, seq), device=device)}
+        model, inputs = gpt2_lm(quick, full=(12, 768, 12, 1024, 50257, batch))
+        return model.eval().to(device=device, dtype=dtype), (), {k: v.to(device) for k, v in inputs.items()}
     model, size = vision_model(name, quick)
     model = model.eval().to(device=device, dtype=dtype)
     return model, (torch.randn(batch, 3, size, size, device=device, dtype=dtype),), {}
@@ -363,7 +362,7 @@ def section_timing(s: Section, device: torch.device, quick: bool) -> None:
         s.status = "skipped: no CUDA (kernel times); the rest ran on CPU at small sizes as a dry run"
     cases = [("resnet50", 1, "fp32"), ("resnet50", 2 if quick else 64, "fp32"),
              ("vit_base_patch16_224", 1, "fp32"), ("vit_base_patch16_224", 2 if quick else 32, "bf16"),
-             ("gpt2", 4 if not quick else 1, "bf16")]
+             ("gpt2", 4 if not quick else 2, "bf16")  # quick: gpt2_lm's small batch]
     warmup, repeat, profiled, rounds = (1, 3, 2, 3) if quick else (3, 10, 5, 10)
     for name, batch, dname in cases:
         def run(name=name, batch=batch, dname=dname) -> dict[str, Any]:
