@@ -202,6 +202,11 @@ def test_cuda_memory_columns(cuda_device: torch.device) -> None:
         for r in counter.records:
             assert r.mem_before_bytes >= 0 and r.mem_after_bytes >= 0
             assert r.mem_delta_bytes == r.mem_after_bytes - r.mem_before_bytes
+            if mem_func_name == "max_memory_allocated":  # the peak since the run began only grows
+                assert r.mem_after_bytes >= r.mem_before_bytes
+        ops = [r for r in counter.records if r.op in ("call_module", "call_function", "call_method")]
+        # the allocator's peak while a node ran holds at least its inputs and outputs, in whole blocks
+        assert all(r.mem_peak_bytes >= r.live_peak_bytes and r.mem_inside_bytes >= 0 for r in ops)
         assert counter.print_max_memory(show=False) == max(
             max(r.mem_before_bytes, r.mem_after_bytes) for r in counter.records
         )

@@ -9,7 +9,8 @@ from torch import nn
 
 from features import needs_sdpa_gqa
 from models import Op
-from torch_flops import TorchFLOPsByFX
+from torch_flops import TorchFLOPsByFX, render
+from torch_flops.engine import MemorySummary
 
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
@@ -75,8 +76,12 @@ def test_liveness_by_hand(shape_only: bool) -> None:
     # while each node runs: x 16; x + fc1 48; x + fc1 + relu 80; x + relu + fc2 56; x + fc2 24
     # after each node: x 16; x + fc1 48; x + relu 48 (fc1 freed); x + fc2 24 (relu freed); 24
     assert [r.live_bytes for r in counter.records] == [16, 16 + 32, 16 + 32, 16 + 8, 16 + 8]
+    assert [r.live_peak_bytes for r in counter.records] == [16, 16 + 32, 16 + 32 + 32, 16 + 32 + 8, 16 + 8]
     summary = counter.activation_memory()
     assert (summary.peak_activation_bytes, summary.peak_node) == (16 + 32 + 32, "relu")
+    # in the CUDA allocator's blocks each of the three storages alive while relu runs is 512 B
+    assert summary.allocator_peak_bytes == 3 * 512
+    assert (summary.measured_peak_bytes, summary.measured_peak_node, summary.measured_inside_bytes) == (None, None, None)
     assert summary.params_bytes == (4 * 8 + 8 + 8 * 2 + 2) * 4 and summary.buffers_bytes == 0
     fc1 = counter.records[1]
     # reads x (16) and its weights (40 floats = 160); writes 32; 8 * (2*4 - 1) + 8 = 64 FLOPs
@@ -130,6 +135,29 @@ def test_peak_activation_matches_cuda(cuda_device: torch.device) -> None:
     assert abs(measured - analytic) <= 0.1 * analytic
 
 
+@pytest.mark.cuda
+def test_the_allocator_peak_per_node_equals_the_analytic_one_for_elementwise_ops(cuda_device: torch.device) -> None:
+    """Elementwise ops allocate their outputs and nothing else, and 1024 x 1024 float32 tensors (4 MiB)
+    are whole allocator blocks: measured and analytic agree exactly, node by node."""
+    x = torch.randn(1024, 1024, device=cuda_device)
+    counter = TorchFLOPsByFX(Elementwise())
+    counter.propagate(x)
+    nodes = [r for r in counter.records if r.op == "call_function" or r.op == "call_method"]
+    assert [r.mem_peak_bytes for r in nodes] == [r.live_peak_bytes for r in nodes]
+    assert [r.mem_inside_bytes for r in nodes] == [0] * len(nodes)
+    summary = counter.activation_memory()
+    # x, a = x * 2 and b = a + x alive while b runs: 3 * 4 MiB, in whole blocks
+    assert summary.measured_peak_bytes == summary.allocator_peak_bytes == summary.peak_activation_bytes == 3 * 4 * 2**20
+    assert summary.measured_inside_bytes == 0
+
+
+class Elementwise(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x * 2
+        b = a + x
+        return b.relu()
+
+
 class Temporaries(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = x * 2
@@ -154,3 +182,17 @@ def test_temporaries_inside_a_leaf_count_toward_the_peak(shape_only: bool) -> No
     # x 4,000 B is alive; inside the leaf a (4,000) and b (4,000) are alive when the sum (4) is made
     summary = counter.activation_memory()
     assert (summary.peak_activation_bytes, summary.peak_node) == (4_000 + 8_004, "inner")
+
+
+def test_the_allocator_peak_is_told_apart_from_the_analytic_one() -> None:
+    summary = MemorySummary(peak_activation_bytes=600, peak_node="relu", params_bytes=232, buffers_bytes=0,
+                            allocator_peak_bytes=1024, measured_peak_bytes=1300, measured_peak_node="conv",
+                            measured_inside_bytes=200)
+    # 1,300 = 600 + (1,024 - 600) blocks + 200 inside the op + 76 other
+    assert render.activation_memory_text(summary).splitlines() == [
+        "peak_activation_memory = 600 B (at node relu); parameters 232 B, buffers 0 B",
+        "allocator peak = 1,300 B (at node conv) = analytic 600 + 512-byte blocks 424 + inside the op "
+        "(workspaces, temporaries) 200 + other +76",
+    ]
+    cpu = MemorySummary(peak_activation_bytes=600, peak_node="relu", params_bytes=232, buffers_bytes=0)
+    assert render.activation_memory_text(cpu) == "peak_activation_memory = 600 B (at node relu); parameters 232 B, buffers 0 B"

@@ -31,7 +31,7 @@ from torch_flops import memory
 from torch_flops.planning import IgnoreSpec, NodeObserver, NodePlan, plan_graph
 from torch_flops.layers import layer_rows, params_by_owner
 from torch_flops.runner import GraphRunner
-from torch_flops.measure import Probe, check_memory_function, gc_paused, run_device, tensors_in
+from torch_flops.measure import NO_MEMORY, Probe, check_memory_function, gc_paused, run_device, tensors_in
 from torch_flops.records import Cost, NodeRecord
 from torch_flops.registry import DEFAULT_REGISTRY, CostRegistry, Rule, RuleFn
 from torch_flops.rules.attention import ATTENTION_MODES, attention_rules
@@ -61,12 +61,24 @@ class _Graph:
 
 @dataclass(frozen=True)
 class MemorySummary:
-    """Analytic memory of one run (see :mod:`torch_flops.memory`)."""
+    """Activation memory of one run, analytic (see :mod:`torch_flops.memory`) and, on CUDA, as the
+    caching allocator counted it (see :mod:`torch_flops.measure`).
+
+    ``peak_activation_bytes``: the analytic peak, while ``peak_node`` runs; ``allocator_peak_bytes``:
+    the same with each storage in the allocator's 512-byte blocks. ``measured_peak_bytes``: the most the
+    allocator had allocated while a node ran, above the run's baseline (the inputs counted), at
+    ``measured_peak_node``, of which ``measured_inside_bytes`` beyond that node's inputs and outputs
+    (cuDNN/cuBLAS workspaces, temporaries inside the op); the three are ``None`` off CUDA. Parameters and
+    buffers are apart."""
 
     peak_activation_bytes: int
     peak_node: str
     params_bytes: int
     buffers_bytes: int
+    allocator_peak_bytes: int = 0
+    measured_peak_bytes: int | None = None
+    measured_peak_node: str | None = None
+    measured_inside_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -628,27 +640,30 @@ class TorchFLOPsByFX:
         return total
 
     def activation_memory(self) -> MemorySummary:
-        """Analytic memory of the last run (any device): the peak of live activations and the node
-        running when it occurs, and the bytes of parameters and buffers, counted separately."""
+        """Memory of the last run: the analytic peak of live activations (any device) and the node
+        running when it occurs, beside the CUDA allocator's measured peak on CUDA, and the bytes of
+        parameters and buffers, counted separately (:class:`MemorySummary`)."""
         records = self._require_records()
         live = self._liveness
         if live is None:
             raise RuntimeError("no memory analysis in a FLOPs-only run: propagate with timing=True")
+        measured = max((r for r in records if r.mem_peak_bytes is not None), key=lambda r: r.mem_peak_bytes, default=None)
         return MemorySummary(
             peak_activation_bytes=live.peak_bytes,
             peak_node=self._current.runner.nodes[live.peak_index].name if records else "",
             params_bytes=sum(memory.tensor_bytes(p) for p in self.model.parameters()),
             buffers_bytes=sum(memory.tensor_bytes(b) for b in self.model.buffers()),
+            allocator_peak_bytes=live.allocator_peak_bytes,
+            measured_peak_bytes=None if measured is None else measured.mem_peak_bytes,
+            measured_peak_node=None if measured is None else measured.name,
+            measured_inside_bytes=None if measured is None else measured.mem_inside_bytes,
         )
 
     def print_activation_memory(self, show: bool = True) -> MemorySummary:
         """Print and return :meth:`activation_memory`."""
         summary = self.activation_memory()
         if show:
-            print(
-                f"peak_activation_memory = {summary.peak_activation_bytes:,} B (at node {summary.peak_node}); "
-                f"parameters {summary.params_bytes:,} B, buffers {summary.buffers_bytes:,} B"
-            )
+            print(render.activation_memory_text(summary))
         return summary
 
     def print_max_memory(self, show: bool = True) -> int | None:
@@ -835,7 +850,9 @@ def _with_backward(record: NodeRecord, tally: Any, recomputed: Any, seconds: flo
 
 def _median_times(records: list[NodeRecord], runs: list[list[NodeRecord]]) -> list[NodeRecord]:
     """``records`` with each record's median and minimum time (and median host time, when known) over
-    ``runs`` (matched by name: a leaf may make other calls in another run)."""
+    ``runs`` (matched by name: a leaf may make other calls in another run), and the CUDA memory readings
+    of the last of them, so that they too come from a warm run (not from lazy initialisation, such as a
+    cuBLAS workspace allocated at the first matrix product)."""
     by_name = [{r.name: r for r in run} for run in runs]
     out = []
     for record in records:
@@ -845,8 +862,10 @@ def _median_times(records: list[NodeRecord], runs: list[list[NodeRecord]]) -> li
             continue
         times = [r.time_ms for r in timed]
         hosts = [r.host_time_ms for r in timed if r.host_time_ms is not None]
+        last = timed[-1]
         out.append(dataclasses.replace(record, time_ms=statistics.median(times), time_min_ms=min(times),
-                                       host_time_ms=statistics.median(hosts) if hosts else None))
+                                       host_time_ms=statistics.median(hosts) if hosts else None,
+                                       **{name: getattr(last, name) for name in NO_MEMORY}))
     return out
 
 

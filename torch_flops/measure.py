@@ -3,9 +3,17 @@
 On CPU a node's time is ``time.perf_counter`` around it. On CUDA a pair of CUDA events is recorded
 around each node and the run synchronises once, at its end, to read them: the time is what the node
 took on the device, and the kernels of successive nodes queue as they do in a plain forward (a
-synchronisation per node would drain the queue every time). Memory is read from
-``torch.cuda.memory_allocated`` or ``torch.cuda.max_memory_allocated`` (host-side allocator counters,
-no synchronisation) on CUDA and is ``None`` elsewhere. A CPU run never touches CUDA.
+synchronisation per node would drain the queue every time).
+
+Memory is read on CUDA only (``None`` elsewhere) from the caching allocator's counters of allocated
+bytes (host-side, no synchronisation): ``mem_before_bytes`` / ``mem_after_bytes`` are what
+``torch.cuda.memory_allocated`` or ``torch.cuda.max_memory_allocated`` (the peak since the run began)
+would return around the node. The peak counter is reset as each node starts, so that the most allocated
+*while* it ran is known too: ``mem_peak_bytes``, above the run's baseline (what was allocated before it
+except its inputs, so that it reads as the analytic ``live_peak_bytes``), and ``mem_inside_bytes``, the
+part of that peak beyond the node's inputs and outputs (cuDNN/cuBLAS workspaces, temporaries the op
+freed before returning). :class:`SpanPeaks` keeps the nested spans (a leaf node and its calls) right.
+A CPU run never touches CUDA.
 """
 
 from __future__ import annotations
@@ -13,12 +21,15 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Callable, Iterable, Iterator
+from types import MappingProxyType
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 
 MEMORY_FUNCTIONS = ("max_memory_allocated", "memory_allocated")
+NO_MEMORY: Mapping[str, int | None] = MappingProxyType(
+    dict.fromkeys(("mem_before_bytes", "mem_after_bytes", "mem_peak_bytes", "mem_inside_bytes")))
 
 
 @contextlib.contextmanager
@@ -52,6 +63,33 @@ def check_memory_function(mem_func_name: str) -> None:
         raise ValueError(f"mem_func_name must be one of {MEMORY_FUNCTIONS}, got {mem_func_name!r}")
 
 
+class SpanPeaks:
+    """The most allocated while each of several nested spans ran, from one peak counter that is reset as
+    each span opens.
+
+    A reading of the counter is the peak since its last reset, and every span open at that time was
+    open all that while, so it raises each of them; ``peak`` is the peak since the first span (the run's
+    own, which ``max_memory_allocated`` would show without the resets)."""
+
+    def __init__(self, allocated: int = 0) -> None:
+        self.peak = allocated
+        self._open: list[int] = []
+
+    def open(self, allocated: int, counter_peak: int) -> None:
+        """A span opens with ``allocated`` bytes; the counter read ``counter_peak`` and is reset next."""
+        self.fold(counter_peak)
+        self._open.append(allocated)
+
+    def close(self, counter_peak: int) -> int:
+        """The innermost open span closes, the counter reading ``counter_peak``; return its peak."""
+        self.fold(counter_peak)
+        return self._open.pop()
+
+    def fold(self, counter_peak: int) -> None:
+        self.peak = max(self.peak, counter_peak)
+        self._open = [max(peak, counter_peak) for peak in self._open]
+
+
 class Probe:
     """Clock and memory readings for one run on ``device``."""
 
@@ -59,13 +97,60 @@ class Probe:
         check_memory_function(mem_func_name)
         self.on_cuda = device.type == "cuda"
         self.device = device
-        self._memory: Callable[..., int] | None = getattr(torch.cuda, mem_func_name) if self.on_cuda else None
+        self._since_start = mem_func_name == "max_memory_allocated"
+        self._peaks = SpanPeaks()
+        self._baseline = 0
 
     def start(self) -> None:
-        """Reset the CUDA peak counter so that ``max_memory_allocated`` readings belong to this run."""
+        """Reset the CUDA peak counter so that memory readings belong to this run."""
         if self.on_cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._peaks = SpanPeaks(self._allocated()[0])
+            self._baseline = self._peaks.peak
+
+    def count_from(self, inputs_bytes: int) -> None:
+        """Measure ``mem_peak_bytes`` above what was allocated as the run started less ``inputs_bytes``
+        (the allocator's bytes of the run's inputs), as the analytic peak counts the inputs."""
+        if self.on_cuda:
+            self._baseline = self._peaks.peak - inputs_bytes
+
+    def _allocated(self) -> tuple[int, int]:
+        """The allocator's allocated bytes now and their peak since the counter's last reset (one read of
+        its counters, without :func:`torch.cuda.memory_stats`' flattening and sorting of every counter)."""
+        counters = torch.cuda.memory_stats_as_nested_dict(self.device).get("allocated_bytes", {}).get("all", {})
+        return counters.get("current", 0), counters.get("peak", 0)
+
+    def memory(self) -> int | None:
+        """What the memory function would read now (``None`` off CUDA)."""
+        if not self.on_cuda:
+            return None
+        allocated, counter_peak = self._allocated()
+        self._peaks.fold(counter_peak)
+        return self._peaks.peak if self._since_start else allocated
+
+    def memory_begin(self) -> Any:
+        """Open a span of memory readings (a node, a call); close it with :meth:`memory_end`."""
+        if not self.on_cuda:
+            return None
+        allocated, counter_peak = self._allocated()
+        self._peaks.open(allocated, counter_peak)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return allocated, self._peaks.peak
+
+    def memory_end(self, token: Any) -> Mapping[str, int | None]:
+        """The memory fields of the span :meth:`memory_begin` opened (:data:`NO_MEMORY` off CUDA)."""
+        if token is None:
+            return NO_MEMORY
+        before, peak_before = token
+        after, counter_peak = self._allocated()
+        peak = self._peaks.close(counter_peak)
+        return {
+            "mem_before_bytes": peak_before if self._since_start else before,
+            "mem_after_bytes": self._peaks.peak if self._since_start else after,
+            "mem_peak_bytes": peak - self._baseline,
+            "mem_inside_bytes": peak - max(before, after),
+        }
 
     def now(self) -> float:
         """Seconds from ``perf_counter``, after the device has finished queued work."""
@@ -127,9 +212,6 @@ class Probe:
         if host is not None:
             fields["host_time_ms"] = host
         return fields
-
-    def memory(self) -> int | None:
-        return self._memory(self.device) if self._memory is not None else None
 
 
 def tensors_in(values: Any) -> list[torch.Tensor]:

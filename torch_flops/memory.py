@@ -6,8 +6,12 @@
 - Liveness: activations are storages (views and in-place results share their input's storage and cost
   nothing new). A storage lives from the node that first produces it to the last node that uses any
   value holding it; values the model returns live to the end. Parameters, buffers and graph constants
-  are not activations. ``live_bytes`` of a node is what is still alive after it; the peak is taken
-  *while* a node runs (its inputs not yet freed and its outputs allocated).
+  are not activations. ``live_bytes`` of a node is what is still alive after it; ``live_peak_bytes``
+  what is alive *while* it runs (its inputs not yet freed and its outputs allocated), and the peak is
+  the largest of those.
+- The CUDA caching allocator hands out blocks of whole multiples of 512 bytes (512 at least), and its
+  counters (``torch.cuda.memory_allocated``) count the blocks: :func:`allocator_bytes`. The liveness
+  pass also gives the peak with every storage rounded up so, which is what those counters can show.
 
 Inside a node run as one unit by the aten fallback (a leaf module, the whole model), the allocations of
 its aten ops are followed as they happen (:class:`torch_flops.fallback.AtenCostMode`), so its
@@ -16,11 +20,10 @@ temporaries count toward the peak; a node priced by a rule is seen only through 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:
@@ -43,6 +46,15 @@ def strided_parts(tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
     if layout in (torch.sparse_csc, torch.sparse_bsc):
         return (tensor.ccol_indices(), tensor.row_indices(), tensor.values())
     return ()
+
+
+ALLOCATOR_BLOCK = 512  # the CUDA caching allocator's smallest block, and the multiple every block is of
+
+
+def allocator_bytes(nbytes: int) -> int:
+    """The bytes the CUDA caching allocator's counters count for a storage of ``nbytes``:
+    ``512 * ceil(nbytes / 512)``, 0 for an empty storage (which allocates nothing)."""
+    return -(-nbytes // ALLOCATOR_BLOCK) * ALLOCATOR_BLOCK
 
 
 def bytes_of(tensors: Iterable[torch.Tensor]) -> int:
@@ -70,11 +82,15 @@ def storage_ids(tensors: Iterable[torch.Tensor]) -> set[int]:
 
 @dataclass(frozen=True)
 class Liveness:
-    """Per node (graph order): live activation bytes after it; and the peak while a node runs."""
+    """Per node (graph order): the live activation bytes after it (``live_after``) and while it runs
+    (``during``); the peak of ``during`` and the node where it occurs; and ``allocator_peak_bytes``, that
+    peak with every storage rounded up to the CUDA allocator's blocks (:func:`allocator_bytes`)."""
 
     live_after: tuple[int, ...]
+    during: tuple[int, ...]
     peak_bytes: int
     peak_index: int
+    allocator_peak_bytes: int
 
 
 def liveness(
@@ -83,7 +99,8 @@ def liveness(
     """``produced[i]``: storages held by node ``i``'s value; ``last_use[i]``: the index of its last user
     (``len(produced)`` for values the model returns). Storages in ``excluded`` are not counted.
     ``inner_peaks[i]``: the most a node run as one unit had allocated at once (its temporaries), which
-    replaces its outputs' bytes in the peak while it runs when larger."""
+    replaces its outputs' bytes in the peak while it runs when larger (not rounded to blocks: the
+    fallback follows bytes)."""
     intervals: list[list[int]] = []  # [first node, last node, bytes] of each storage
     alive: dict[int, list[int]] = {}  # storage id -> its latest interval (an id is reused once freed)
     for i, held in enumerate(produced):
@@ -101,12 +118,23 @@ def liveness(
                 if nbytes > interval[2]:
                     interval[2] = nbytes
     n = len(produced)
-    # sweep: +bytes at first, -bytes after last
+    live_after, during = _sweep(n, intervals, inner_peaks, lambda nbytes: nbytes)
+    _, in_blocks = _sweep(n, intervals, inner_peaks, allocator_bytes)
+    peak_index = max(range(n), key=during.__getitem__) if n else 0
+    return Liveness(tuple(live_after), tuple(during), during[peak_index] if n else 0, peak_index,
+                    max(in_blocks, default=0))
+
+
+def _sweep(
+    n: int, intervals: list[list[int]], inner_peaks: Sequence[int], size: Callable[[int], int]
+) -> tuple[list[int], list[int]]:
+    """Live bytes after and while each of ``n`` nodes runs, each storage counted as ``size(bytes)``:
+    ``+size`` at its first node, ``-size`` after its last."""
     starts = [0] * (n + 1)
     ends = [0] * (n + 2)
     for begin, last, nbytes in intervals:
-        starts[begin] += nbytes
-        ends[min(last, n) + 1] += nbytes
+        starts[begin] += size(nbytes)
+        ends[min(last, n) + 1] += size(nbytes)
     live_after, during = [], []
     running = 0
     for i in range(n):
@@ -115,5 +143,4 @@ def liveness(
         running += starts[i]
         running -= ends[i + 1]
         live_after.append(running)
-    peak_index = max(range(n), key=during.__getitem__) if n else 0
-    return Liveness(tuple(live_after), during[peak_index] if n else 0, peak_index)
+    return live_after, during

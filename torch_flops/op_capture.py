@@ -22,7 +22,7 @@ readings. Attribute reads (``x.shape``, ``x.T``) and calls that return no tensor
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import torch
@@ -113,7 +113,7 @@ class OpCapture(TorchFunctionMode):
             return func(*args, **kwargs)
         rule = callee.rule
         probe = self.probe
-        mem_before = probe.memory() if probe is not None else None
+        memory_span = probe.memory_begin() if probe is not None else None
         start = probe.begin() if probe is not None else None
         aten = None
         if callee.ignored or rule is not None:
@@ -123,6 +123,7 @@ class OpCapture(TorchFunctionMode):
             with aten:
                 output = func(*args, **kwargs)
         span = probe.end(start) if probe is not None else None
+        measured = probe.memory_end(memory_span) if probe is not None else None
         out_tensors = [output] if type(output) is _Tensor else tensors_in(output)
         aten_costs: tuple[AtenOpCost, ...] = ()
         unsupported: tuple[str, ...] = ()
@@ -145,7 +146,7 @@ class OpCapture(TorchFunctionMode):
                 return output
             status = Status.RULE
         in_tensors = tensors_in((args, kwargs))
-        name = self._add(callee, status, cost, in_tensors, out_tensors, unsupported, aten_costs, mem_before, probe)
+        name = self._add(callee, status, cost, in_tensors, out_tensors, unsupported, aten_costs, measured)
         self._spans.append(span)
         if self.claim is not None:
             self.claim(name, output)
@@ -169,7 +170,7 @@ class OpCapture(TorchFunctionMode):
 
     def _add(
         self, callee: _Callee, status: Status, cost: Cost | None, in_tensors: list[_Tensor], out_tensors: list[_Tensor],
-        unsupported: tuple[str, ...], aten_costs: tuple[AtenOpCost, ...], mem_before: int | None, probe: Probe | None,
+        unsupported: tuple[str, ...], aten_costs: tuple[AtenOpCost, ...], measured: Mapping[str, int | None] | None,
     ) -> str:
         """Keep the fields of one call's record; return its name."""
         count = self._names[callee.short]
@@ -184,8 +185,8 @@ class OpCapture(TorchFunctionMode):
             "output_shapes": tuple([tuple(t.shape) for t in out_tensors]),
             "unsupported_ops": unsupported, "aten_costs": aten_costs, "leaf_node": self.node_name,
         }
-        if probe is not None:
-            fields["mem_before_bytes"], fields["mem_after_bytes"] = mem_before, probe.memory()
+        if measured is not None:
+            fields.update(measured)
         if self.measure_bytes:
             fields["read_bytes"], fields["written_bytes"] = memory.bytes_of(in_tensors), memory.bytes_of(out_tensors)
         self._pending.append(fields)

@@ -74,8 +74,9 @@ class AtenOpCost:
 class NodeRecord:
     """One executed op: an FX node, or a torch-level call made inside a leaf node.
 
-    ``read_bytes`` / ``written_bytes`` are the bytes the node moves and ``live_bytes`` the activation
-    memory still alive after it (see :mod:`torch_flops.memory`). ``time_ms`` is the median over the
+    ``read_bytes`` / ``written_bytes`` are the bytes the node moves, ``live_bytes`` the activation
+    memory still alive after it and ``live_peak_bytes`` that alive while it runs (see
+    :mod:`torch_flops.memory`). ``time_ms`` is the median over the
     timed runs and ``time_min_ms`` the fastest; both are ``None`` in a shape-only or FLOPs-only run. On
     CUDA, where the profiler's records give each kernel's duration (:mod:`torch_flops.device_time`),
     ``time_ms`` is the device time of the kernels the op launched and ``host_time_ms`` the CPU time to
@@ -84,13 +85,15 @@ class NodeRecord:
     the aten ops that had no rule. A record priced by the aten-level fallback lists in ``aten_costs``
     what each aten operator cost (they sum to its cost). ``module_path`` is the qualified
     name of the innermost module whose ``forward`` created the node or made the call ('' at the root),
-    and ``module_class`` that module's class name. Memory fields are ``None`` unless the node ran on
-    CUDA.
+    and ``module_class`` that module's class name. The ``mem_*`` fields are the CUDA allocator's readings
+    (:mod:`torch_flops.measure`), ``None`` unless the node ran on CUDA: ``mem_peak_bytes``, the most
+    allocated while it ran above the run's baseline (to set beside ``live_peak_bytes``), and
+    ``mem_inside_bytes``, the part of it beyond the node's inputs and outputs (workspaces, temporaries).
 
     A leaf node (a module run as one unit: one FX cannot trace, or one kept whole) has no record of its
     own: each torch-level call it makes is one (``op`` ``call_function`` or ``call_method``, named
     ``<leaf node>.<call>``), with ``leaf_node`` the leaf node's name ('' for a node of the graph) and
-    ``live_bytes`` ``None``. A leaf that makes no call keeps a record of its own.
+    ``live_bytes`` and ``live_peak_bytes`` ``None``. A leaf that makes no call keeps a record of its own.
 
     ``backward_flops`` / ``backward_macs``: after ``propagate(..., backward=True)``, what the backward
     pass ran for this op's autograd nodes (``None`` without a backward pass, or when an aten op of its
@@ -129,6 +132,9 @@ class NodeRecord:
     backward_time_ms: float | None = None
     recompute_flops: int | None = None
     recompute_macs: int | None = None
+    live_peak_bytes: int | None = None
+    mem_peak_bytes: int | None = None
+    mem_inside_bytes: int | None = None
 
     @property
     def arithmetic_intensity(self) -> float | None:

@@ -35,6 +35,9 @@ class Column(enum.Enum):
     WRITTEN_BYTES = ("written(B)", lambda r: r.written_bytes)
     INTENSITY = ("flops/byte", lambda r: None if r.arithmetic_intensity is None else round(r.arithmetic_intensity, 3))
     LIVE_BYTES = ("live_after(B)", lambda r: r.live_bytes)
+    LIVE_PEAK = ("live_peak(B)", lambda r: r.live_peak_bytes)
+    MEM_PEAK = ("mem_peak(B)", lambda r: r.mem_peak_bytes)
+    MEM_INSIDE = ("mem_inside_op(B)", lambda r: r.mem_inside_bytes)
 
     def __init__(self, header: str, getter: Callable[[NodeRecord], Any]) -> None:
         self.header = header
@@ -90,6 +93,21 @@ def total_flops_line(total: int, not_counted: Counter[str]) -> str:
         targets = ", ".join(t if c == 1 else f"{t} x{c}" for t, c in not_counted.items())
         line += f" ({n} node{'s' if n != 1 else ''} not counted: {targets})"
     return line
+
+
+def activation_memory_text(summary: Any) -> str:
+    """The analytic activation peak and where it occurs, and on CUDA the allocator's measured peak beside
+    it with the difference named: the 512-byte blocks, and what the allocator had inside the op at its
+    peak (workspaces, temporaries). ``summary`` is a :class:`torch_flops.engine.MemorySummary`."""
+    text = (f"peak_activation_memory = {summary.peak_activation_bytes:,} B (at node {summary.peak_node}); "
+            f"parameters {summary.params_bytes:,} B, buffers {summary.buffers_bytes:,} B")
+    if summary.measured_peak_bytes is not None:
+        blocks = summary.allocator_peak_bytes - summary.peak_activation_bytes
+        rest = summary.measured_peak_bytes - summary.allocator_peak_bytes - summary.measured_inside_bytes
+        text += (f"\nallocator peak = {summary.measured_peak_bytes:,} B (at node {summary.measured_peak_node}) = "
+                 f"analytic {summary.peak_activation_bytes:,} + 512-byte blocks {blocks:,} + inside the op "
+                 f"(workspaces, temporaries) {summary.measured_inside_bytes:,} + other {rest:+,}")
+    return text
 
 
 # -- the layer-wise view -------------------------------------------------------------------------------
@@ -196,7 +214,8 @@ def to_layer_table(
 VIEW_KINDS = ("text", "md", "csv", "json")
 UNITS = ("flops", "macs")
 SCHEMA = "torch_flops/result"
-SCHEMA_VERSION = 3  # 3: backward, recomputation and backward time in records and rows; total_* after a backward
+SCHEMA_VERSION = 4  # 3: backward, recomputation and backward time in records and rows; total_* after a backward;
+# 4: live_peak_bytes, mem_peak_bytes and mem_inside_bytes in node records
 
 
 def _unit_label(unit: str) -> str:

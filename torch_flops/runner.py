@@ -330,6 +330,8 @@ class GraphRunner:
                     costs[i], fallbacks[i] = counting.result()
                 for dead in step.free:
                     values[dead] = None
+                # the dead values are freed now, as in eager, not when the next node's run rebinds these names
+                args = kwargs = in_tensors = output = out_tensors = None
             output = self._output(values)
         run = (shapes, costs, fallbacks, _shapes(output), hidden)
         if self._previous is not None and self._previous[0] == run:
@@ -352,10 +354,10 @@ class GraphRunner:
     def _records(
         self, shapes: list[tuple], costs: list[Cost | None], details: list[tuple], output_shapes: tuple,
         hidden: frozenset[int] = frozenset(), measured: list[dict[str, Any]] | None = None,
-        live_after: tuple[int, ...] | None = None,
+        live: memory.Liveness | None = None,
     ) -> list[NodeRecord]:
         """One record per node: its shapes (a node's input shapes are its producers' output shapes),
-        cost and details, and the ``measured`` columns and ``live_after`` bytes of a full run. A leaf
+        cost and details, and the ``measured`` columns and ``live`` bytes of a full run. A leaf
         node's records are those of the calls it made (the fourth item of its details), a ``hidden``
         input has none.
 
@@ -391,9 +393,9 @@ class GraphRunner:
             else:
                 state["input_shapes"] = tuple([shape for j in producers[i] for shape in shapes[j]])
                 state["output_shapes"] = shapes[i]
-            if measured is not None:
+            if measured is not None and live is not None:
                 state.update(measured[i])
-                state["live_bytes"] = live_after[i]
+                state["live_bytes"], state["live_peak_bytes"] = live.live_after[i], live.during[i]
             if not checked:
                 check_record_fields(state)
                 checked = True
@@ -429,12 +431,15 @@ class GraphRunner:
                 i = slot[node]
                 held = tensors_in(values[i])
                 shapes[i], produced[i] = tuple(tuple(t.shape) for t in held), memory.storages(held)
-                measured[i] = {"mem_before_bytes": probe.memory(), "mem_after_bytes": probe.memory()}
+                reading = probe.memory()
+                measured[i] = {"mem_before_bytes": reading, "mem_after_bytes": reading}
                 self._observe(observer, node, values[i], (), {})
+            if probe.on_cuda:
+                probe.count_from(self._inputs_bytes(values, model_state))
             for step in self.steps:
                 i, kind, plan = step.index, step.kind, step.plan
                 args, kwargs = step.arguments(values, slot)
-                mem_before = probe.memory()
+                memory_span = probe.memory_begin()
                 if step.nested:
                     in_tensors = tensors_in((args, kwargs))
                 else:  # flat arguments: the tensors among them, in order
@@ -451,7 +456,7 @@ class GraphRunner:
                 start = probe.begin() if timing else None
                 output = step.call(args, kwargs, counting)
                 spans[i] = probe.end(start) if timing else None
-                mem_after = probe.memory()
+                mem = probe.memory_end(memory_span)
                 values[i] = output
                 if claim is not None and (plan.module is None or kind != _FALLBACK):  # a leaf's calls claim their own
                     claim(step.node.name, output)
@@ -470,16 +475,18 @@ class GraphRunner:
                 else:
                     read = memory.bytes_of(in_tensors) + self._module_bytes(plan.module)
                     written = memory.bytes_of(out_tensors)
-                measured[i] = {"mem_before_bytes": mem_before, "mem_after_bytes": mem_after,
-                               "read_bytes": read, "written_bytes": written}
+                measured[i] = {**mem, "read_bytes": read, "written_bytes": written}
                 for dead in step.free:
                     values[dead] = None
+                # the dead values are freed now, as in eager, not when the next node's run rebinds these names
+                args = kwargs = in_tensors = output = out_tensors = None
             output = self._output(values)
             if self.output_node is not None:
                 i = slot[self.output_node]
                 held = tensors_in(output)
                 produced[i] = memory.storages(held)
-                measured[i] = {"mem_before_bytes": probe.memory(), "mem_after_bytes": probe.memory()}
+                reading = probe.memory()
+                measured[i] = {"mem_before_bytes": reading, "mem_after_bytes": reading}
                 self._observe(observer, self.output_node, output, (output,), {})
         if timing:
             probe.finish()
@@ -488,7 +495,7 @@ class GraphRunner:
         for i, counting in countings.items():
             costs[i], details[i] = counting.result()
         live = memory.liveness(produced, self.live_until, model_state, inner_peaks)
-        return output, self._records(shapes, costs, details, _shapes(output), hidden, measured, live.live_after), live
+        return output, self._records(shapes, costs, details, _shapes(output), hidden, measured, live), live
 
     def _state_tensors(self) -> list[torch.Tensor]:
         """The parameters and buffers of the graph module's modules (``gm.parameters()`` and
@@ -505,6 +512,11 @@ class GraphRunner:
             observer(node, plan, args, kwargs, result)
         except Exception as error:
             raise observer_error(node, plan, args, kwargs, error) from error
+
+    def _inputs_bytes(self, values: list[Any], model_state: set[int]) -> int:
+        """The CUDA allocator's bytes of the storages the graph's inputs hold (not the model's own)."""
+        held = [t for node in self.placeholders for t in tensors_in(values[self.slot[node]]) if t.is_cuda]
+        return sum(memory.allocator_bytes(n) for raw, n in memory.storages(held).items() if raw not in model_state)
 
     def _module_bytes(self, module: nn.Module | None) -> int:
         """Bytes of a module node's parameters and buffers, which it reads (after it ran: lazy modules
