@@ -100,7 +100,8 @@ class TrainingMemory:
     distinct storages autograd saved for the backward (not parameters or buffers);
     ``backward_peak_bytes``: the most the backward had allocated at once (its gradients and
     temporaries). :attr:`peak_bytes` adds them up (gradients are inside the backward's peak): a bound
-    from above, since saved activations are freed while the backward runs."""
+    from above, since saved activations are freed while the backward runs. It is the peak of a step
+    after the first: an optimizer makes its state in its first ``step()``, after that step's backward."""
 
     params_bytes: int
     gradient_bytes: int
