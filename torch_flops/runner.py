@@ -331,7 +331,7 @@ class GraphRunner:
                 for dead in step.free:
                     values[dead] = None
                 # the dead values are freed now, as in eager, not when the next node's run rebinds these names
-                args = kwargs = in_tensors = output = out_tensors = None
+                args = kwargs = output = None
             output = self._output(values)
         run = (shapes, costs, fallbacks, _shapes(output), hidden)
         if self._previous is not None and self._previous[0] == run:
