@@ -8,6 +8,9 @@ CUDA each timed span (a graph node, a call inside a leaf) is a ``record_function
 
 - a device activity (trace category ``kernel``, ``gpu_memcpy`` or ``gpu_memset``) belongs to the launch
   with the same ``correlation`` id (category ``cuda_runtime`` or ``cuda_driver``, on a host thread);
+  where the trace holds no such launch (a launch API the profiler does not record), it belongs to the
+  host op whose ``External id`` it carries (category ``cpu_op`` or ``user_annotation``), launched as that
+  op starts; what matches neither counts in the run's total and in :attr:`SpanTimes.unlinked_ms`;
 - a span's **device time** is the summed duration of the device activities whose launch lies inside
   the span's range on the same thread (nested spans included: a leaf's span holds its calls');
 - its **host time** is the range's own duration: the CPU time to dispatch it (kernels not awaited).
@@ -36,6 +39,8 @@ MARKER_PREFIX = "torch_flops::mark::"
 DEVICE_CATEGORIES = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
 LAUNCH_CATEGORIES = frozenset({"cuda_runtime", "cuda_driver"})
 SPAN_CATEGORY = "user_annotation"
+HOST_OP_CATEGORIES = frozenset({"cpu_op", SPAN_CATEGORY})
+UNLINKED_NOTE_SHARE = 0.01  # a run whose unlinked device time is above this share of its total says so
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class SpanTimes:
     wall_ms: float
     markers: dict[int, float] = field(default_factory=dict)  # marker number -> its time, in ms on the trace's clock
     marker_device_ms: dict[int, float] = field(default_factory=dict)  # launched from a marker until the next
+    unlinked_ms: float = 0.0  # device time joined to no launch and no host op: in the total, in no span
 
     def __post_init__(self) -> None:
         order = sorted(self.markers, key=self.markers.__getitem__)
@@ -76,11 +82,14 @@ def attribute(events: Iterable[Mapping[str, Any]]) -> SpanTimes:
     spans: list[tuple[Any, float, float, int]] = []  # (thread, start, end, number)
     markers: list[tuple[float, int]] = []  # (ts, number)
     launches: dict[Any, tuple[Any, float]] = {}  # correlation -> (thread, ts)
-    device: list[tuple[Any, float, float]] = []  # (correlation, start, duration)
+    host_ops: dict[Any, tuple[Any, float]] = {}  # External id -> (thread, ts)
+    device: list[tuple[Any, Any, float, float]] = []  # (correlation, External id, start, duration)
     for event in events:
         if event.get("ph") != "X":
             continue
         category = event.get("cat")
+        if category in HOST_OP_CATEGORIES and "External id" in event.get("args", {}):
+            host_ops[event["args"]["External id"]] = (_thread(event), float(event["ts"]))
         if category == SPAN_CATEGORY:
             name = event.get("name", "")
             if name.startswith(MARKER_PREFIX) and name[len(MARKER_PREFIX):].isdigit():
@@ -93,10 +102,19 @@ def attribute(events: Iterable[Mapping[str, Any]]) -> SpanTimes:
             if correlation is not None:
                 launches[correlation] = (_thread(event), float(event["ts"]))
         elif category in DEVICE_CATEGORIES:
-            device.append((event.get("args", {}).get("correlation"), float(event["ts"]), float(event.get("dur", 0.0))))
+            args = event.get("args", {})
+            device.append((args.get("correlation"), args.get("External id"), float(event["ts"]),
+                           float(event.get("dur", 0.0))))
 
-    # each device activity joined to its launch: (thread, launch time, duration)
-    joined = [(*launches[correlation], duration) for correlation, _, duration in device if correlation in launches]
+    # each device activity joined to its launch, else to its host op: (thread, launch time, duration)
+    joined: list[tuple[Any, float, float]] = []
+    unlinked = 0.0
+    for correlation, external, _, duration in device:
+        launch = launches.get(correlation) or host_ops.get(external)
+        if launch is None:
+            unlinked += duration
+        else:
+            joined.append((*launch, duration))
 
     # the device time each thread launched, by launch time, as prefix sums for range queries
     launched: dict[Any, list[tuple[float, float]]] = defaultdict(list)
@@ -131,15 +149,16 @@ def attribute(events: Iterable[Mapping[str, Any]]) -> SpanTimes:
         if index >= 0:
             marker_device[markers[index][1]] += duration / 1000.0
 
-    device_total = sum(duration for _, _, duration in device)
+    device_total = sum(duration for *_, duration in device)
     if spans or markers:
-        first = min([ts for ts, _ in markers] + [start for _, start, _, _ in spans] + [start for _, start, _ in device])
-        last = max([ts for ts, _ in markers] + [end for _, _, end, _ in spans] + [start + duration for _, start, duration in device])
+        first = min([ts for ts, _ in markers] + [start for _, start, _, _ in spans] + [start for *_, start, _ in device])
+        last = max([ts for ts, _ in markers] + [end for _, _, end, _ in spans]
+                   + [start + duration for *_, start, duration in device])
         wall = last - first
     else:
         wall = 0.0
     return SpanTimes(device_ms, host_ms, device_total / 1000.0, wall / 1000.0,
-                     {number: ts / 1000.0 for ts, number in markers}, marker_device)
+                     {number: ts / 1000.0 for ts, number in markers}, marker_device, unlinked / 1000.0)
 
 
 def read_trace(path: str | os.PathLike[str]) -> SpanTimes:
@@ -252,6 +271,9 @@ class ProfiledProbe(Probe):
         if self.on_cuda and self._times.device_total_ms == 0 and self._times.device_ms:
             self.note = ("the profiler recorded no device activity (CUPTI unavailable?); times are CUDA-event spans, "
                          "which include host launch gaps")
+        elif self.note is None and self._times.unlinked_ms > UNLINKED_NOTE_SHARE * self._times.device_total_ms:
+            self.note = (f"{self._times.unlinked_ms:.3f} ms of the run's {self._times.device_total_ms:.3f} ms of device "
+                         "time matched no launch or host op in the profiler's trace; it counts in the total, in no node")
 
     def abandon(self) -> None:
         """Stop the profiler a failed run left recording, reading nothing (a finished run has none)."""
