@@ -9,7 +9,13 @@ table per section) and ``gpu_check.json`` (the same rows, raw), written again af
 that a run cut short keeps what it measured. Each section catches its own exceptions (and each row its
 own, where rows are independent) and records them.
 
-Sections:
+Sections (run in the order given; by default 0, 2, 3, 4, 5, 1: the quick pre-flight, then the issues'
+measurements, the long device sweep last):
+ 0. Trace pre-flight (issue 19): a five-layer model profiled with one ``torch_flops::<n>`` range per layer,
+    as the timed runs do: the trace's categories and launch APIs, how its device activities join their
+    launches (by correlation id, by External id, not at all), each range's device time, and
+    ``propagate`` on the same model (every op timed, the busy fraction, the note). The trace is kept as
+    ``trace_preflight.json``, a real trace for ``tests/traces``.
  1. Same count on every device (issue 20): small transformers configs (GPT-2, BERT, Llama, T5, Whisper),
     eager and sdpa attention, fp32 and bf16: total FLOPs on CPU, on CUDA and shape-only (meta).
  2. Timing truth (issue 19): kernel time of a plain forward (torch.profiler, sum of CUDA kernel
@@ -137,8 +143,8 @@ def md_table(rows: list[dict[str, Any]]) -> str:
 class Section:
     """One section's rows, notes and error; rows that fail record their error and the section goes on."""
 
-    def __init__(self, number: int, title: str) -> None:
-        self.number, self.title = number, title
+    def __init__(self, number: int, title: str, out: Path) -> None:
+        self.number, self.title, self.out = number, title, out  # out: where a section may write files
         self.rows: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.status = "ok"
@@ -264,6 +270,71 @@ def gpt2_lm(quick: bool, full: tuple[int, int, int, int, int, int] = (4, 256, 4,
     return T.GPT2LMHeadModel(config), {"input_ids": torch.randint(0, config.vocab_size, (batch, seq))}
 
 
+# -- section 0 -------------------------------------------------------------------------------------------
+def section_trace(s: Section, device: torch.device, quick: bool) -> None:
+    """Does this machine's profiler trace have the shape ``device_time.attribute`` reads? See the docstring."""
+    from torch_flops import device_time
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    cuda = cuda_ok(device)
+    if not cuda:
+        s.status = "skipped: no CUDA (the trace holds no device activity); the rest ran on CPU as a dry run"
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 30 * 30, 10))
+    model = model.to(device).eval()
+    x = torch.randn(8, 3, 32, 32, device=device)
+    with torch.no_grad():
+        model(x)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof, torch.no_grad():
+        h = x
+        for number, layer in enumerate(model):
+            with record_function(f"{device_time.SPAN_PREFIX}{number}"):
+                h = layer(h)
+        sync(device)
+    s.out.mkdir(parents=True, exist_ok=True)
+    path = s.out / "trace_preflight.json"
+    prof.export_chrome_trace(str(path))
+    document = json.loads(path.read_text())
+    events = [e for e in (document["traceEvents"] if isinstance(document, dict) else document) if e.get("ph") == "X"]
+
+    def run_trace() -> dict[str, Any]:
+        launches = {e["args"]["correlation"]: e for e in events
+                    if e.get("cat") in device_time.LAUNCH_CATEGORIES and "correlation" in e.get("args", {})}
+        host_ops = {e["args"]["External id"] for e in events
+                    if e.get("cat") in device_time.HOST_OP_CATEGORIES and "External id" in e.get("args", {})}
+        joins: dict[str, list[dict[str, Any]]] = {"correlation": [], "External id": [], "none": []}
+        for event in (e for e in events if e.get("cat") in device_time.DEVICE_CATEGORIES):
+            args = event.get("args", {})
+            how = ("correlation" if args.get("correlation") in launches
+                   else "External id" if args.get("External id") in host_ops else "none")
+            joins[how].append(event)
+        unlinked = joins["none"]
+        times = device_time.attribute(events)
+        span_threads = {(e.get("pid"), e.get("tid")) for e in events if e.get("cat") == device_time.SPAN_CATEGORY}
+        launch_threads = {(e.get("pid"), e.get("tid")) for e in launches.values()}
+        return {"categories": dict(Counter(e.get("cat") for e in events)),
+                "launch APIs": dict(Counter(e["name"] for e in launches.values())),
+                "device activities": sum(map(len, joins.values())), "joined by correlation": len(joins["correlation"]),
+                "joined by External id": len(joins["External id"]), "unlinked": len(unlinked),
+                "unlinked names": sorted({e.get("name", "")[:60] for e in unlinked})[:5] or None,
+                "launch threads = range threads": launch_threads <= span_threads if launch_threads else None,
+                "device ms per range": {n: round(ms, 4) for n, ms in sorted(times.device_ms.items())},
+                "device ms total": times.device_total_ms, "busy": times.busy_fraction}
+    s.row({"check": "trace"}, run_trace)
+
+    def run_propagate() -> dict[str, Any]:
+        counter = TorchFLOPsByFX(model)
+        counter.propagate(x, warmup=1, repeat=3)
+        ops = [r for r in counter.records if r.op == "call_module" and r.target != "3"]  # Flatten launches nothing
+        return {"ops timed > 0": f"{sum(1 for r in ops if (r.time_ms or 0) > 0)}/{len(ops)}",
+                "node ms": {r.name: r.time_ms for r in ops}, "busy": counter.gpu_busy_fraction,
+                "timing note": counter.timing_note}
+    s.row({"check": "propagate"}, run_propagate)
+    s.notes.append("expected on CUDA: unlinked 0 (or only outside the ranges), every range but 3 (Flatten, a view) "
+                   "with device time, every op timed; a kernel joined by External id only means a launch API the "
+                   "profiler does not record, which device_time then attributes through its host op")
+
+
 # -- section 1 -------------------------------------------------------------------------------------------
 def section_same_count(s: Section, device: torch.device, quick: bool) -> None:
     cuda = cuda_ok(device)
@@ -387,6 +458,7 @@ def section_timing(s: Section, device: torch.device, quick: bool) -> None:
             counter = TorchFLOPsByFX(model)
             counter.propagate(*args, **kwargs, warmup=warmup, repeat=repeat)
             node_sum = counter.print_total_time(show=False)
+            busy, note = counter.gpu_busy_fraction, counter.timing_note  # the next runs reset both
             host_sum = sum(r.host_time_ms for r in counter.records if r.host_time_ms is not None)
             plain_in_propagate = counter.plain_forward_ms
             top = sorted((r for r in counter.records if r.time_ms is not None), key=lambda r: -r.time_ms)[:5]
@@ -406,7 +478,7 @@ def section_timing(s: Section, device: torch.device, quick: bool) -> None:
                    "sum node ms": node_sum, "sum host ms": host_sum,
                    "sum / kernel": node_sum / kernel_ms if kernel_ms else None,
                    "sum / wall": node_sum / wall_ms if wall_ms else None,
-                   "GPU busy (propagate)": counter.gpu_busy_fraction, "timing note": counter.timing_note,
+                   "GPU busy (propagate)": busy, "timing note": note,
                    "flops-only / plain (median)": statistics.median(ratios),
                    "total GFLOPs": counter.total_flops / 1e9,
                    "kernel ms (per-op attribution)": kernel_alt, "top5 nodes ms": top5,
@@ -683,6 +755,7 @@ def section_backward_cuda(s: Section, device: torch.device, quick: bool) -> None
 
 
 SECTIONS: dict[int, tuple[str, Callable[[Section, torch.device, bool], None]]] = {
+    0: ("Trace pre-flight (issue 19)", section_trace),
     1: ("Same count on every device (issue 20)", section_same_count),
     2: ("Timing truth (issue 19)", section_timing),
     3: ("Activation memory vs allocator (issue 19)", section_memory),
@@ -696,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="small sizes (the CPU dry run)")
     parser.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "results" / "gpu_check"))
-    parser.add_argument("--sections", default="1,2,3,4,5", help="comma-separated section numbers, e.g. 1,4")
+    parser.add_argument("--sections", default="0,2,3,4,5,1", help="comma-separated section numbers, run in this order")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -716,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     start_all = time.perf_counter()
     for number in wanted:
         title, fn = SECTIONS[number]
-        section = Section(number, title)
+        section = Section(number, title, out)
         print(f"\n== {number}. {title}", flush=True)
         start = time.perf_counter()
         try:

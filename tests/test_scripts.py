@@ -35,7 +35,8 @@ def test_gpu_check_dry_run_has_no_failures(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     sections = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]
-    assert [s["number"] for s in sections] == [1, 2, 3, 4, 5]
+    assert [s["number"] for s in sections] == [0, 2, 3, 4, 5, 1]  # the pre-flight first, the long sweep last
+    assert (tmp_path / "trace_preflight.json").is_file()
     failed = {s["number"]: s["error"] for s in sections if s["status"] == "failed"}
     assert not failed
     row_errors = [(s["number"], row) for s in sections for row in s["rows"] if "error" in row]
