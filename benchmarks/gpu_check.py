@@ -468,11 +468,13 @@ def section_timing(s: Section, device: torch.device, quick: bool) -> None:
             within = [abs(r.time_ms / a - 1) <= 0.15 for r in top if (a := alone.get(r.name))]
             # FLOPs only vs plain forward, interleaved rounds (counter already traced)
             counter.propagate(*args, **kwargs, timing=False)
-            ratios = []
+            ratios, extra_ms = [], []
             for _ in range(rounds):
                 p = timed_ms(plain, device)
                 f = timed_ms(lambda: counter.propagate(*args, **kwargs, timing=False), device)
                 ratios.append(f / p)
+                extra_ms.append(f - p)
+            nodes = sum(1 for r in counter.records if r.op not in ("placeholder", "output"))
             row = {"kernel ms (profiler)": kernel_ms, "kernels": kernel[0][1] if kernel else None,
                    "plain wall ms": wall_ms, "plain ms (propagate's)": plain_in_propagate,
                    "sum node ms": node_sum, "sum host ms": host_sum,
@@ -480,6 +482,7 @@ def section_timing(s: Section, device: torch.device, quick: bool) -> None:
                    "sum / wall": node_sum / wall_ms if wall_ms else None,
                    "GPU busy (propagate)": busy, "timing note": note,
                    "flops-only / plain (median)": statistics.median(ratios),
+                   "flops-only us/node over plain": 1000 * statistics.median(extra_ms) / max(nodes, 1),
                    "total GFLOPs": counter.total_flops / 1e9,
                    "kernel ms (per-op attribution)": kernel_alt, "top5 nodes ms": top5,
                    "top5 within 15 % of alone": f"{sum(within)}/{len(within)}" if within else None}
@@ -491,7 +494,9 @@ def section_timing(s: Section, device: torch.device, quick: bool) -> None:
                    "memset); sum node ms: sum of per-node medians of propagate(x, warmup, repeat), each node's device "
                    "time from the profiler's records (torch_flops.device_time); alone: the node's op replayed by itself "
                    "on its inputs (graph nodes only), target within 15 %; target sum/kernel 0.95–1.05, "
-                   "flops-only/plain <= 1.25 at batch 1 and <= 1.05 at resnet50 b64 (issue 19)")
+                   "flops-only/plain <= 1.25 at batch 1 and <= 1.05 at resnet50 b64 (issue 19); us/node over plain: "
+                   "what a FLOPs-only run adds to a plain forward per record (graph node or call inside a leaf), "
+                   "the figure to cut if that target is missed")
     try:
         import timm.layers
         s.notes.append(f"timm fused attention (F.sdpa): {timm.layers.use_fused_attn()}")
