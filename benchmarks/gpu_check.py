@@ -13,7 +13,7 @@ Sections (run in the order given; by default 0, 2, 3, 4, 5, 1: the quick pre-fli
 measurements, the long device sweep last):
  0. Trace pre-flight (issue 19): a five-layer model profiled with one ``torch_flops::<n>`` range per layer,
     as the timed runs do: the trace's categories and launch APIs, how its device activities join their
-    launches (by correlation id, by External id, not at all), each range's device time, and
+    launches (``SpanTimes.joins``: by correlation id, by External id, not at all), each range's device time, and
     ``propagate`` on the same model (every op timed, the busy fraction, the note). The trace is kept as
     ``trace_preflight.json``, a real trace for ``tests/traces``.
  1. Same count on every device (issue 20): small transformers configs (GPT-2, BERT, Llama, T5, Whisper),
@@ -298,25 +298,13 @@ def section_trace(s: Section, device: torch.device, quick: bool) -> None:
     events = [e for e in (document["traceEvents"] if isinstance(document, dict) else document) if e.get("ph") == "X"]
 
     def run_trace() -> dict[str, Any]:
-        launches = {e["args"]["correlation"]: e for e in events
-                    if e.get("cat") in device_time.LAUNCH_CATEGORIES and "correlation" in e.get("args", {})}
-        host_ops = {e["args"]["External id"] for e in events
-                    if e.get("cat") in device_time.HOST_OP_CATEGORIES and "External id" in e.get("args", {})}
-        joins: dict[str, list[dict[str, Any]]] = {"correlation": [], "External id": [], "none": []}
-        for event in (e for e in events if e.get("cat") in device_time.DEVICE_CATEGORIES):
-            args = event.get("args", {})
-            how = ("correlation" if args.get("correlation") in launches
-                   else "External id" if args.get("External id") in host_ops else "none")
-            joins[how].append(event)
-        unlinked = joins["none"]
+        launches = [e for e in events if e.get("cat") in device_time.LAUNCH_CATEGORIES]
         times = device_time.attribute(events)
         span_threads = {(e.get("pid"), e.get("tid")) for e in events if e.get("cat") == device_time.SPAN_CATEGORY}
-        launch_threads = {(e.get("pid"), e.get("tid")) for e in launches.values()}
+        launch_threads = {(e.get("pid"), e.get("tid")) for e in launches}
         return {"categories": dict(Counter(e.get("cat") for e in events)),
-                "launch APIs": dict(Counter(e["name"] for e in launches.values())),
-                "device activities": sum(map(len, joins.values())), "joined by correlation": len(joins["correlation"]),
-                "joined by External id": len(joins["External id"]), "unlinked": len(unlinked),
-                "unlinked names": sorted({e.get("name", "")[:60] for e in unlinked})[:5] or None,
+                "launch APIs": dict(Counter(e["name"] for e in launches)),
+                "device activities by join": dict(times.joins), "unlinked ms": times.unlinked_ms,
                 "launch threads = range threads": launch_threads <= span_threads if launch_threads else None,
                 "device ms per range": {n: round(ms, 4) for n, ms in sorted(times.device_ms.items())},
                 "device ms total": times.device_total_ms, "busy": times.busy_fraction}
@@ -330,9 +318,10 @@ def section_trace(s: Section, device: torch.device, quick: bool) -> None:
                 "node ms": {r.name: r.time_ms for r in ops}, "busy": counter.gpu_busy_fraction,
                 "timing note": counter.timing_note}
     s.row({"check": "propagate"}, run_propagate)
-    s.notes.append("expected on CUDA: unlinked 0 (or only outside the ranges), every range but 3 (Flatten, a view) "
-                   "with device time, every op timed; a kernel joined by External id only means a launch API the "
-                   "profiler does not record, which device_time then attributes through its host op")
+    s.notes.append("expected on CUDA: every device activity joined ('launch': by correlation id; 'host op': by "
+                   "External id, a launch API the profiler does not record, attributed through the op that launched "
+                   "it; 'none': in no node), every range but 3 (Flatten, a view) with device time, every op timed; "
+                   "trace_preflight.json holds the trace itself")
 
 
 # -- section 1 -------------------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ def test_busy_fraction_is_all_device_time_over_the_run() -> None:
     wall = 1523 - 905  # the first device activity to the last one's end
     assert times.device_total_ms == pytest.approx(device / 1000)
     assert times.unlinked_ms == pytest.approx(4 / 1000)
+    # launched before any span 1, in span 0 2, in spans 1-3 4, at span 4's time 2 (one on each thread)
+    assert times.joins == {"launch": 1 + 2 + 4 + 2, "host op": 1, "none": 1}
     assert times.wall_ms == pytest.approx(wall / 1000)
     assert times.busy_fraction == pytest.approx(device / wall)
 

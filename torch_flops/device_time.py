@@ -25,7 +25,7 @@ import bisect
 import json
 import os
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +54,8 @@ class SpanTimes:
     markers: dict[int, float] = field(default_factory=dict)  # marker number -> its time, in ms on the trace's clock
     marker_device_ms: dict[int, float] = field(default_factory=dict)  # launched from a marker until the next
     unlinked_ms: float = 0.0  # device time joined to no launch and no host op: in the total, in no span
+    # device activities by how each was joined: "launch" (correlation id), "host op" (External id), "none"
+    joins: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         order = sorted(self.markers, key=self.markers.__getitem__)
@@ -108,12 +110,18 @@ def attribute(events: Iterable[Mapping[str, Any]]) -> SpanTimes:
 
     # each device activity joined to its launch, else to its host op: (thread, launch time, duration)
     joined: list[tuple[Any, float, float]] = []
+    joins: Counter[str] = Counter()
     unlinked = 0.0
     for correlation, external, _, duration in device:
-        launch = launches.get(correlation) or host_ops.get(external)
-        if launch is None:
-            unlinked += duration
+        if correlation in launches:
+            how, launch = "launch", launches[correlation]
+        elif external in host_ops:
+            how, launch = "host op", host_ops[external]
         else:
+            how, launch = "none", None
+            unlinked += duration
+        joins[how] += 1
+        if launch is not None:
             joined.append((*launch, duration))
 
     # the device time each thread launched, by launch time, as prefix sums for range queries
@@ -158,7 +166,7 @@ def attribute(events: Iterable[Mapping[str, Any]]) -> SpanTimes:
     else:
         wall = 0.0
     return SpanTimes(device_ms, host_ms, device_total / 1000.0, wall / 1000.0,
-                     {number: ts / 1000.0 for ts, number in markers}, marker_device, unlinked / 1000.0)
+                     {number: ts / 1000.0 for ts, number in markers}, marker_device, unlinked / 1000.0, joins)
 
 
 def read_trace(path: str | os.PathLike[str]) -> SpanTimes:

@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from types import MappingProxyType
 from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
