@@ -83,6 +83,10 @@ def pct(ours: float | None, truth: float | None) -> float | None:
     return 100.0 * (ours - truth) / truth
 
 
+def mib(nbytes: int | None) -> float | None:
+    return None if nbytes is None else nbytes / MiB
+
+
 def cast_inputs(inputs: dict[str, Any], dtype: torch.dtype, device: torch.device | str) -> dict[str, Any]:
     return {k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
 
@@ -525,8 +529,6 @@ def section_memory(s: Section, device: torch.device, quick: bool) -> None:
                 sync(device)
                 measured = torch.cuda.max_memory_allocated(device) - baseline
                 del out
-            def mib(value: int | None) -> float | None:
-                return None if value is None else value / MiB
             row = {"analytic peak MiB": analytic / MiB, "peak node": summary.peak_node,
                    "in 512-B blocks MiB": mib(summary.allocator_peak_bytes),
                    "plain forward allocator peak MiB": mib(measured),
@@ -664,10 +666,10 @@ def section_training_memory(s: Section, device: torch.device, quick: bool) -> No
                    "adam state MiB": tm.optimizer_state_bytes / MiB, "saved act MiB": tm.saved_activation_bytes / MiB,
                    "bwd peak MiB": tm.backward_peak_bytes / MiB, "analytic peak MiB": tm.peak_bytes / MiB,
                    "input MiB": input_bytes / MiB,
-                   "measured peak MiB (params + step)": measured / MiB if measured is not None else None,
+                   "measured peak MiB (params + step)": mib(measured),
                    "diff %": pct(tm.peak_bytes, measured),
-                   "first step's peak MiB": first / MiB if first is not None else None,
-                   "measured, foreach=False MiB": measured_nf / MiB if measured_nf is not None else None,
+                   "first step's peak MiB": mib(first),
+                   "measured, foreach=False MiB": mib(measured_nf),
                    "diff % (foreach=False)": pct(tm.peak_bytes, measured_nf),
                    "fwd GFLOPs ours": ours_fwd / 1e9, "fwd GFLOPs FCM": real["fcm forward"] / 1e9,
                    "fwd ours/FCM": ours_fwd / real["fcm forward"] if real["fcm forward"] else None,
@@ -685,7 +687,8 @@ def section_training_memory(s: Section, device: torch.device, quick: bool) -> No
     s.notes.append("measured peak: max_memory_allocated of the second forward + loss.backward() + AdamW.step() on a "
                    "deepcopy of the model (zero_grad(set_to_none=True) after each step; the first step's peak, made "
                    "before the optimizer's state exists, beside it), above a baseline holding both models and the "
-                   "inputs, plus the parameters' bytes (the analytic peak counts them); target within 10 % (issue 21); loss = fp32 sum of the logits/output; FCM = torch.utils.flop_counter.FlopCounterMode "
+                   "inputs, plus the parameters' bytes (the analytic peak counts them); target within 10 % (issue 21); "
+                   "loss = fp32 sum of the logits/output; FCM = torch.utils.flop_counter.FlopCounterMode "
                    "(matmul/conv/attention only, 2k per product: ours count every op, 2k-1); bwd ms ours: the records' "
                    "backward_time_ms (device time between owner switches, from the profiler's records) plus the "
                    "unattributed rest, against the kernel time of a plain backward (target near 1)")
