@@ -397,6 +397,11 @@ CONSTRUCTOR_CASES = [
     case("mem_func_wrong_case", SimpleModel, {"mem_func_name": "MAX_MEMORY_ALLOCATED"}, ValueError,
          r"mem_func_name must be one of .*, got 'MAX_MEMORY_ALLOCATED'"),
     case("mem_func_none", SimpleModel, {"mem_func_name": None}, ValueError, r"mem_func_name must be one of .*, got None"),
+    case("inputs_given_to_the_constructor", SimpleModel, {"mem_func_name": torch.randn(1, 5)}, TypeError,
+         r"mem_func_name must be one of .*, got tensors of shape \[1, 5\]: a model's inputs are not given to "
+         r"TorchFLOPsByFX\(model\) but to counter.propagate"),
+    case("input_tuple_given_to_the_constructor", SimpleModel, {"mem_func_name": (torch.randn(1, 5), torch.ones(2))}, TypeError,
+         r"got tensors of shape \[1, 5\], \[2\]: a model's inputs"),
     case("leaf_path_missing", SmallConvNet, {"leaf_modules": ["conv", "backbone.body"]}, ValueError,
          r"leaf_modules \['backbone.body'\] are not submodules of SmallConvNet"),
     case("leaf_path_is_a_parameter", SmallConvNet, {"leaf_modules": ["conv.weight"]}, ValueError,

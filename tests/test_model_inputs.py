@@ -331,6 +331,8 @@ ARGUMENT_CASES = [
     ("repeat_zero", lambda: _ran().propagate(X, repeat=0), ValueError, r"repeat must be >= 1, got 0"),
     ("repeat_bool", lambda: _ran().propagate(X, repeat=True), TypeError, r"repeat must be an int, got True \(bool\)"),
     ("warmup_float", lambda: _ran().propagate(X, warmup=1.5), TypeError, r"warmup must be an int, got 1.5 \(float\)"),
+    ("repeat_tensor", lambda: _ran().propagate(X, repeat=torch.tensor(3)), TypeError,
+     r"repeat must be an int, got a tensor of shape \(\) \(int64\)$"),
     ("warmup_negative", lambda: _ran().propagate(X, warmup=-1), ValueError, r"warmup must be >= 0, got -1"),
     ("timing_str", lambda: _ran().propagate(X, timing="no"), TypeError, r"timing must be True or False, got 'no'"),
     ("report_depth_str", lambda: _ran().report(depth="x"), TypeError, r"depth must be an int or None, got 'x' \(str\)"),

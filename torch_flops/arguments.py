@@ -10,8 +10,14 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 
 def _got(value: Any) -> str:
+    """What an argument got, for an error: its repr and type; a tensor by its shape and dtype (its
+    values would fill the message)."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} ({str(value.dtype).removeprefix('torch.')})"
     return f"{value!r} ({type(value).__name__})"
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from torch_flops.arguments import check_choice
+
 MEMORY_FUNCTIONS = ("max_memory_allocated", "memory_allocated")
 NO_MEMORY: Mapping[str, int | None] = MappingProxyType(
     dict.fromkeys(("mem_before_bytes", "mem_after_bytes", "mem_peak_bytes", "mem_inside_bytes")))
@@ -59,8 +61,15 @@ def run_device(tensors: Iterable[torch.Tensor]) -> torch.device:
 
 
 def check_memory_function(mem_func_name: str) -> None:
-    if mem_func_name not in MEMORY_FUNCTIONS:
-        raise ValueError(f"mem_func_name must be one of {MEMORY_FUNCTIONS}, got {mem_func_name!r}")
+    """``mem_func_name`` is one of :data:`MEMORY_FUNCTIONS`. A tensor there is the model's input passed
+    to the constructor (``TorchFLOPsByFX(model, x)``, as ``thop.profile`` takes it): the error says
+    where inputs go."""
+    if tensors_in(mem_func_name):
+        raise TypeError(
+            f"mem_func_name must be one of {MEMORY_FUNCTIONS}, got tensors of shape {describe_inputs((mem_func_name,), {})}: "
+            "a model's inputs are not given to TorchFLOPsByFX(model) but to counter.propagate(...)"
+        )
+    check_choice("mem_func_name", mem_func_name, MEMORY_FUNCTIONS)
 
 
 class SpanPeaks:
