@@ -195,12 +195,15 @@ def test_the_op_type_and_layer_views_show_the_recomputation() -> None:
                   "macs": {"block.0": FORWARD["macs"]["0"], "block.1": 0, "block.2": 0}}
     for unit, label in (("flops", "FLOPs"), ("macs", "MACs")):
         layers = csv_columns(counter.report("layers", "csv", unit=unit), 0, f"Recompute {label}")
-        assert layers == {path: (value,) for path, value in recomputed[unit].items()} | {
-            "Total": (sum(recomputed[unit].values()),)}
+        expected = {path: (value,) for path, value in recomputed[unit].items()} | {"Total": (sum(recomputed[unit].values()),)}
+        assert {path: layers[path] for path in expected} == expected
+        assert all(value == (0,) for path, value in layers.items() if path not in expected)  # (checkpointing's own 'block' row on some torch versions)
         ops = csv_columns(counter.report("ops", "csv", unit=unit), 0, f"Recompute {label}")
         values = recomputed[unit]
-        assert ops == {"torch.nn.functional.linear": (values["block.0"] + values["block.2"],),
-                       "torch.nn.functional.relu": (values["block.1"],)}
+        expected = {"torch.nn.functional.linear": (values["block.0"] + values["block.2"],),
+                    "torch.nn.functional.relu": (values["block.1"],)}
+        assert {op: ops[op] for op in expected} == expected
+        assert all(value == (0,) for op, value in ops.items() if op not in expected)
         assert f"Recompute {label}" in counter.report("modules", "text", unit=unit).splitlines()[0]
     recompute = sum(recomputed["flops"].values()), sum(recomputed["macs"].values())  # 33,024 and 16,640
     assert f"+ recompute {recompute[0]:,} FLOPs ({recompute[1]:,} MACs) = " in counter.step_totals_line()
