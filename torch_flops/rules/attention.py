@@ -45,6 +45,13 @@ try:  # torch.nn.attention.bias.causal_lower_right(L, S): a mask object that SDP
 except ImportError:  # pragma: no cover - older torch
     CausalBias = CausalVariant = None
 
+
+def _is_causal_bias(mask: Any) -> bool:
+    """Whether ``mask`` is a :class:`CausalBias`, which SDPA applies as ``is_causal`` (no float mask is
+    made of it; on torch 2.4 reading its ``dtype`` raises)."""
+    return CausalBias is not None and isinstance(mask, CausalBias)
+
+
 ATTENTION_MODES = ("dense", "causal")
 """``"dense"``: every score of the ``L x S`` matrix is counted; ``"causal"``: only the scores the mask
 (``is_causal``, ``attn_mask``) leaves visible."""
@@ -96,7 +103,7 @@ def _visible_scores(query: torch.Tensor, key: torch.Tensor, mask: Any, is_causal
     kv_len, heads = key.shape[-2], prod(batch)
     if mask is None and not is_causal or kv_len == 0:
         return heads * q_len * kv_len, heads * q_len if kv_len else 0
-    if mask is None or CausalBias is not None and isinstance(mask, CausalBias):
+    if mask is None or _is_causal_bias(mask):
         bottom_right = mask is not None and mask.variant == CausalVariant.LOWER_RIGHT
         rows = min(q_len, kv_len) if bottom_right else q_len  # top-left: every row sees key 0
         return heads * causal_scores(q_len, kv_len, bottom_right=bottom_right), heads * rows
@@ -130,7 +137,7 @@ def scaled_dot_product_attention(call: OpCall, attention: str = "dense") -> Cost
     mask = call.arg(3, "attn_mask", None)
     cost = _sdpa_call_cost(call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value"), mask,
                            bool(call.arg(5, "is_causal", False)), attention)
-    if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+    if isinstance(mask, torch.Tensor) and not _is_causal_bias(mask) and mask.dtype == torch.bool:
         cost = cost + Cost(mask.numel(), 0)  # PyTorch turns it into a float mask: where(mask, 0, -inf)
     return cost
 
