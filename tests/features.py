@@ -3,6 +3,7 @@ a feature newer than the oldest torch the suite runs on (2.4) skip where the fea
 
 from __future__ import annotations
 
+import importlib.metadata
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def works(attempt: Callable[[], Any]) -> bool:
@@ -36,3 +39,41 @@ needs_sdpa_gqa = pytest.mark.skipif(not SDPA_GQA, reason="this torch's SDPA has 
 needs_lanczos = pytest.mark.skipif(not LANCZOS, reason="this torch's F.interpolate has no antialiased 'lanczos' mode")
 needs_jagged_embedding_bag = pytest.mark.skipif(
     not JAGGED_EMBEDDING_BAG, reason="this torch's F.embedding_bag does not take a jagged nested tensor")
+
+
+def _checkpoint_on_meta() -> bool:
+    """Whether ``torch.utils.checkpoint`` runs on meta tensors (torch 2.4 looks up a ``torch.meta`` device
+    module and raises ``AttributeError``)."""
+    x = torch.ones(1, 2, device="meta", requires_grad=True)
+    try:
+        return all(checkpoint(nn.Linear(2, 2, device="meta"), x, use_reentrant=reentrant) is not None for reentrant in (False, True))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+def _transformers_major() -> int | None:
+    try:
+        return int(importlib.metadata.version("transformers").split(".")[0])
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+CHECKPOINT_ON_META = _checkpoint_on_meta()
+needs_checkpoint_on_meta = pytest.mark.skipif(
+    not CHECKPOINT_ON_META, reason="this torch's activation checkpointing does not run on meta tensors (torch 2.4)")
+needs_transformers_5 = pytest.mark.skipif(
+    (_transformers_major() or 5) < 5,
+    reason="counts derived on transformers 5, whose models FX cannot trace (each is one leaf, counted call by call); "
+           "transformers 4 models are traced in part and build their masks otherwise")
+
+
+def _vmap_under_saved_tensor_hooks() -> None:
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        torch.func.vmap(torch.sin)(torch.ones(2, 2, requires_grad=True))
+
+
+VMAP_UNDER_SAVED_TENSOR_HOOKS = works(_vmap_under_saved_tensor_hooks)
+needs_vmap_under_saved_tensor_hooks = pytest.mark.skipif(
+    not VMAP_UNDER_SAVED_TENSOR_HOOKS,
+    reason="this torch's torch.func refuses saved-tensor hooks (torch 2.4), which a backward count sets and transformers "
+           "4 masks meet through vmap")

@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from torch_flops import TorchFLOPsByFX
 
+from features import needs_checkpoint_on_meta
 from models import costing
 
 torch.manual_seed(0)
@@ -232,9 +233,18 @@ def test_activation_checkpointing_s_recompute_is_a_figure_of_its_own_and_the_bac
     assert rows["block"].recompute_flops == rows[""].recompute_flops == sum(RECOMPUTED[reentrant].values())
     assert {path: rows[path].recompute_flops for path in RECOMPUTED[reentrant]} == RECOMPUTED[reentrant]
     assert all(p.grad is None for p in kept.parameters()) and x.grad is None  # a reentrant run's .grad put back
+
+
+@needs_checkpoint_on_meta
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non_reentrant", "reentrant"])
+def test_a_shape_only_backward_counts_the_recompute_as_a_real_one_does(reentrant: bool) -> None:
+    torch.manual_seed(0)
+    kept, x = Checkpointed(True, reentrant), torch.randn(8, 64, requires_grad=True)
+    real = counted(kept, x)
     meta = TorchFLOPsByFX(kept)
     meta.propagate_shapes(x, backward=True)
-    assert (meta.total_backward_flops, meta.total_recompute_flops) == (backward, sum(RECOMPUTED[reentrant].values()))
+    assert (meta.total_backward_flops, meta.total_recompute_flops) == (real.total_backward_flops, real.total_recompute_flops)
+    assert meta.total_recompute_flops == sum(RECOMPUTED[reentrant].values())
 
 
 def test_activation_checkpointing_saves_less() -> None:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from features import needs_transformers_5
 from torch_flops import DEFAULT_REGISTRY, OpCall, TorchFLOPsByFX, cli, count_aten
 from torch_flops.generation import cache_argument, cache_tensors, count_generation, phase_totals, returned_cache
 
@@ -55,6 +56,7 @@ def test_closed_form_by_hand() -> None:
     assert example.forward_flops(DIMS, 1, 1, 5) == 2_759_043
 
 
+@needs_transformers_5
 @pytest.mark.parametrize("attention", ["dense", "causal"])
 @pytest.mark.parametrize("batch", [1, 2])
 def test_prefill_and_decode_match_the_closed_form(attention: str, batch: int) -> None:
@@ -117,6 +119,7 @@ def test_phases_bytes_and_intensity() -> None:
     assert top.moved_bytes == 1000 * 256 * 4 + 256 * 4 + 1000 * 4
 
 
+@needs_transformers_5
 def test_function_and_aten_sdpa_prices_agree_on_llamas_calls() -> None:
     """Counted at the function level (a TorchFunctionMode in leaves), HF's SDPA calls cost what the aten
     kernel they dispatch costs: prefill (is_causal, GQA), decode (no mask) and padding (a boolean mask)."""
@@ -144,6 +147,7 @@ def test_function_and_aten_sdpa_prices_agree_on_llamas_calls() -> None:
         assert Prices.flops == sdpa + where > 0
 
 
+@needs_transformers_5
 def test_cli_generate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     factory = tmp_path / "llama_factory.py"
     factory.write_text(

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 import torch
 
+from features import needs_transformers_5
 from test_transformers import MODELS as TRACED_MODELS, B, L, T, tokens
 from torch_flops import TorchFLOPsByFX
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+pytestmark = [pytest.mark.usefixtures("one_thread"), needs_transformers_5]  # conftest.py
 
 SMALL = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128, vocab_size=1000)
 LAYERS, HEADS = 2, 4

@@ -64,6 +64,8 @@ def test_step_aten_count_equals_closed_form(
     flag, value = implementation.split("=")
     if flag == "fused" and not _fused_on_cpu(cls):
         pytest.skip(f"this torch has no fused CPU {cls.__name__}")
+    if hyper.get("weight_decay") == 0.0 and cls is torch.optim.AdamW and implementation == "foreach=False" and _decays_at_zero():
+        pytest.skip("this torch's single-tensor AdamW multiplies by 1 - lr * weight_decay even at weight_decay=0 (torch 2.4)")
     optimizer = cls(_params(), lr=0.1, **hyper, **{flag: value == "True"})
     for expected_per_element in (first, later):
         closed_form = optimizer_step_cost(optimizer).flops
@@ -72,6 +74,17 @@ def test_step_aten_count_equals_closed_form(
             optimizer.step()
         assert not mode.tally.unsupported, dict(mode.tally.unsupported)
         assert mode.tally.cost.flops == closed_form == ELEMENTS * expected_per_element + TENSORS * per_tensor
+
+
+def _decays_at_zero() -> bool:
+    """Whether a single-tensor AdamW step with ``weight_decay=0`` costs what one with decay costs."""
+    costs = []
+    for decay in (0.0, 0.01):
+        optimizer = torch.optim.AdamW(_params(), lr=0.1, weight_decay=decay, foreach=False)
+        with AtenCostMode() as mode:
+            optimizer.step()
+        costs.append(mode.tally.cost.flops)
+    return costs[0] == costs[1]
 
 
 def test_closed_forms_and_worked_examples() -> None:

@@ -15,6 +15,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from features import needs_transformers_5
 from torch_flops import DEFAULT_REGISTRY, Cost, OpCall, Status, TorchFLOPsByFX, count_aten
 
 T = pytest.importorskip("transformers")
@@ -113,6 +114,7 @@ def _relation(packet, args, kwargs, out) -> int:
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
+@needs_transformers_5
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 def test_profiles_with_every_node_counted(name: str, attention: str) -> None:
