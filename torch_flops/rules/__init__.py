@@ -24,5 +24,6 @@ from torch_flops.rules import (  # noqa: F401  (imported for their registrations
     resample,
     selection,
     shape,
+    spectral,
     vision,
 )
