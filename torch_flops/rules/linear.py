@@ -103,6 +103,52 @@ def addmm(call: OpCall) -> Cost:
     return matmul_cost(out, _contracted_size(matrices[0])) + Cost(_scaling_flops(out, beta, alpha), out)
 
 
+def grouped_mm_cost(a_shape: tuple[int, ...], b_shape: tuple[int, ...], groups: int, out_numel: int) -> Cost:
+    """A grouped product (one matrix product per expert of a mixture of experts).
+
+    ``a`` 2-D ``(M, K)`` with its rows split into groups by ``offs``, ``b`` 3-D ``(G, K, N)``: each row
+    is one group's row, ``out (M, N)``: :func:`matmul_cost` of ``M * N`` dot products of length ``K``;
+    the same for ``a`` 3-D (a batch of products, as ``bmm``): ``out_numel`` dot products of length
+    ``K``. Both 2-D (a weight gradient: ``a (M, K)`` and ``b (K, N)`` with ``K`` split into ``G``
+    groups, ``out (G, M, N)``): ``M * N * K`` multiplies and ``M * N * (K - G)`` adds, every group
+    taken to hold at least one of the ``K`` (``offs`` is not read: its values are data)."""
+    k = a_shape[-1]
+    if len(a_shape) == 2 and len(b_shape) == 2:
+        m, n = a_shape[0], b_shape[1]
+        if m * n * k == 0:
+            return Cost(0, 0)
+        return Cost(m * n * max(2 * k - groups, 0), m * n * k)
+    return matmul_cost(out_numel, k)
+
+
+# out = _grouped_mm(mat_a, mat_b, offs=None, bias=None, out_dtype=None): see grouped_mm_cost; a bias
+# adds out_numel of each, as a Linear's
+@aten_rule(*aten_ops("_grouped_mm"))
+def grouped_mm(call: OpCall) -> Cost:
+    a, b, offs = call.args[0], call.args[1], call.arg(2, "offs", None)
+    out = numel(call.output)
+    groups = offs.shape[0] if offs is not None else (a.shape[0] if a.dim() == 3 else 1)
+    cost = grouped_mm_cost(tuple(a.shape), tuple(b.shape), groups, out)
+    return cost + Cost(out, out) if call.arg(3, "bias", None) is not None else cost
+
+
+# transformers' stand-in where torch._grouped_mm cannot run (older torch on CPU): the same products,
+# expert by expert; (S, N) = grouped_mm_fallback(input (S, K), weight (G, K, N), offs (G,))
+@aten_rule("transformers::grouped_mm_fallback")
+def grouped_mm_fallback(call: OpCall) -> Cost:
+    return grouped_mm_cost(tuple(call.args[0].shape), tuple(call.args[1].shape), call.args[1].shape[0], numel(call.output))
+
+
+# its backward: grad_input (S, K) = grad_output (S, N) @ weight[g].T per group, grad_weight (G, K, N) =
+# input[rows of g].T @ grad_output[rows of g]: the S rows split among the G groups
+@aten_rule("transformers::grouped_mm_fallback_backward")
+def grouped_mm_fallback_backward(call: OpCall) -> Cost:
+    (s, k), (groups, _, n) = call.args[0].shape, call.args[1].shape
+    grad_input = matmul_cost(s * k, n)
+    grad_weight = grouped_mm_cost((k, s), (s, n), groups, groups * k * n)
+    return grad_input + grad_weight
+
+
 # aten.linear arrives decomposed (addmm / mm) under a dispatch mode; the entry serves modes that keep it
 @aten_rule(*aten_ops("linear"))
 def linear_aten(call: OpCall) -> Cost:

@@ -15,6 +15,9 @@ not change the count):
   compare, then adds or comparisons); any other ``p``: ``3n`` (abs, power, adds, root);
 - logsumexp: ``2n`` (exps, adds, log);
 - cumsum / cumprod along a dimension of size ``n``: ``n - 1`` per line, ``in_numel - lines``.
+- histc: per value a subtract, a multiply (its bin) and an add to the bin's count, ``3 numel``, and
+  ``2 (numel - 1)`` comparisons more when the range is the data's own (``min == max``);
+- bincount: the largest value and an add per value, ``2 numel - 1``.
 
 Worked examples: softmax over the last dim of ``(1, 12, 197, 197)``: 2,364 rows * (3*197 - 1)
 = 1,394,760 FLOPs. ``x.sum()`` of 10 elements: 9 FLOPs; ``x.var(-1)`` of ``(3, 4)``: 3 * 16 = 48.
@@ -248,3 +251,30 @@ def cumsum(call: OpCall) -> Cost:
     input_ = call.arg(0, "input")
     dim_size = input_.shape[call.arg(1, "dim")] if input_.dim() else 1
     return scan_cost(input_.numel(), dim_size)
+
+
+def histc_cost(numel_: int, own_range: bool) -> Cost:
+    """``3 * numel``: per value a subtract and a multiply (its bin) and an add to that bin's count;
+    with ``min == max`` (the default) the range is the data's own, ``+ 2 (numel - 1)`` comparisons."""
+    if numel_ == 0:
+        return Cost(0, 0)
+    return Cost(3 * numel_ + (2 * (numel_ - 1) if own_range else 0), 0)
+
+
+# histc(input, bins=100, min=0, max=0)
+@function_rule(torch.histc)
+@method_rule("histc")
+@aten_rule(*aten_ops("histc"))
+def histc(call: OpCall) -> Cost:
+    return histc_cost(call.arg(0, "input").numel(), call.arg(2, "min", 0) == call.arg(3, "max", 0))
+
+
+# bincount(input, weights=None, minlength=0)
+@function_rule(torch.bincount)
+@method_rule("bincount")
+@aten_rule(*aten_ops("bincount"))
+def bincount(call: OpCall) -> Cost:
+    """``2 * numel - 1``: the largest value (``numel - 1`` comparisons), then an add per value to its
+    count (of its weight, with ``weights``)."""
+    n = call.arg(0, "input").numel()
+    return Cost(2 * n - 1 if n else 0, 0)
