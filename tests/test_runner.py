@@ -233,3 +233,27 @@ def test_plans_hold_exactly_the_plan_fields() -> None:
             plan.ignored = True  # type: ignore[misc]
     conv = next(plan for node, plan in counter._plans.items() if node.target == "conv")
     assert (conv.target, conv.module_qualname, conv.module_class, conv.ignored) == ("conv", "conv", "Conv2d", False)
+
+
+def scaled_by_window(x: torch.Tensor, window: list[int]) -> torch.Tensor:
+    """Writes to its list argument, as torchvision's ``_get_window_and_shift_size`` does (Swin3D)."""
+    window[0] = min(window[0], x.shape[-1])
+    return x * window[0]
+
+
+torch.fx.wrap("scaled_by_window")
+
+
+class WritesItsListArgument(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return scaled_by_window(x, [8, 7])
+
+
+@pytest.mark.parametrize("timing", [True, False])
+def test_a_call_that_writes_to_a_list_argument_gets_a_fresh_plain_list_every_run(timing: bool) -> None:
+    """The graph's code builds ``[8, 7]`` anew at each call; the runner passes a fresh list too, never FX's
+    immutable one (which refuses the write) nor one a previous run changed."""
+    model, counter = WritesItsListArgument(), TorchFLOPsByFX(WritesItsListArgument())
+    for x in (torch.ones(2, 3), torch.ones(2, 16)):
+        assert torch.equal(counter.propagate(x, timing=timing), model(x))  # 3 * x, then 8 * x
+    assert counter.total_flops == 2 * 16  # one multiply per element

@@ -128,9 +128,9 @@ class _Step:
 
     def arguments(self, values: list[Any], slot: dict[fx.Node, int]) -> tuple[Any, dict[str, Any]]:
         """The step's arguments, from the values computed so far."""
-        if self.nested:
+        if self.nested:  # fresh plain lists and dicts, as the generated code's literals are: a callee may mutate them
             lookup = lambda node: values[slot[node]]  # noqa: E731
-            return fx.map_arg(self.node.args, lookup), fx.map_arg(self.node.kwargs, lookup)
+            return _mutable(fx.map_arg(self.node.args, lookup)), _mutable(fx.map_arg(self.node.kwargs, lookup))
         args = self.args
         if self.arg_slots:
             args = list(args)
