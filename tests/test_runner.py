@@ -3,7 +3,9 @@ warm-up and repeated timing."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+from typing import Any
 
 import pytest
 import torch
@@ -257,3 +259,40 @@ def test_a_call_that_writes_to_a_list_argument_gets_a_fresh_plain_list_every_run
     for x in (torch.ones(2, 3), torch.ones(2, 16)):
         assert torch.equal(counter.propagate(x, timing=timing), model(x))  # 3 * x, then 8 * x
     assert counter.total_flops == 2 * 16  # one multiply per element
+
+
+@dataclasses.dataclass
+class Output(collections.OrderedDict):
+    """A dict subclass and a dataclass at once, as transformers' ``ModelOutput`` and diffusers'
+    ``BaseOutput`` are."""
+
+    sample: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self["sample"] = self.sample
+
+
+class ReturnsAnOutputClass(torch.nn.Module):
+    def __init__(self, kind: type) -> None:
+        super().__init__()
+        self.layer, self.kind = torch.nn.Linear(4, 3), kind
+
+    def forward(self, x: torch.Tensor) -> Any:
+        y = self.layer(x)
+        return Output(sample=y) if self.kind is Output else self.kind(sample=y)
+
+
+@pytest.mark.parametrize("kind", [Output, collections.OrderedDict, dict])
+@pytest.mark.parametrize("run", ["flops only", "timed", "shape only"])
+def test_the_output_is_of_the_class_forward_returned(kind: type, run: str) -> None:
+    """FX lowers a returned dict subclass to a plain dict; the counter returns what ``model(x)`` does."""
+    model, x = ReturnsAnOutputClass(kind), torch.randn(2, 4)
+    counter = TorchFLOPsByFX(model)
+    if run == "shape only":
+        output = counter.propagate_shapes(x)
+        assert output["sample"].shape == (2, 3) and output["sample"].is_meta
+    else:
+        output = counter.propagate(x, timing=run == "timed")
+        assert torch.equal(output["sample"], model(x)["sample"])
+    assert type(output) is kind
+    assert counter.total_flops == 2 * 3 * (2 * 4 - 1) + 2 * 3  # Linear(4, 3) on (2, 4): 48

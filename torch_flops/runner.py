@@ -50,6 +50,7 @@ from torch_flops.planning import (
 )
 from torch_flops.measure import Probe, tensors_in
 from torch_flops.records import ZERO_COST, Cost, NodeRecord, Status, check_record_fields, frozen_from_dict, record_template
+from torch_flops.tracer import OUTPUT_CLASS_META
 from torch_flops.tracing import modules_of, state_tensors
 from torch_flops.registry import CostRegistry, OpCall
 
@@ -294,10 +295,14 @@ class GraphRunner:
             values[self.slot[node]] = value
 
     def _output(self, values: list[Any]) -> Any:
+        """What ``forward`` returned: the output node's value, of the dict subclass it was when traced."""
         if self.output_node is None:
             return None
-        output = fx.map_arg(self.output_node.args[0], lambda node: values[self.slot[node]])
-        return self.gm.graph.process_outputs(_mutable(output))
+        output = self.gm.graph.process_outputs(_mutable(fx.map_arg(self.output_node.args[0], lambda node: values[self.slot[node]])))
+        cls = self.output_node.meta.get(OUTPUT_CLASS_META)
+        if cls is not None and type(output) is dict:
+            return cls(**output) if all(type(key) is str for key in output) else cls(output)
+        return output
 
     # -- FLOPs only ---------------------------------------------------------------------------------------
     def run_flops(self, inputs: list[Any]) -> tuple[Any, list[NodeRecord]]:

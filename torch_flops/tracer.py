@@ -244,6 +244,7 @@ class ScopeTrackingTracer(fx.Tracer):
         self._fx_state = all(hasattr(self, a) for a in ("scope", "module_stack", "num_calls", "node_name_to_scope"))
         self._leaf_classes: dict[type, bool] = {}
         self.root_named_modules: list[tuple[str, nn.Module]] | None = None  # named_modules(root), when the caller has it
+        self._lowered_dicts: dict[int, tuple[dict, type]] = {}  # lowered dict subclasses: their lowering and class
 
     def trace(self, root: nn.Module | Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         """FX's ``Tracer.trace``, step by step, with its fixed costs cut (see the module docstring), with
@@ -410,7 +411,10 @@ class ScopeTrackingTracer(fx.Tracer):
                 return {}
             if all(type(key) is str for key in a):
                 return {key: self.create_arg(value) for key, value in a.items()}
-        return super().create_arg(a)
+        lowered = super().create_arg(a)
+        if isinstance(a, dict) and kind is not dict:  # FX lowers a dict subclass (a ModelOutput) to a dict
+            self._lowered_dicts[id(lowered)] = (lowered, kind)
+        return lowered
 
     def create_node(self, kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                     name: str | None = None, type_expr: Any | None = None) -> fx.Node:
@@ -444,6 +448,11 @@ class ScopeTrackingTracer(fx.Tracer):
         autocast = autocast_state()
         if autocast:
             node.meta[AUTOCAST_META] = autocast
+        if kind == "output" and args:
+            lowered, cls = self._lowered_dicts.get(id(args[0]), (None, None))
+            if lowered is args[0]:
+                node.meta[OUTPUT_CLASS_META] = cls
+            self._lowered_dicts.clear()
         return node
 
     def _plain_nodes(self, kind: str) -> bool:
@@ -477,6 +486,11 @@ class ScopeTrackingTracer(fx.Tracer):
         self.open_scopes.pop()
         return result
 
+
+OUTPUT_CLASS_META = "torch_flops_output_class"
+"""Node meta of a graph's output node when ``forward`` returned a dict subclass (a Hugging Face or
+diffusers ``ModelOutput``, an ``OrderedDict``): its class, which FX lowers to a plain dict and the runner
+builds the output as again."""
 
 TENSOR_FACTORIES = (
     "arange", "range", "linspace", "logspace", "zeros", "ones", "full", "empty", "empty_strided", "eye", "rand",
