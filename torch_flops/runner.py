@@ -298,7 +298,8 @@ class GraphRunner:
         """What ``forward`` returned: the output node's value, of the dict subclass it was when traced."""
         if self.output_node is None:
             return None
-        output = self.gm.graph.process_outputs(_mutable(fx.map_arg(self.output_node.args[0], lambda node: values[self.slot[node]])))
+        output = fx.map_arg(self.output_node.args[0], lambda node: values[self.slot[node]])
+        output = self.gm.graph.process_outputs(_mutable(output))
         cls = self.output_node.meta.get(OUTPUT_CLASS_META)
         if cls is not None and type(output) is dict:
             return cls(**output) if all(type(key) is str for key in output) else cls(output)

@@ -218,6 +218,11 @@ runs, ``torch.utils.checkpoint``'s attributes are the wrappers that record the c
 _MODULE_HOOKS = ("__call__", "__getattr__")  # what Tracer.trace patches on nn.Module
 _ATTACH_ARGS = getattr(fx.Node, "_update_args_kwargs", None)  # what Node.__init__ calls; setters otherwise
 
+OUTPUT_CLASS_META = "torch_flops_output_class"
+"""Node meta of a graph's output node when ``forward`` returned a dict subclass (a Hugging Face or
+diffusers ``ModelOutput``, an ``OrderedDict``): its class, which FX lowers to a plain dict and the runner
+builds the output as again."""
+
 
 class ScopeTrackingTracer(fx.Tracer):
     """A ``Tracer`` that remembers which modules' ``forward`` it is inside, so a failure can be blamed
@@ -486,11 +491,6 @@ class ScopeTrackingTracer(fx.Tracer):
         self.open_scopes.pop()
         return result
 
-
-OUTPUT_CLASS_META = "torch_flops_output_class"
-"""Node meta of a graph's output node when ``forward`` returned a dict subclass (a Hugging Face or
-diffusers ``ModelOutput``, an ``OrderedDict``): its class, which FX lowers to a plain dict and the runner
-builds the output as again."""
 
 TENSOR_FACTORIES = (
     "arange", "range", "linspace", "logspace", "zeros", "ones", "full", "empty", "empty_strided", "eye", "rand",
