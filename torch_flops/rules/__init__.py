@@ -15,6 +15,7 @@ from torch_flops.rules import (  # noqa: F401  (imported for their registrations
     elementwise,
     embedding,
     foreach,
+    linalg,
     linear,
     mha,
     norm,

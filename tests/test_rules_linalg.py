@@ -1,0 +1,62 @@
+"""Hand-computed costs of pairwise distances, cross products and traces (``torch_flops/rules/linalg.py``).
+
+``cdist`` per pair of rows of ``M`` features: ``3M - 1`` for p 0, 1, inf; ``3M`` for 2; ``4M`` otherwise;
+for p = 2 with more than 25 rows on a side, the product route: norms ``(P + R)(2M - 1)``, ``x1 * -2``
+``P * M``, the product ``P * R * (2M + 3)`` and a clamp and a sqrt per pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from models import Op
+from torch_flops import Cost, TorchFLOPsByFX, count_aten
+from torch_flops.rules.linalg import cdist_backward_cost, cdist_cost
+
+A, B = torch.randn(2, 10, 5), torch.randn(2, 20, 5)  # 2 * 10 * 20 = 400 pairs of 5 features
+P, R = torch.randn(30, 5), torch.randn(40, 5)  # 1,200 pairs: more than 25 rows, the product route for p = 2
+PRODUCT_ROUTE = 30 * 40 * (2 * 7 - 1) + (30 + 40) * (2 * 5 - 1) + 30 * 5 + 2 * 30 * 40  # 18,780
+
+# (id, callable, inputs, FLOPs, MACs)
+CASES = [
+    ("cdist_p2", lambda a, b: torch.cdist(a, b), (A, B), 400 * 15, 0),
+    ("cdist_p1", lambda a, b: torch.cdist(a, b, p=1.0), (A, B), 400 * 14, 0),
+    ("cdist_p0", lambda a, b: torch.cdist(a, b, p=0.0), (A, B), 400 * 14, 0),
+    ("cdist_pinf", lambda a, b: torch.cdist(a, b, p=float("inf")), (A, B), 400 * 14, 0),
+    ("cdist_p3", lambda a, b: torch.cdist(a, b, p=3.0), (A, B), 400 * 20, 0),
+    ("cdist_product_route", lambda a, b: torch.cdist(a, b), (P, R), PRODUCT_ROUTE, 30 * 40 * 7),
+    ("cdist_no_product", lambda a, b: torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist"), (P, R), 1200 * 15, 0),
+    ("cdist_product_forced", lambda a, b: torch.cdist(a, b, compute_mode="use_mm_for_euclid_dist"), (A, B),
+     2 * (10 * 20 * 13 + 30 * 9 + 10 * 5 + 2 * 10 * 20), 400 * 7),
+    ("cross", lambda a, b: torch.linalg.cross(a[..., :3], b[..., :3]), (P[:20], R[:20]), 3 * 20 * 3, 0),  # 6 mul + 3 sub a vector
+    ("trace", lambda a: torch.trace(a), (torch.randn(3, 5),), 3 - 1, 0),
+]
+
+
+@pytest.mark.parametrize("case_id, fn, inputs, flops, macs", CASES, ids=[c[0] for c in CASES])
+def test_function_and_aten_levels_agree_with_the_hand_count(case_id: str, fn: Callable[..., Any], inputs: tuple,
+                                                            flops: int, macs: int) -> None:
+    counter = TorchFLOPsByFX(Op(fn))
+    counter.propagate(*inputs)
+    assert not counter.unsupported
+    _, tally = count_aten(fn, *inputs)
+    assert not tally.unsupported
+    assert (counter.total_flops, counter.total_macs) == (tally.cost.flops, tally.cost.macs) == (flops, macs)
+
+
+@pytest.mark.parametrize("p, per_pair_and_feature", [(1.0, 4), (2.0, 4), (float("inf"), 6), (0.0, 0)])
+def test_the_gradient_of_a_distance_computed_the_direct_way(p: float, per_pair_and_feature: int) -> None:
+    """``cdist(a, b, p)`` on 400 pairs of 5 features (20 rows: the direct way), gradient of ``a``."""
+    counter = TorchFLOPsByFX(Op(lambda a, b: torch.cdist(a, b, p=p)))
+    counter.propagate(A.clone().requires_grad_(), B, backward=True)
+    assert counter.total_backward_flops == 400 * 5 * per_pair_and_feature
+
+
+def test_the_formulas_at_their_edges() -> None:
+    assert cdist_backward_cost(2, 10, 20, 5, 3.0) == Cost(7 * 2000 + 400, 0)  # other p: and the power per pair
+    assert cdist_cost(0, 10, 20, 5, 2.0) == cdist_cost(1, 10, 20, 0, 1.0) == Cost(0, 0)
+    assert cdist_cost(1, 26, 1, 4, 2.0, compute_mode=2) == Cost(26 * 12, 0)  # never the product route
