@@ -530,27 +530,27 @@ def test_function_rule_that_raises_inside_a_leaf_names_rule_call_module_and_node
 
 
 class InverseLeaf(nn.Module):
-    """``if x.size(0) > 0`` cannot be traced; ``torch.linalg.inv`` has no function rule: priced by its aten op."""
+    """``if x.size(0) > 0`` cannot be traced; ``torch.linalg.matrix_exp`` has no function rule: priced by its aten op."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.size(0) > 0:
-            return torch.linalg.inv(x)
+            return torch.linalg.matrix_exp(x)
         return x
 
 
 def test_aten_rule_that_raises_inside_a_leaf_names_rule_op_and_node() -> None:
     model = InverseLeaf()
-    counter = TorchFLOPsByFX(model, extra_rules={aten.linalg_inv_ex: raises_value_error})
+    counter = TorchFLOPsByFX(model, extra_rules={aten.linalg_matrix_exp: raises_value_error})
     raises_unchanged(model, lambda: counter.propagate(torch.eye(3)), AtenRuleError,
-                     r"aten rule raises_value_error failed on aten.linalg_inv_ex: ValueError: rule exploded "
+                     r"aten rule raises_value_error failed on aten.linalg_matrix_exp: ValueError: rule exploded "
                      r"\(node 'root_module', call_module \(root\), input shapes \[\[3, 3\]\]\)")
 
 
 def test_aten_rule_returning_a_float_in_a_whole_model_leaf_names_the_root_node() -> None:
     model = InverseLeaf()
-    counter = TorchFLOPsByFX(model, leaf_modules=[""], extra_rules={aten.linalg_inv_ex: returns_float})
+    counter = TorchFLOPsByFX(model, leaf_modules=[""], extra_rules={aten.linalg_matrix_exp: returns_float})
     raises_unchanged(model, lambda: counter.propagate(torch.eye(3)), AtenRuleError,
-                     r"aten rule returns_float returned 1.5 for aten.linalg_inv_ex; expected a Cost of two (non-negative )?ints "
+                     r"aten rule returns_float returned 1.5 for aten.linalg_matrix_exp; expected a Cost of two (non-negative )?ints "
                      r"\(node 'root_module', call_module \(root\), input shapes \[\[3, 3\]\]\)")
 
 

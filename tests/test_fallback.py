@@ -138,7 +138,7 @@ def test_fallback_runs_a_node_once() -> None:
 # -- custom rules ------------------------------------------------------------------------------------
 class Custom(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.inv(x) @ x
+        return torch.linalg.matrix_exp(x) @ x
 
 
 class HasCustom(nn.Module):
@@ -161,9 +161,9 @@ def fixed(flops: int, macs: int = 0):
 def test_extra_rules_beat_built_in_rules_and_the_fallback() -> None:
     x = torch.randn(4, 4)
     plain = counted(HasCustom(), x, leaf_types=(Custom,))
-    inverse, matmul = [r for r in plain.records if r.leaf_node == "custom"]
-    assert inverse.status is Status.UNSUPPORTED and inverse.unsupported_ops == ("aten.linalg_inv_ex",)
-    assert matmul.status is Status.RULE and matmul.flops == custom_matmul_flops()  # only the inverse is left out
+    exponential, matmul = [r for r in plain.records if r.leaf_node == "custom"]
+    assert exponential.status is Status.UNSUPPORTED and exponential.unsupported_ops == ("aten.linalg_matrix_exp",)
+    assert matmul.status is Status.RULE and matmul.flops == custom_matmul_flops()  # only the exponential is left out
 
     counter = counted(HasCustom(), x, leaf_types=(Custom,), extra_rules={Custom: fixed(1000), nn.Linear: fixed(7, 3)})
     statuses = {r.target: (r.status, r.flops, r.macs) for r in counter.records}
@@ -176,16 +176,16 @@ def test_extra_rules_beat_built_in_rules_and_the_fallback() -> None:
 
 
 def custom_matmul_flops() -> int:
-    return 16 * 7  # the traced Custom: inv (no rule) then (4, 4) @ (4, 4) = 16 * (2*4 - 1)
+    return 16 * 7  # the traced Custom: matrix_exp (no rule) then (4, 4) @ (4, 4) = 16 * (2*4 - 1)
 
 
 def test_extra_rules_for_functions_methods_and_aten_ops() -> None:
     x = torch.randn(4, 4)
-    model = Op(lambda x: torch.sum(torch.linalg.inv(x).exp()))
-    counter = counted(model, x, extra_rules={aten.linalg_inv_ex: fixed(100), "exp": fixed(5), torch.sum: fixed(1)})
+    model = Op(lambda x: torch.sum(torch.linalg.matrix_exp(x).exp()))
+    counter = counted(model, x, extra_rules={aten.linalg_matrix_exp: fixed(100), "exp": fixed(5), torch.sum: fixed(1)})
     by_target = {r.target: (r.status, r.flops) for r in counter.records if r.op.startswith("call")}
     assert by_target == {
-        "torch.linalg.inv": (Status.FALLBACK, 100),  # no rule of its own: the aten overlay prices it
+        "torch.linalg.matrix_exp": (Status.FALLBACK, 100),  # no rule of its own: the aten overlay prices it
         "exp": (Status.RULE, 5),
         "torch.sum": (Status.RULE, 1),
     }
@@ -220,10 +220,10 @@ def test_a_failing_aten_rule_names_the_rule_the_aten_op_and_the_node() -> None:
     def broken(call: OpCall) -> Cost:
         raise ValueError("boom")
 
-    with pytest.raises(CostRuleError, match=r"aten rule .*broken failed on aten\.linalg_inv_ex: ValueError: boom \(node 'linalg_inv'"):
-        counted(Op(lambda x: torch.linalg.inv(x)), torch.randn(3, 3), extra_rules={aten.linalg_inv_ex: broken})
-    with pytest.raises(CostRuleError, match=r"returned 1\.5 for aten\.linalg_inv_ex"):
-        counted(Op(lambda x: torch.linalg.inv(x)), torch.randn(3, 3), extra_rules={aten.linalg_inv_ex: lambda c: 1.5})
+    with pytest.raises(CostRuleError, match=r"aten rule .*broken failed on aten\.linalg_matrix_exp: ValueError: boom \(node 'linalg_matrix_exp'"):
+        counted(Op(lambda x: torch.linalg.matrix_exp(x)), torch.randn(3, 3), extra_rules={aten.linalg_matrix_exp: broken})
+    with pytest.raises(CostRuleError, match=r"returned 1\.5 for aten\.linalg_matrix_exp"):
+        counted(Op(lambda x: torch.linalg.matrix_exp(x)), torch.randn(3, 3), extra_rules={aten.linalg_matrix_exp: lambda c: 1.5})
 
 
 # -- agreement with torch.utils.flop_counter ---------------------------------------------------------

@@ -212,10 +212,10 @@ def test_verbose_reports_layers_without_rules(capsys: pytest.CaptureFixture[str]
             self.fc = nn.Linear(2, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.linalg.inv(self.fc(x))
+            return torch.linalg.matrix_exp(self.fc(x))
 
     profile(Inverse(), torch.randn(2, 2), verbose=False)
     assert capsys.readouterr().out == ""
     profile(Inverse(), torch.randn(2, 2))
-    expected = "[torch_flops] no rule for torch.linalg.inv [aten.linalg_inv_ex]: not counted in (root)\n"
+    expected = "[torch_flops] no rule for torch.linalg.matrix_exp [aten.linalg_matrix_exp]: not counted in (root)\n"
     assert capsys.readouterr().out == expected

@@ -551,7 +551,7 @@ class LinearThenInverse(nn.Module):
         self.layer = nn.Linear(4, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.inv(self.layer(x))
+        return torch.linalg.matrix_exp(self.layer(x))
 
 
 def test_a_function_without_rule_is_counted_by_the_aten_fallback() -> None:
@@ -568,14 +568,14 @@ def test_unsupported_names_the_aten_op_and_is_excluded() -> None:
     counter = run(LinearThenInverse(), (randn(4, 4),))
     unsupported = [r for r in counter.records if r.status is Status.UNSUPPORTED]
     (record,) = unsupported
-    assert record.op == "call_function" and record.target == "torch.linalg.inv"
-    assert record.unsupported_ops == ("aten.linalg_inv_ex",)
+    assert record.op == "call_function" and record.target == "torch.linalg.matrix_exp"
+    assert record.unsupported_ops == ("aten.linalg_matrix_exp",)
     assert record.flops is None and record.macs is None
     assert record.output_shapes == ((4, 4),)
     assert counter.unsupported == unsupported
     # only the Linear is counted: 16 * (2*4 - 1) + 16 = 128; MACs 16*4 + 16 = 80
     assert (counter.total_flops, counter.total_macs) == (128, 80)
-    assert aggregate.unsupported_by_target(counter.records) == {"torch.linalg.inv [aten.linalg_inv_ex]": 1}
+    assert aggregate.unsupported_by_target(counter.records) == {"torch.linalg.matrix_exp [aten.linalg_matrix_exp]": 1}
 
 
 # -- transposed convolution -------------------------------------------------------------------------

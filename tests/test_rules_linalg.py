@@ -1,4 +1,5 @@
-"""Hand-computed costs of pairwise distances, cross products and traces (``torch_flops/rules/linalg.py``).
+"""Hand-computed costs of pairwise distances, cross products, traces and LAPACK's factorisations and
+solves (``torch_flops/rules/linalg.py``).
 
 ``cdist`` per pair of rows of ``M`` features: ``3M - 1`` for p 0, 1, inf; ``3M`` for 2; ``4M`` otherwise;
 for p = 2 with more than 25 rows on a side, the product route: norms ``(P + R)(2M - 1)``, ``x1 * -2``
@@ -18,7 +19,9 @@ from torch_flops import Cost, TorchFLOPsByFX, count_aten
 from torch_flops.rules.linalg import cdist_backward_cost, cdist_cost
 
 A, B = torch.randn(2, 10, 5), torch.randn(2, 20, 5)  # 2 * 10 * 20 = 400 pairs of 5 features
-P, R = torch.randn(30, 5), torch.randn(40, 5)  # 1,200 pairs: more than 25 rows, the product route for p = 2
+P, R = torch.randn(30, 5), torch.randn(40, 5)
+M4 = torch.randn(4, 4) + 4 * torch.eye(4)  # well conditioned
+SPD4 = M4 @ M4.T + torch.eye(4)  # 1,200 pairs: more than 25 rows, the product route for p = 2
 PRODUCT_ROUTE = 30 * 40 * (2 * 7 - 1) + (30 + 40) * (2 * 5 - 1) + 30 * 5 + 2 * 30 * 40  # 18,780
 
 # (id, callable, inputs, FLOPs, MACs)
@@ -34,6 +37,25 @@ CASES = [
      2 * (10 * 20 * 13 + 30 * 9 + 10 * 5 + 2 * 10 * 20), 400 * 7),
     ("cross", lambda a, b: torch.linalg.cross(a[..., :3], b[..., :3]), (P[:20], R[:20]), 3 * 20 * 3, 0),  # 6 mul + 3 sub a vector
     ("trace", lambda a: torch.trace(a), (torch.randn(3, 5),), 3 - 1, 0),
+    # factorisations of 4 x 4 matrices, by LAPACK's counts (LAWN 41): LU n^3/3 + 2n/3 multiplies and
+    # n^3/3 - n^2/2 + n/6 adds, 24 + 14; its solves 2 n^2 multiplies and 2 n (n - 1) adds per column
+    ("lu_factor", lambda a: torch.linalg.lu_factor(a)[0], (M4,), 24 + 14, 0),
+    ("solve", lambda a, b: torch.linalg.solve(a, b), (M4, torch.randn(4, 2)), 38 + 2 * (16 + 12), 0),
+    ("solve_vector", lambda a, b: torch.linalg.solve(a, b), (M4, torch.randn(4)), 38 + 16 + 12, 0),
+    ("inv", lambda a: torch.linalg.inv(a), (M4,), 38 + 4 * (16 + 12), 0),  # solve(A, I): 150
+    ("inv_batched", lambda a: torch.linalg.inv(a), (torch.randn(3, 4, 4),), 3 * 150, 0),
+    # complex: 6 per multiply, 2 per add: 6 * (24 + 64) + 2 * (14 + 48)
+    ("inv_complex", lambda a: torch.linalg.inv(a), (torch.randn(4, 4, dtype=torch.complex64),), 6 * 88 + 2 * 62, 0),
+    ("det", lambda a: torch.linalg.det(a), (M4,), 38 + 3, 0),  # and the product of the diagonal
+    ("slogdet", lambda a: torch.linalg.slogdet(a)[1], (M4,), 38 + (3 * 4 - 1) + 3, 0),  # logs summed, signs' product
+    # Cholesky: n (n + 1)(n + 2) / 6 multiplies and (n - 1) n (n + 1) / 6 adds, 20 + 10; its solve
+    # n (n + 1) multiplies and n (n - 1) adds per column; the inverse from it 40 + 14
+    ("cholesky", lambda a: torch.linalg.cholesky(a), (SPD4,), 30, 0),
+    ("cholesky_solve", lambda a, b: torch.cholesky_solve(b, torch.linalg.cholesky(a)), (SPD4, torch.randn(4, 2)), 30 + 2 * (20 + 12), 0),
+    ("cholesky_inverse", lambda a: torch.cholesky_inverse(torch.linalg.cholesky(a)), (SPD4,), 30 + 54, 0),
+    # Householder QR of 4 x 4: 82 + 54; forming Q: 52 + 44
+    ("qr", lambda a: torch.linalg.qr(a)[1], (M4,), 136 + 96, 0),
+    ("qr_r_only", lambda a: torch.linalg.qr(a, mode="r")[1], (M4,), 136, 0),
 ]
 
 

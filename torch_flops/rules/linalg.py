@@ -1,4 +1,4 @@
-"""Pairwise distances, cross products and traces.
+"""Pairwise distances, cross products, traces, and LAPACK's factorisations and solves.
 
 - ``cdist(x1 [B, P, M], x2 [B, R, M], p)``, per pair of rows, as PyTorch's kernel computes it: ``M``
   differences, ``M`` maps (abs, square, compare or power), ``M - 1`` adds (or maxes), then the root:
@@ -13,6 +13,13 @@
   (``d * |d|^(p-2) / dist^(p-1)``, the power per pair apart); 0 for ``p = 0``, whose gradient is 0.
 - ``cross(a, b)`` of 3-vectors: 6 multiplies and 3 subtracts per vector, ``3 * out_numel``.
 - ``trace`` of an ``n x m`` matrix: ``min(n, m) - 1`` adds.
+- factorisations and solves (LU, ``solve``, ``inv``, ``det``, ``slogdet``, ``lu_solve``, Cholesky,
+  ``cholesky_solve``, ``cholesky_inverse``, QR): the operation counts of the LAPACK routines PyTorch
+  calls, as LAPACK's own timing suite counts them (LAWN 41; multiplies include divisions), per matrix;
+  complex matrices 6 FLOPs per multiply and 2 per add. ``inv`` is ``solve(A, I)``; ``det`` adds the
+  product of the LU's diagonal (``n - 1``), ``slogdet`` the logs of its magnitudes summed and the product
+  of its signs (``4n - 2``). MACs 0. Iterative methods (``svd``, ``eig``, ``eigh``, ``lstsq``,
+  ``matrix_exp``) have no fixed count and are left unsupported.
 
 Worked example: ``torch.cdist`` of ``(2, 10, 5)`` and ``(2, 20, 5)`` rows: ``2 * 10 * 20 * 15 = 6,000``
 FLOPs; of ``(30, 5)`` and ``(40, 5)``: ``30 * 40 * 13 + 30 * 9 + 40 * 9 + 30 * 5 + 2 * 30 * 40 = 18,780``.
@@ -98,3 +105,139 @@ def cross(call: OpCall) -> Cost:
 def trace(call: OpCall) -> Cost:
     n = min(call.arg(0, "input").shape)
     return Cost(max(n - 1, 0), 0)
+
+
+# -- factorisations and solves: LAPACK's operation counts (LAWN 41), as its timing suite counts them ---------
+# Each count is (multiplies, adds) of one matrix; a complex matrix costs 6 per multiply and 2 per add.
+def getrf_counts(m: int, n: int) -> tuple[float, float]:
+    """LU with partial pivoting of an ``m x n`` matrix."""
+    if m < n:
+        return 0.5 * m * (m * (n - m / 3 - 1) + n) + 2 * m / 3, 0.5 * m * (m * (n - m / 3) - n) + m / 6
+    return 0.5 * n * (n * (m - n / 3 - 1) + m) + 2 * n / 3, 0.5 * n * (n * (m - n / 3) - m) + n / 6
+
+
+def getrs_counts(n: int, nrhs: int) -> tuple[float, float]:
+    """Two triangular solves with an LU factorisation, for ``nrhs`` right-hand sides."""
+    return nrhs * n * n, nrhs * n * (n - 1)
+
+
+def potrf_counts(n: int) -> tuple[float, float]:
+    """Cholesky factorisation."""
+    return n * ((n / 6 + 0.5) * n + 1 / 3), n * (n * n / 6 - 1 / 6)
+
+
+def potrs_counts(n: int, nrhs: int) -> tuple[float, float]:
+    return nrhs * n * (n + 1), nrhs * n * (n - 1)
+
+
+def potri_counts(n: int) -> tuple[float, float]:
+    """The inverse from a Cholesky factor."""
+    return n * (2 / 3 + n * (n / 3 + 1)), n * (1 / 6 + n * (n / 3 - 0.5))
+
+
+def geqrf_counts(m: int, n: int) -> tuple[float, float]:
+    """Householder QR of an ``m x n`` matrix."""
+    if m > n:
+        return n * (n * (0.5 - n / 3 + m) + m + 23 / 6), n * (n * (0.5 - n / 3 + m) + 5 / 6)
+    return m * (m * (-0.5 - m / 3 + n) + 2 * n + 23 / 6), m * (m * (-0.5 - m / 3 + n) + n + 5 / 6)
+
+
+def orgqr_counts(m: int, n: int, k: int) -> tuple[float, float]:
+    """Forming the ``m x n`` Q of ``k`` Householder reflectors."""
+    return (k * (2 * m * n + 2 * n - 5 / 3 + k * (2 * k / 3 - (m + n) - 1)),
+            k * (2 * m * n + n - m + 1 / 3 + k * (2 * k / 3 - (m + n))))
+
+
+def lapack_flops(counts: list[tuple[float, float]], matrices: int, complex_: bool) -> Cost:
+    """FLOPs of ``matrices`` times the summed counts, rounded; 0 MACs (the counts mix products and
+    divisions, and LAPACK reports none)."""
+    multiplies, adds = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    per_matrix = 6 * multiplies + 2 * adds if complex_ else multiplies + adds
+    return Cost(max(round(matrices * per_matrix), 0), 0)
+
+
+def _matrices(a: torch.Tensor) -> int:
+    return math.prod(a.shape[:-2])
+
+
+def _rhs(b: torch.Tensor, a: torch.Tensor, left: bool = True) -> tuple[int, int]:
+    """The right-hand sides of ``A X = B`` (or ``X A = B``): (systems, columns per system). A ``B`` of one
+    dimension fewer than ``A`` is a batch of vectors."""
+    n = a.shape[-1]
+    if b.dim() == a.dim() - 1 and left:
+        return b.numel() // max(n, 1), 1
+    columns = b.shape[-1] if left else b.shape[-2]
+    return b.numel() // max(n * columns, 1), columns
+
+
+@aten_rule(*aten_ops("linalg_lu_factor_ex", "linalg_lu"))
+def lu_factor(call: OpCall) -> Cost:
+    a = call.args[0]
+    return lapack_flops([getrf_counts(a.shape[-2], a.shape[-1])], _matrices(a), a.is_complex())
+
+
+@aten_rule(*aten_ops("linalg_lu_solve"))
+def lu_solve(call: OpCall) -> Cost:
+    lu, b = call.args[0], call.args[2]
+    systems, columns = _rhs(b, lu, call.kwargs.get("left", True))
+    return lapack_flops([getrs_counts(lu.shape[-1], columns)], systems, lu.is_complex())
+
+
+# result, LU, pivots, info = _linalg_solve_ex(A, B, left=True): LU of each matrix, then the solves
+@aten_rule(*aten_ops("_linalg_solve_ex"))
+def solve(call: OpCall) -> Cost:
+    result, lu = call.output[0], call.output[1]
+    n = lu.shape[-1]
+    systems, columns = _rhs(result, lu, call.kwargs.get("left", True))
+    complex_ = lu.is_complex()
+    return lapack_flops([getrf_counts(n, n)], _matrices(lu), complex_) + lapack_flops([getrs_counts(n, columns)], systems, complex_)
+
+
+# PyTorch inverts as solve(A, I): an LU, then n right-hand sides
+@aten_rule(*aten_ops("linalg_inv_ex"))
+def inverse(call: OpCall) -> Cost:
+    a = call.args[0]
+    n = a.shape[-1]
+    return lapack_flops([getrf_counts(n, n), getrs_counts(n, n)], _matrices(a), a.is_complex())
+
+
+# det: an LU, then the product of its diagonal (n - 1); slogdet: the logs of the diagonal's magnitudes,
+# summed (3n - 1), and the product of their signs (n - 1)
+@aten_rule(*aten_ops("_linalg_det", "_linalg_slogdet"))
+def determinant(call: OpCall) -> Cost:
+    a = call.args[0]
+    n = a.shape[-1]
+    tail = n - 1 if len(call.output) == 3 else 4 * n - 2
+    return lapack_flops([getrf_counts(n, n), (max(tail, 0), 0)], _matrices(a), a.is_complex())
+
+
+@aten_rule(*aten_ops("linalg_cholesky_ex"))
+def cholesky(call: OpCall) -> Cost:
+    a = call.args[0]
+    return lapack_flops([potrf_counts(a.shape[-1])], _matrices(a), a.is_complex())
+
+
+@aten_rule(*aten_ops("cholesky_solve"))
+def cholesky_solve(call: OpCall) -> Cost:
+    factor = call.args[1]  # cholesky_solve(B, L): the solves of B's columns with the factor
+    systems, columns = _rhs(call.output, factor)
+    return lapack_flops([potrs_counts(factor.shape[-1], columns)], systems, factor.is_complex())
+
+
+@aten_rule(*aten_ops("cholesky_inverse"))
+def cholesky_inverse(call: OpCall) -> Cost:
+    factor = call.args[0]
+    return lapack_flops([potri_counts(factor.shape[-1])], _matrices(factor), factor.is_complex())
+
+
+# Q, R = linalg_qr(A, mode): the reflectors, then Q (reduced: m x k; complete: m x m; "r": none)
+@aten_rule(*aten_ops("linalg_qr"))
+def qr(call: OpCall) -> Cost:
+    a = call.args[0]
+    m, n = a.shape[-2], a.shape[-1]
+    k = min(m, n)
+    mode = call.arg(1, "mode", "reduced")
+    counts = [geqrf_counts(m, n)]
+    if mode != "r" and k:
+        counts.append(orgqr_counts(m, m if mode == "complete" else k, k))
+    return lapack_flops(counts, _matrices(a), a.is_complex())
