@@ -225,6 +225,9 @@ ELEMENTWISE_CASES = [
     ("torch_add_alpha_1", lambda x, y: torch.add(x, y, alpha=1), (randn(2, 3), randn(2, 3)), 6, 0),  # 1 * 6
     ("shape_arithmetic", lambda x: x.view(x.size(0) * 3, -1), (randn(2, 3),),
      1, 0),  # `size(0) * 3` on Python ints: 1; size and view: 0
+    ("heaviside", lambda x, y: torch.heaviside(x, y), (randn(2, 3), randn(2, 3)), 6, 0),  # a select per output
+    ("polar", lambda r, a: torch.polar(r.abs(), a), (randn(2, 3), randn(2, 3)), 6 + 6, 0),  # abs 6, then 6 complex outputs
+    ("equal", lambda x: x + torch.equal(x, x), (randn(2, 3),), 6 + 6, 0),  # 6 compares, then the add
 ]
 
 
@@ -444,6 +447,10 @@ REDUCTION_CASES = [
     ("mean_all", lambda x: x.mean(), (randn(2, 5),), 10, 10),  # 1 output * 10; MACs equal (an average)
     ("mean_dim", lambda x: x.mean(dim=1), (randn(2, 5),), 10, 10),  # 2 outputs * 5
     ("torch_mean_dims", lambda x: torch.mean(x, dim=(0, 2), keepdim=True), (randn(2, 3, 4),), 24, 24),  # 3 * 8
+    # along dim 0 of (4, 5): 5 lines of 4, 3 steps each: 15
+    ("logcumsumexp", lambda x: torch.logcumsumexp(x, 0), (randn(4, 5),), 15, 0),
+    ("cummax", lambda x: torch.cummax(x, 0).values, (randn(4, 5),), 15, 0),
+    ("cummin", lambda x: x.cummin(1).values, (randn(4, 5),), 4 * 4, 0),  # 4 lines of 5
 ]
 
 

@@ -46,6 +46,10 @@ CASES = [
     ("grid_sample_bilinear", lambda x, g: F.grid_sample(x, g, align_corners=False), (torch.randn(1, 2, 4, 4), torch.rand(1, 3, 3, 2) * 2 - 1), 18 * 7),
     ("grid_sample_nearest", lambda x, g: F.grid_sample(x, g, mode="nearest", align_corners=False), (torch.randn(1, 2, 4, 4), torch.rand(1, 3, 3, 2) * 2 - 1), 0),
     ("grid_sample_bicubic", lambda x, g: F.grid_sample(x, g, mode="bicubic", align_corners=False), (torch.randn(1, 2, 4, 4), torch.rand(1, 3, 3, 2) * 2 - 1), 18 * 31),
+    # affine_grid to (2, ., 8, 8): 128 points, each (x, y, 1) times theta's 2 rows: 256 dot products of 3
+    ("affine_grid", lambda t: F.affine_grid(t, [2, 4, 8, 8], align_corners=False), (torch.randn(2, 2, 3),), 256 * 5),
+    # max_unpool2d scatters each value to its index: a copy
+    ("max_unpool2d", lambda x, i: F.max_unpool2d(x, i, 2), F.max_pool2d(torch.randn(1, 2, 4, 4), 2, return_indices=True), 0),
 ]
 
 

@@ -26,7 +26,9 @@ Ops with an ``output_mask`` price only the gradients they are asked for.
   size plus ``out_numel``; average MACs equal FLOPs.
 - embedding: ``T * D`` adds (``2 T D`` with ``scale_grad_by_freq``), ``T`` the indices that are not
   ``padding_idx``.
-- losses: ``nll_loss`` and ``mse_loss``, forward and backward (:func:`nll_loss_cost`, ...).
+- losses: ``nll_loss``, ``mse_loss``, ``binary_cross_entropy``, ``smooth_l1_loss`` and ``huber_loss``,
+  forward and backward, and ``binary_cross_entropy_with_logits`` (whose gradient is elementwise ops), as
+  their kernels compute them (:func:`nll_loss_cost`, ...).
 - attention kernels' backward: :func:`sdpa_backward_cost` (the scores and probabilities are recomputed).
 - dropout: ``native_dropout`` forward and backward, 2 per element.
 
@@ -472,6 +474,80 @@ def mse_loss(call: OpCall) -> Cost:
 @aten_rule(*aten_ops("mse_loss_backward"))
 def mse_loss_backward(call: OpCall) -> Cost:
     return mse_loss_backward_cost(_grad_numel(call))
+
+
+def _reduced(per_element: int, numel: int, reduction: str) -> Cost:
+    """``per_element`` FLOPs for each of ``numel`` elements, then the reduction: ``sum`` ``numel - 1``
+    adds, ``mean`` those and a divide. 0 MACs."""
+    if numel == 0:
+        return ZERO_COST
+    return Cost(per_element * numel + {"none": 0, "sum": numel - 1, "mean": numel}[reduction], 0)
+
+
+def _loss_input_numel(call: OpCall) -> int:
+    return call.args[0].numel()
+
+
+def _loss_reduction(call: OpCall, position: int) -> str:
+    return _REDUCTIONS[call.arg(position, "reduction", 1)]
+
+
+# [] | [*] = binary_cross_entropy(self, target, weight=None, reduction=mean), as the kernel computes each
+# element: (t - 1) * max(log1p(-x), -100) - t * max(log(x), -100): 9 (negate, log1p, max, log, max,
+# subtract, 2 multiplies, subtract), + 1 with a weight
+@aten_rule(*aten_ops("binary_cross_entropy"))
+def binary_cross_entropy(call: OpCall) -> Cost:
+    weighted = call.arg(2, "weight", None) is not None
+    return _reduced(9 + weighted, _loss_input_numel(call), _loss_reduction(call, 3))
+
+
+# [*] = binary_cross_entropy_backward(grad_output, self, target, weight, reduction): dy * (x - t) /
+# max((1 - x) * x, eps): 6 per element, + 1 with a weight, + 1 for mean's divide
+@aten_rule(*aten_ops("binary_cross_entropy_backward"))
+def binary_cross_entropy_backward(call: OpCall) -> Cost:
+    weighted = call.arg(3, "weight", None) is not None
+    mean = call.arg(4, "reduction", 1) == 1
+    return Cost((6 + weighted + mean) * _grad_numel(call), 0)
+
+
+# [] | [*] = binary_cross_entropy_with_logits(self, target, weight, pos_weight, reduction), as PyTorch
+# computes it: (1 - t) * x - log_sigmoid(x): log_sigmoid 2 (as the activation rule), then 3 per element;
+# pos_weight scales log_sigmoid(x) by (pos_weight - 1) * t + 1: pos_weight.numel() + 3 per element;
+# weight: + 1 per element. Its gradient runs as elementwise ops, priced as such.
+@aten_rule(*aten_ops("binary_cross_entropy_with_logits"))
+def binary_cross_entropy_with_logits(call: OpCall) -> Cost:
+    numel = _loss_input_numel(call)
+    pos_weight = call.arg(3, "pos_weight", None)
+    per_element = 5 + (call.arg(2, "weight", None) is not None) + (3 if pos_weight is not None else 0)
+    cost = _reduced(per_element, numel, _loss_reduction(call, 4))
+    return cost + Cost(pos_weight.numel(), 0) if pos_weight is not None and numel else cost
+
+
+# smooth_l1_loss(self, target, reduction, beta) and huber_loss(self, target, reduction, delta), per element
+# z = |x - t|, then z < beta ? 0.5 z^2 / beta : z - 0.5 beta (smooth L1), z < delta ? 0.5 z^2 :
+# delta (z - 0.5 delta) (Huber): a subtract, an abs, a compare, and the costlier branch (3, 2), so the
+# count does not depend on the data: 6 and 5. Smooth L1 with beta = 0 is the L1 loss: 2.
+@aten_rule(*aten_ops("smooth_l1_loss"))
+def smooth_l1_loss(call: OpCall) -> Cost:
+    per_element = 2 if call.arg(3, "beta", 1.0) == 0 else 6
+    return _reduced(per_element, _loss_input_numel(call), _loss_reduction(call, 2))
+
+
+@aten_rule(*aten_ops("huber_loss"))
+def huber_loss(call: OpCall) -> Cost:
+    return _reduced(5, _loss_input_numel(call), _loss_reduction(call, 2))
+
+
+# their gradients, per element: d = x - t, two compares (the two outer branches), then the inner
+# branch's multiplies (the costlier): smooth L1 norm * d * dy / beta, 3; Huber norm * d * dy, 2
+@aten_rule(*aten_ops("smooth_l1_loss_backward"))
+def smooth_l1_loss_backward(call: OpCall) -> Cost:
+    return Cost(6 * _grad_numel(call), 0)
+
+
+@aten_rule(*aten_ops("huber_loss_backward"))
+def huber_loss_backward(call: OpCall) -> Cost:
+    return Cost(5 * _grad_numel(call), 0)
 
 
 # -- attention ---------------------------------------------------------------------------------------

@@ -55,6 +55,8 @@ _BINARY = [
     ((operator.or_, operator.ior), (torch.logical_or, torch.bitwise_or), ("logical_or", "bitwise_or", "or")),
     ((operator.xor, operator.ixor), (torch.logical_xor, torch.bitwise_xor), ("logical_xor", "bitwise_xor", "xor")),
     ((), (torch.isclose,), ("isclose",)),
+    ((), (torch.heaviside,), ("heaviside",)),
+    ((), (torch.polar,), ()),  # abs * (cos(angle) + i sin(angle)), one complex output element each
 ]
 
 _UNARY = [
@@ -111,7 +113,7 @@ _BINARY_ATEN = (
     "ge", "maximum", "minimum", "fmax", "fmin", "atan2", "hypot", "copysign", "xlogy", "logaddexp",
     "logical_and", "logical_or", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor",
     "bitwise_left_shift", "bitwise_right_shift", "__and__", "__or__", "__xor__", "__lshift__", "__rshift__",
-    "isclose", "true_divide", "multiply", "subtract", "divide",
+    "isclose", "true_divide", "multiply", "subtract", "divide", "heaviside", "polar",
 )
 _UNARY_ATEN = (
     "neg", "abs", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt", "reciprocal",
@@ -243,3 +245,11 @@ def lerp(call: OpCall) -> Cost:
 def addcmul(call: OpCall) -> Cost:
     """2 per output (the product or quotient and the add), 3 when ``value != 1``."""
     return elementwise_cost(numel(call.output), 2 if call.arg(3, "value", 1) == 1 else 3)
+
+
+# bool = equal(self, other): a comparison per element of the two (same-shaped) tensors
+@function_rule(torch.equal)
+@method_rule("equal")
+@aten_rule(*aten_ops("equal"))
+def equal(call: OpCall) -> Cost:
+    return Cost(call.arg(0, "input").numel(), 0)

@@ -14,7 +14,8 @@ not change the count):
 - vector norm of order ``p``: 2: ``2n`` (squares, adds, sqrt); 1, inf, -inf, 0: ``2n - 1`` (abs or
   compare, then adds or comparisons); any other ``p``: ``3n`` (abs, power, adds, root);
 - logsumexp: ``2n`` (exps, adds, log);
-- cumsum / cumprod along a dimension of size ``n``: ``n - 1`` per line, ``in_numel - lines``.
+- cumsum / cumprod / logcumsumexp / cummax / cummin along a dimension of size ``n``: ``n - 1`` per line,
+  ``in_numel - lines``.
 - histc: per value a subtract, a multiply (its bin) and an add to the bin's count, ``3 numel``, and
   ``2 (numel - 1)`` comparisons more when the range is the data's own (``min == max``);
 - bincount: the largest value and an add per value, ``2 numel - 1``.
@@ -243,10 +244,11 @@ def logsumexp(call: OpCall) -> Cost:
     return Cost(2 * in_numel if out_numel else 0, 0)
 
 
-# [*] = cumsum / cumprod([*], dim)
-@function_rule(torch.cumsum, torch.cumprod)
-@method_rule("cumsum", "cumsum_", "cumprod", "cumprod_")
-@aten_rule(*aten_ops("cumsum", "cumsum_", "cumprod", "cumprod_"))
+# [*] = cumsum / cumprod / logcumsumexp([*], dim); (values, indices) = cummax / cummin([*], dim): one
+# add, multiply, log-add-exp or compare per element after each line's first
+@function_rule(torch.cumsum, torch.cumprod, torch.logcumsumexp, torch.cummax, torch.cummin)
+@method_rule("cumsum", "cumsum_", "cumprod", "cumprod_", "logcumsumexp", "cummax", "cummin")
+@aten_rule(*aten_ops("cumsum", "cumsum_", "cumprod", "cumprod_", "logcumsumexp", "cummax", "cummin"))
 def cumsum(call: OpCall) -> Cost:
     input_ = call.arg(0, "input")
     dim_size = input_.shape[call.arg(1, "dim")] if input_.dim() else 1

@@ -3,6 +3,8 @@
 - ``F.grid_sample`` / ``aten.grid_sampler_2d|3d``: per output element, a weighted sum of its
   neighbours as in interpolation: bilinear ``2 * 4 - 1 = 7`` FLOPs and 4 MACs, trilinear (3-D
   "bilinear") 15 and 8, bicubic 31 and 16, nearest 0 (a copy). Unnormalising the grid is not counted.
+- ``F.affine_grid`` (``aten.affine_grid_generator``): each grid point is its homogeneous coordinates
+  times ``theta``'s rows, ``2`` dot products of 3 (``3`` of 4 in 3-D): ``out_numel * (2 * 3 - 1)``.
 - ``torchvision.ops.roi_align``: every output element averages ``S`` bilinear samples: ``S * 7`` for
   the samples, ``S - 1`` adds and 1 divide, so ``8 S`` FLOPs (``4 S`` MACs), with ``S`` the number of
   samples of the output's bin: ``sampling_ratio ** 2``, or with ``sampling_ratio <= 0`` PyTorch's
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 
 from torch_flops.records import Cost
 from torch_flops.registry import OpCall, aten_ops, aten_rule, first_output, function_rule, numel
+from torch_flops.rules.linear import matmul_cost
 from torch_flops.rules.selection import sort_cost
 
 # interpolation_mode of grid_sample: 0 bilinear, 1 nearest, 2 bicubic
@@ -57,6 +60,14 @@ def grid_sampler_aten(call: OpCall) -> Cost:
     input_ = call.arg(0, "input")
     mode = call.arg(2, "interpolation_mode", 0) if len(call.args) > 2 else 0
     return grid_sample_cost(numel(call.output), input_.dim() - 2, mode)
+
+
+# grid [N, H, W, 2] = affine_grid_generator(theta [N, 2, 3], size, align_corners): each point's
+# (x, y, 1) times theta's rows, 2 dot products of 3; in 3-D 3 of 4
+@aten_rule(*aten_ops("affine_grid_generator"))
+def affine_grid(call: OpCall) -> Cost:
+    theta = call.args[0]
+    return matmul_cost(numel(call.output), theta.shape[-1])
 
 
 def _bin_sizes(rois: torch.Tensor, scale: float, pooled: tuple[int, int], aligned: bool) -> tuple[torch.Tensor, torch.Tensor]:
