@@ -107,6 +107,11 @@ LINEAR_CASES = [
      (randn(1, 5),), 40, 24),  # as nn.Linear(5, 4)
     ("f_linear_no_bias", Op(lambda x, weight: F.linear(x, weight), weight=randn(4, 5)),
      (randn(1, 5),), 36, 20),  # 4 * 9 = 36
+    # nn.Bilinear(4, 3, 5) on rows of (2, 4) and (2, 3): x1 A over in1 for 2*5*3 = 30 (n, o, j), dot
+    # products of 4: 30 * 7 = 210 (120 MACs); then with x2 over 3: 10 * 5 = 50 (30 MACs); bias 10 adds
+    ("bilinear", Op(lambda a, b, weight, bias: F.bilinear(a, b, weight, bias), weight=randn(5, 4, 3), bias=randn(5)),
+     (randn(2, 4), randn(2, 3)), 210 + 50 + 10, 120 + 30),
+    ("bilinear_no_bias", Op(lambda a, b, weight: F.bilinear(a, b, weight), weight=randn(5, 4, 3)), (randn(2, 4), randn(2, 3)), 260, 150),
 ]
 
 

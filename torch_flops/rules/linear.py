@@ -149,6 +149,34 @@ def grouped_mm_fallback_backward(call: OpCall) -> Cost:
     return grad_input + grad_weight
 
 
+def bilinear_cost(rows: int, in1: int, in2: int, out_features: int, bias: bool) -> Cost:
+    """``y[n, o] = x1[n] A[o] x2[n] (+ b[o])`` as PyTorch evaluates it (``aten._trilinear``): first
+    ``x1 A`` over ``in1`` for every ``(n, o, j)``, ``rows * out * in2`` dot products of length ``in1``,
+    then those with ``x2`` over ``in2``, ``rows * out`` of length ``in2``; a bias adds ``rows * out``
+    FLOPs and no MACs (an add of its own, as PyTorch runs it, not a product's accumulation)."""
+    outputs = rows * out_features
+    cost = matmul_cost(outputs * in2, in1) + matmul_cost(outputs, in2)
+    return cost + Cost(outputs, 0) if bias else cost
+
+
+# [*, out] = F.bilinear(input1 [*, in1], input2 [*, in2], weight [out, in1, in2], bias=None) (nn.Bilinear)
+@function_rule(torch.bilinear, F.bilinear)
+def bilinear(call: OpCall) -> Cost:
+    x1, x2, weight = call.arg(0, "input1"), call.arg(1, "input2"), call.arg(2, "weight")
+    bias = call.arg(3, "bias", None) is not None
+    return bilinear_cost(x1.numel() // max(x1.shape[-1], 1), x1.shape[-1], x2.shape[-1], weight.shape[0], bias)
+
+
+# torch.bilinear at the aten level: _trilinear(x1 [N, in1], weight [out, in1, in2], x2 [N, in2],
+# expand1=[1, 3], expand2=[0], expand3=[1, 2], sumdim=[2, 3]); the bias is an add of its own
+@aten_rule(*aten_ops("_trilinear"))
+def trilinear(call: OpCall) -> Cost:
+    x1, weight, x2 = call.args[0], call.args[1], call.args[2]
+    if list(call.args[6]) != [2, 3] or weight.dim() != 3:
+        raise ValueError(f"_trilinear is priced in the form torch.bilinear calls it (sumdim [2, 3]), got sumdim {list(call.args[6])}")
+    return bilinear_cost(x1.shape[0], x1.shape[1], x2.shape[1], weight.shape[0], bias=False)
+
+
 # aten.linear arrives decomposed (addmm / mm) under a dispatch mode; the entry serves modes that keep it
 @aten_rule(*aten_ops("linear"))
 def linear_aten(call: OpCall) -> Cost:
