@@ -388,6 +388,9 @@ POOL_CASES = [
     ("maxpool1d", nn.MaxPool1d(3, stride=1), (randn(1, 2, 7),), 20, 0),  # 2*5 = 10 outputs * (3 - 1) = 20
     ("avgpool1d", nn.AvgPool1d(3), (randn(1, 2, 9),), 18, 18),  # 2*3 = 6 outputs * 3 = 18
     ("maxpool3d", nn.MaxPool3d(2), (randn(1, 1, 4, 4, 4),), 56, 0),  # 2*2*2 = 8 outputs * (8 - 1) = 56
+    # windows of 2x2 at random offsets, 4x4 of them per plane: 2*16 = 32 outputs * (4 - 1); F. form 3x3 to 5x5
+    ("fractional_maxpool2d", nn.FractionalMaxPool2d(2, output_size=4), (randn(1, 2, 8, 8),), 96, 0),
+    ("f_fractional_max_pool2d", lambda x: F.fractional_max_pool2d(x, 3, output_size=5), (randn(1, 2, 8, 8),), 50 * 8, 0),
     ("avgpool3d", nn.AvgPool3d((1, 2, 2)), (randn(1, 2, 3, 4, 4),), 96, 96),  # 2*3*2*2 = 24 outputs * 4 = 96
     ("adaptive_avg_1", nn.AdaptiveAvgPool2d(1), (randn(1, 2048, 7, 7),),
      100_352, 100_352),  # 2,048 planes * 49 = 100,352
@@ -722,3 +725,11 @@ def test_module_tensor_is_getattr(make: Callable[[], nn.Module]) -> None:
             assert isinstance(found, torch.Tensor) and torch.equal(found, expected), name
         else:
             assert found is expected, name
+
+
+def test_fractional_max_pool_backward_scatters_each_gradient() -> None:
+    """Each of the 32 output gradients is added into its argmax: 32 adds (as max pooling's)."""
+    counter = TorchFLOPsByFX(Op(lambda x: F.fractional_max_pool2d(x, 2, output_size=4)))
+    counter.propagate(randn(1, 2, 8, 8).requires_grad_(), backward=True)
+    assert counter.total_backward_flops == 2 * 4 * 4
+    assert not [r for r in counter.records if r.backward_unsupported_ops]

@@ -355,9 +355,11 @@ def _window(kernel_size: Sequence[int] | int, ndim: int) -> int:
 
 
 # [N, C, *in] = max_pool{2,3}d_with_indices_backward(grad_output, self, kernel_size, stride, padding, dilation, ceil_mode, indices)
-# adaptive_max_pool{2,3}d_backward(grad_output, self, indices)
+# adaptive_max_pool{2,3}d_backward(grad_output, self, indices);
+# fractional_max_pool{2,3}d_backward(grad_output, self, kernel_size, output_size, indices)
 @aten_rule(*aten_ops("max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward",
-                     "adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward"))
+                     "adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward",
+                     "fractional_max_pool2d_backward", "fractional_max_pool3d_backward"))
 def max_pool_backward(call: OpCall) -> Cost:
     return max_pool_backward_cost(call.arg(0, "grad_output").numel())
 

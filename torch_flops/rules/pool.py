@@ -9,6 +9,7 @@ A window of ``w`` elements costs ``w - 1`` comparisons (max) or ``w - 1`` adds a
   product over dimensions of each dimension's summed window lengths. Average: that total; max: that
   total minus ``out_numel``.
 
+Fractional max pooling has the same windows at random offsets (the draws cost nothing): as max pooling.
 An int ``kernel_size=3`` of a 2-D pool is a 3x3 window (upstream torch_flops read it as 3).
 Max pooling costs no MACs.
 
@@ -76,7 +77,9 @@ _MAX = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _AVG = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _ADAPTIVE_MAX = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
 _ADAPTIVE_AVG = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_FRACTIONAL_MAX = (nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)  # windows at random offsets, the same sizes
 _NDIM = {cls: i + 1 for group in (_MAX, _AVG, _ADAPTIVE_MAX, _ADAPTIVE_AVG) for i, cls in enumerate(group)}
+_NDIM |= {nn.FractionalMaxPool2d: 2, nn.FractionalMaxPool3d: 3}
 
 
 def _ndim_of(module: nn.Module) -> int:
@@ -86,8 +89,8 @@ def _ndim_of(module: nn.Module) -> int:
     return ndim
 
 
-# [N, C, *out] = MaxPoolNd(kernel_size)([N, C, *in])
-@module_rule(*_MAX)
+# [N, C, *out] = MaxPoolNd(kernel_size)([N, C, *in]); FractionalMaxPoolNd too (its random offsets are draws: 0)
+@module_rule(*_MAX, *_FRACTIONAL_MAX)
 def max_pool_module(call: OpCall) -> Cost:
     window = prod(_expand(call.module.kernel_size, _ndim_of(call.module)))
     return max_pool_cost(numel(first_output(call.output)), window)
@@ -119,6 +122,8 @@ def adaptive_avg_pool_module(call: OpCall) -> Cost:
 _MAX_FUNCTIONS = {
     F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3,
     F.max_pool1d_with_indices: 1, F.max_pool2d_with_indices: 2, F.max_pool3d_with_indices: 3,
+    F.fractional_max_pool2d: 2, F.fractional_max_pool3d: 3,
+    F.fractional_max_pool2d_with_indices: 2, F.fractional_max_pool3d_with_indices: 3,
 }
 _AVG_FUNCTIONS = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3}
 _ADAPTIVE_MAX_FUNCTIONS = {
@@ -161,8 +166,9 @@ def _adaptive_function_rule(ndim: int, is_max: bool):
 
 
 # aten forms take the same leading arguments (self, kernel_size | output_size, ...)
-_MAX_ATEN = {1: ("max_pool1d", "max_pool1d_with_indices"), 2: ("max_pool2d", "max_pool2d_with_indices", "mkldnn_max_pool2d"),
-             3: ("max_pool3d", "max_pool3d_with_indices", "mkldnn_max_pool3d")}
+_MAX_ATEN = {1: ("max_pool1d", "max_pool1d_with_indices"),
+             2: ("max_pool2d", "max_pool2d_with_indices", "mkldnn_max_pool2d", "fractional_max_pool2d"),
+             3: ("max_pool3d", "max_pool3d_with_indices", "mkldnn_max_pool3d", "fractional_max_pool3d")}
 _AVG_ATEN = {1: ("avg_pool1d",), 2: ("avg_pool2d", "mkldnn_avg_pool2d"), 3: ("avg_pool3d", "mkldnn_avg_pool3d")}
 _ADAPTIVE_MAX_ATEN = {1: ("adaptive_max_pool1d",), 2: ("adaptive_max_pool2d",), 3: ("adaptive_max_pool3d",)}
 _ADAPTIVE_AVG_ATEN = {1: ("adaptive_avg_pool1d",), 2: ("adaptive_avg_pool2d", "_adaptive_avg_pool2d", "mkldnn_adaptive_avg_pool2d"),
