@@ -107,11 +107,13 @@ LINEAR_CASES = [
      (randn(1, 5),), 40, 24),  # as nn.Linear(5, 4)
     ("f_linear_no_bias", Op(lambda x, weight: F.linear(x, weight), weight=randn(4, 5)),
      (randn(1, 5),), 36, 20),  # 4 * 9 = 36
-    # nn.Bilinear(4, 3, 5) on rows of (2, 4) and (2, 3): x1 A over in1 for 2*5*3 = 30 (n, o, j), dot
-    # products of 4: 30 * 7 = 210 (120 MACs); then with x2 over 3: 10 * 5 = 50 (30 MACs); bias 10 adds
+    # nn.Bilinear(4, 3, 5) on rows of (2, 4) and (2, 3), one output feature at a time: x1 A over in1 for
+    # 2*5*3 = 30 (n, o, j), dot products of 4: 30 * 7 = 210 (120 MACs); with x2 over 3: 10 * 5 = 50 (30
+    # MACs); each slice added into the zeroed output: 10; the bias: 10 adds
     ("bilinear", Op(lambda a, b, weight, bias: F.bilinear(a, b, weight, bias), weight=randn(5, 4, 3), bias=randn(5)),
-     (randn(2, 4), randn(2, 3)), 210 + 50 + 10, 120 + 30),
-    ("bilinear_no_bias", Op(lambda a, b, weight: F.bilinear(a, b, weight), weight=randn(5, 4, 3)), (randn(2, 4), randn(2, 3)), 260, 150),
+     (randn(2, 4), randn(2, 3)), 210 + 50 + 10 + 10, 120 + 30),
+    ("bilinear_no_bias", Op(lambda a, b, weight: F.bilinear(a, b, weight), weight=randn(5, 4, 3)), (randn(2, 4), randn(2, 3)),
+     270, 150),
 ]
 
 
@@ -233,6 +235,7 @@ ELEMENTWISE_CASES = [
     ("heaviside", lambda x, y: torch.heaviside(x, y), (randn(2, 3), randn(2, 3)), 6, 0),  # a select per output
     ("polar", lambda r, a: torch.polar(r.abs(), a), (randn(2, 3), randn(2, 3)), 6 + 6, 0),  # abs 6, then 6 complex outputs
     ("equal", lambda x: x + torch.equal(x, x), (randn(2, 3),), 6 + 6, 0),  # 6 compares, then the add
+    ("equal_other_shapes", lambda x: x + torch.equal(x, x[:1]), (randn(2, 3),), 6, 0),  # unequal at once: only the add
 ]
 
 
@@ -733,3 +736,22 @@ def test_fractional_max_pool_backward_scatters_each_gradient() -> None:
     counter.propagate(randn(1, 2, 8, 8).requires_grad_(), backward=True)
     assert counter.total_backward_flops == 2 * 4 * 4
     assert not [r for r in counter.records if r.backward_unsupported_ops]
+
+
+def test_bilinear_backward_prices_its_three_trilinear_products() -> None:
+    """nn.Bilinear(4, 3, 5) on N = 2 rows, all gradients; each _trilinear one output feature at a time:
+    grad x1 ``5 * (24 + 8 * (2*3 - 1) + 8)`` = 360; grad W ``5 * (8 + 12 * (2*2 - 1) + 12)`` = 280;
+    grad x2 ``5 * (6 * (2*4 - 1) + 6 + 6)`` = 270; grad bias ``5 * (2 - 1)`` = 5."""
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Bilinear(4, 3, 5)
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return self.layer(a, b)
+
+    counter = TorchFLOPsByFX(Model())
+    counter.propagate(randn(2, 4).requires_grad_(), randn(2, 3).requires_grad_(), backward=True)
+    assert counter.total_flops == 280 and not counter.unsupported
+    assert counter.total_backward_flops == 360 + 280 + 270 + 5

@@ -70,3 +70,10 @@ def test_gumbel_softmax_counts_its_arithmetic_not_its_draw() -> None:
     _, tally = count_aten(lambda x: F.gumbel_softmax(x), torch.randn(6, 5))
     assert not tally.unsupported
     assert tally.cost.flops == 2 * N + 2 * N + 6 * 14
+
+
+def test_an_aten_loss_called_directly_counts_the_broadcast_elements() -> None:
+    """``aten.smooth_l1_loss`` / ``huber_loss`` of (1, 4) against (3, 4), no reduction: 12 elements."""
+    _, smooth = count_aten(lambda a, b: torch.ops.aten.smooth_l1_loss(a, b, 0), torch.rand(1, 4), torch.rand(3, 4))
+    _, huber = count_aten(lambda a, b: torch.ops.aten.huber_loss(a, b, 0), torch.rand(1, 4), torch.rand(3, 4))
+    assert (smooth.cost.flops, huber.cost.flops) == (6 * 12, 5 * 12)

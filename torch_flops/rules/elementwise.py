@@ -252,4 +252,6 @@ def addcmul(call: OpCall) -> Cost:
 @method_rule("equal")
 @aten_rule(*aten_ops("equal"))
 def equal(call: OpCall) -> Cost:
-    return Cost(call.arg(0, "input").numel(), 0)
+    """A comparison per element; tensors of different shapes are unequal without any."""
+    a, b = call.arg(0, "input"), call.arg(1, "other")
+    return Cost(a.numel() if a.shape == b.shape else 0, 0)

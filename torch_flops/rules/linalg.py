@@ -14,8 +14,9 @@
 - ``cross(a, b)`` of 3-vectors: 6 multiplies and 3 subtracts per vector, ``3 * out_numel``.
 - ``trace`` of an ``n x m`` matrix: ``min(n, m) - 1`` adds.
 - factorisations and solves (LU, ``solve``, ``inv``, ``det``, ``slogdet``, ``lu_solve``, Cholesky,
-  ``cholesky_solve``, ``cholesky_inverse``, QR): the operation counts of the LAPACK routines PyTorch
-  calls, as LAPACK's own timing suite counts them (LAWN 41; multiplies include divisions), per matrix;
+  ``cholesky_solve``, ``cholesky_inverse``, QR, triangular solves): the operation counts of the LAPACK
+  routines PyTorch calls, as LAPACK's own timing suite counts them (``dopla``, LAWN 41; divisions
+  counted as multiplies, an LU's pivot reciprocals not), per matrix;
   complex matrices 6 FLOPs per multiply and 2 per add. ``inv`` is ``solve(A, I)``; ``det`` adds the
   product of the LU's diagonal (``n - 1``), ``slogdet`` the logs of its magnitudes summed and the product
   of its signs (``4n - 2``). MACs 0. Iterative methods (``svd``, ``eig``, ``eigh``, ``lstsq``,
@@ -42,15 +43,13 @@ def cdist_cost(batch: int, rows1: int, rows2: int, features: int, p: float, comp
     """Distances between ``rows1`` and ``rows2`` rows of ``features`` values, ``batch`` times (see the
     module docstring for the two routes)."""
     pairs = batch * rows1 * rows2
-    if pairs == 0:
+    if pairs == 0 or features == 0:  # no features: PyTorch returns zeros without arithmetic
         return Cost(0, 0)
     product_route = p == 2 and (compute_mode == 1 or compute_mode == 0 and (rows1 > 25 or rows2 > 25))
     if product_route:
         norms = batch * (rows1 + rows2) * (2 * features - 1)
         product = pairs * (2 * (features + 2) - 1)
         return Cost(norms + batch * rows1 * features + product + 2 * pairs, pairs * (features + 2))
-    if features == 0:
-        return Cost(0, 0)
     per_pair = 3 * features - 1 if p in (0, 1, math.inf) else 3 * features if p == 2 else 4 * features
     return Cost(pairs * per_pair, 0)
 
@@ -62,7 +61,8 @@ def cdist(call: OpCall) -> Cost:
     x1, x2 = call.arg(0, "x1"), call.arg(1, "x2")
     p = float(call.arg(2, "p", 2.0))
     mode = _MM_MODES.get(call.arg(3, "compute_mode", None), 0)
-    return cdist_cost(math.prod(x1.shape[:-2]), x1.shape[-2], x2.shape[-2], x1.shape[-1], p, mode)
+    batch = math.prod(call.output.shape[:-2])  # the two batches broadcast
+    return cdist_cost(batch, x1.shape[-2], x2.shape[-2], x1.shape[-1], p, mode)
 
 
 def cdist_backward_cost(batch: int, rows1: int, rows2: int, features: int, p: float) -> Cost:
@@ -81,14 +81,15 @@ def cdist_backward_cost(batch: int, rows1: int, rows2: int, features: int, p: fl
 @aten_rule(*aten_ops("_cdist_backward"))
 def cdist_backward(call: OpCall) -> Cost:
     x1, x2 = call.args[1], call.args[2]
-    return cdist_backward_cost(math.prod(x1.shape[:-2]), x1.shape[-2], x2.shape[-2], x1.shape[-1], float(call.args[3]))
+    batch = math.prod(call.output.shape[:-2])  # the gradient has the broadcast batch (summed back to x1's after)
+    return cdist_backward_cost(batch, x1.shape[-2], x2.shape[-2], x1.shape[-1], float(call.args[3]))
 
 
 # the product route on its own, when autograd records it: [B, P, R] = _euclidean_dist(x1 [B, P, M], x2 [B, R, M])
 @aten_rule(*aten_ops("_euclidean_dist"))
 def euclidean_dist(call: OpCall) -> Cost:
     x1, x2 = call.args[0], call.args[1]
-    return cdist_cost(math.prod(x1.shape[:-2]), x1.shape[-2], x2.shape[-2], x1.shape[-1], 2.0, compute_mode=1)
+    return cdist_cost(math.prod(call.output.shape[:-2]), x1.shape[-2], x2.shape[-2], x1.shape[-1], 2.0, compute_mode=1)
 
 
 # cross(input, other, dim) of 3-vectors along dim
@@ -107,13 +108,15 @@ def trace(call: OpCall) -> Cost:
     return Cost(max(n - 1, 0), 0)
 
 
-# -- factorisations and solves: LAPACK's operation counts (LAWN 41), as its timing suite counts them ---------
+# -- factorisations and solves: LAPACK's operation counts, as its timing suite (dopla, LAWN 41) counts them ---
 # Each count is (multiplies, adds) of one matrix; a complex matrix costs 6 per multiply and 2 per add.
 def getrf_counts(m: int, n: int) -> tuple[float, float]:
-    """LU with partial pivoting of an ``m x n`` matrix."""
-    if m < n:
-        return 0.5 * m * (m * (n - m / 3 - 1) + n) + 2 * m / 3, 0.5 * m * (m * (n - m / 3) - n) + m / 6
-    return 0.5 * n * (n * (m - n / 3 - 1) + m) + 2 * n / 3, 0.5 * n * (n * (m - n / 3) - m) + n / 6
+    """LU with partial pivoting of an ``m x n`` matrix, as LAPACK's timing suite (``dopla``) counts it,
+    ``k = min(m, n)``: adds ``k (m n - (m + n)(k + 1)/2 + (k + 1)(2k + 1)/6)``, multiplies those plus
+    ``k (m - (k + 1)/2)`` (the column scalings; the pivots' reciprocals are not counted)."""
+    k = min(m, n)
+    adds = k * (m * n - (m + n) * (k + 1) / 2 + (k + 1) * (2 * k + 1) / 6)
+    return adds + k * (m - (k + 1) / 2), adds
 
 
 def getrs_counts(n: int, nrhs: int) -> tuple[float, float]:
@@ -178,8 +181,8 @@ def lu_factor(call: OpCall) -> Cost:
 
 @aten_rule(*aten_ops("linalg_lu_solve"))
 def lu_solve(call: OpCall) -> Cost:
-    lu, b = call.args[0], call.args[2]
-    systems, columns = _rhs(b, lu, call.kwargs.get("left", True))
+    lu = call.args[0]  # B broadcasts against LU's batch: the solves are the output's
+    systems, columns = _rhs(call.output, lu, call.kwargs.get("left", True))
     return lapack_flops([getrs_counts(lu.shape[-1], columns)], systems, lu.is_complex())
 
 
@@ -241,3 +244,14 @@ def qr(call: OpCall) -> Cost:
     if mode != "r" and k:
         counts.append(orgqr_counts(m, m if mode == "complete" else k, k))
     return lapack_flops(counts, _matrices(a), a.is_complex())
+
+
+# X = linalg_solve_triangular(A [*, n, n], B, *, upper, left=True, unitriangular=False): per right-hand
+# side n (n - 1)/2 multiply-adds and n divides (none with a unit diagonal), as trsm counts them
+@aten_rule(*aten_ops("linalg_solve_triangular"))
+def solve_triangular(call: OpCall) -> Cost:
+    a = call.args[0]
+    n = a.shape[-1]
+    systems, columns = _rhs(call.output, a, call.kwargs.get("left", True))
+    divides = 0 if call.kwargs.get("unitriangular", False) else n
+    return lapack_flops([(columns * (n * (n - 1) / 2 + divides), columns * n * (n - 1) / 2)], systems, a.is_complex())

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, method_rule, module_rule, module_tensor, numel
+from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, method_rule, module_rule, module_tensor, numel, prod
 
 
 def matmul_cost(out_numel: int, k: int) -> Cost:
@@ -150,12 +150,13 @@ def grouped_mm_fallback_backward(call: OpCall) -> Cost:
 
 
 def bilinear_cost(rows: int, in1: int, in2: int, out_features: int, bias: bool) -> Cost:
-    """``y[n, o] = x1[n] A[o] x2[n] (+ b[o])`` as PyTorch evaluates it (``aten._trilinear``): first
-    ``x1 A`` over ``in1`` for every ``(n, o, j)``, ``rows * out * in2`` dot products of length ``in1``,
-    then those with ``x2`` over ``in2``, ``rows * out`` of length ``in2``; a bias adds ``rows * out``
-    FLOPs and no MACs (an add of its own, as PyTorch runs it, not a product's accumulation)."""
+    """``y[n, o] = x1[n] A[o] x2[n] (+ b[o])`` as PyTorch evaluates it (``aten._trilinear``, one output
+    feature at a time): ``x1 A[o]`` over ``in1`` for every ``(n, j)``, ``rows * out * in2`` dot products
+    of length ``in1``; those with ``x2`` over ``in2``, ``rows * out`` of length ``in2``; each slice added
+    into the zeroed output, ``rows * out`` adds. A bias adds ``rows * out`` FLOPs and no MACs (an add of
+    its own, as PyTorch runs it)."""
     outputs = rows * out_features
-    cost = matmul_cost(outputs * in2, in1) + matmul_cost(outputs, in2)
+    cost = matmul_cost(outputs * in2, in1) + matmul_cost(outputs, in2) + Cost(outputs, 0)
     return cost + Cost(outputs, 0) if bias else cost
 
 
@@ -167,14 +168,39 @@ def bilinear(call: OpCall) -> Cost:
     return bilinear_cost(x1.numel() // max(x1.shape[-1], 1), x1.shape[-1], x2.shape[-1], weight.shape[0], bias)
 
 
-# torch.bilinear at the aten level: _trilinear(x1 [N, in1], weight [out, in1, in2], x2 [N, in2],
-# expand1=[1, 3], expand2=[0], expand3=[1, 2], sumdim=[2, 3]); the bias is an add of its own
+def _expanded_shape(shape: tuple[int, ...], expand: list[int], rank: int) -> list[int]:
+    """``shape`` with a dimension of 1 inserted at each of ``expand`` (increasing), as ``_trilinear``
+    unsqueezes its operands."""
+    sizes, given = [], iter(shape)
+    for i in range(rank):
+        sizes.append(1 if i in expand else next(given))
+    return sizes
+
+
+# out = _trilinear(i1, i2, i3, expand1, expand2, expand3, sumdim, unroll_dim=1): torch.bilinear's forward
+# (x1 [N, in1], weight [out, in1, in2], x2 [N, in2], [1, 3], [0], [1, 2], [2, 3]) and its three gradients.
+# As the kernel runs it, one slice of unroll_dim at a time: i1 * i2 summed over the summed dims i3 lacks,
+# that with i3 summed over the other summed dims (each a batched product), the slice added into the output.
 @aten_rule(*aten_ops("_trilinear"))
 def trilinear(call: OpCall) -> Cost:
-    x1, weight, x2 = call.args[0], call.args[1], call.args[2]
-    if list(call.args[6]) != [2, 3] or weight.dim() != 3:
-        raise ValueError(f"_trilinear is priced in the form torch.bilinear calls it (sumdim [2, 3]), got sumdim {list(call.args[6])}")
-    return bilinear_cost(x1.shape[0], x1.shape[1], x2.shape[1], weight.shape[0], bias=False)
+    i1, i2, i3 = call.args[0], call.args[1], call.args[2]
+    expand1, expand2, expand3, sumdim = (list(call.args[k]) for k in range(3, 7))
+    unroll = call.arg(7, "unroll_dim", 1)
+    rank = i1.dim() + len(expand1)
+    s1, s2, s3 = (_expanded_shape(tuple(t.shape), e, rank) for t, e in ((i1, expand1), (i2, expand2), (i3, expand3)))
+    first = [i for i in sumdim if i in expand3 and i != unroll]  # summed in i1 * i2
+    second = [i for i in sumdim if i not in expand3 and i != unroll]  # summed with i3
+    slices = max(s1[unroll], s2[unroll], s3[unroll])
+    one = [max(a, b) for a, b in zip(s1, s2)]  # the broadcast of i1 and i2 in one slice
+    one[unroll] = 1
+    k1 = prod(one[i] for i in first)
+    buffer = [1 if i in first else size for i, size in enumerate(one)]
+    two = [max(a, b) for a, b in zip(buffer, s3)]
+    two[unroll] = 1
+    k2 = prod(two[i] for i in second)
+    result = prod(1 if i in second else size for i, size in enumerate(two))
+    per_slice = matmul_cost(prod(buffer), k1) + matmul_cost(result, k2) + Cost(result, 0)
+    return Cost(per_slice.flops * slices, per_slice.macs * slices)
 
 
 # aten.linear arrives decomposed (addmm / mm) under a dispatch mode; the entry serves modes that keep it

@@ -140,7 +140,7 @@ ZERO_ATEN = (
     "normal", "normal_", "uniform_", "record_stream", "_unsafe_index",
     "range", "logspace", "tril_indices", "triu_indices", "bartlett_window", "blackman_window", "hamming_window",
     "hann_window", "kaiser_window",
-    "exponential_", "geometric_", "cauchy_", "log_normal_", "random_", "max_unpool2d", "max_unpool3d",
+    "exponential_", "geometric_", "cauchy_", "log_normal_", "random_", "max_unpool2d", "max_unpool3d", "lu_unpack",
     "unfold", "diag_embed", "diag", "narrow_copy", "flatten", "_nested_tensor_from_mask", "size", "stride",
     "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_same_size", "_has_compatible_shallow_copy_type",
     "result_type", "dim",
