@@ -39,7 +39,6 @@ Worked example: ``Conv2d(3, 8, 3, padding=1)`` on ``(2, 3, 8, 8)``, all three gr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -489,7 +488,7 @@ def _reduced(per_element: int, numel: int, reduction: str) -> Cost:
 
 def _loss_input_numel(call: OpCall) -> int:
     """The elements of the input and target broadcast together (the aten ops take them unbroadcast)."""
-    return math.prod(torch.broadcast_shapes(call.args[0].shape, call.args[1].shape))
+    return prod(torch.broadcast_shapes(call.args[0].shape, call.args[1].shape))
 
 
 def _loss_reduction(call: OpCall, position: int) -> str:

@@ -33,7 +33,7 @@ import math
 import torch
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, method_rule, numel
+from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, method_rule, numel, prod
 
 _MM_MODES = {None: 0, 0: 0, 1: 1, 2: 2, "use_mm_for_euclid_dist_if_necessary": 0, "use_mm_for_euclid_dist": 1,
              "donot_use_mm_for_euclid_dist": 2}  # torch.cdist's names for aten's compute_mode
@@ -61,7 +61,7 @@ def cdist(call: OpCall) -> Cost:
     x1, x2 = call.arg(0, "x1"), call.arg(1, "x2")
     p = float(call.arg(2, "p", 2.0))
     mode = _MM_MODES.get(call.arg(3, "compute_mode", None), 0)
-    batch = math.prod(call.output.shape[:-2])  # the two batches broadcast
+    batch = prod(call.output.shape[:-2])  # the two batches broadcast
     return cdist_cost(batch, x1.shape[-2], x2.shape[-2], x1.shape[-1], p, mode)
 
 
@@ -81,7 +81,7 @@ def cdist_backward_cost(batch: int, rows1: int, rows2: int, features: int, p: fl
 @aten_rule(*aten_ops("_cdist_backward"))
 def cdist_backward(call: OpCall) -> Cost:
     x1, x2 = call.args[1], call.args[2]
-    batch = math.prod(call.output.shape[:-2])  # the gradient has the broadcast batch (summed back to x1's after)
+    batch = prod(call.output.shape[:-2])  # the gradient has the broadcast batch (summed back to x1's after)
     return cdist_backward_cost(batch, x1.shape[-2], x2.shape[-2], x1.shape[-1], float(call.args[3]))
 
 
@@ -89,7 +89,7 @@ def cdist_backward(call: OpCall) -> Cost:
 @aten_rule(*aten_ops("_euclidean_dist"))
 def euclidean_dist(call: OpCall) -> Cost:
     x1, x2 = call.args[0], call.args[1]
-    return cdist_cost(math.prod(call.output.shape[:-2]), x1.shape[-2], x2.shape[-2], x1.shape[-1], 2.0, compute_mode=1)
+    return cdist_cost(prod(call.output.shape[:-2]), x1.shape[-2], x2.shape[-2], x1.shape[-1], 2.0, compute_mode=1)
 
 
 # cross(input, other, dim) of 3-vectors along dim
@@ -160,7 +160,7 @@ def lapack_flops(counts: list[tuple[float, float]], matrices: int, complex_: boo
 
 
 def _matrices(a: torch.Tensor) -> int:
-    return math.prod(a.shape[:-2])
+    return prod(a.shape[:-2])
 
 
 def _rhs(b: torch.Tensor, a: torch.Tensor, left: bool = True) -> tuple[int, int]:

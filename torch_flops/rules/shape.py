@@ -15,6 +15,7 @@ from torch import nn
 
 from torch_flops.records import ZERO_COST, Cost
 from torch_flops.registry import OpCall, aten_ops, aten_rule, function_rule, method_rule, module_rule
+from torch_flops.tracer import TENSOR_FACTORIES
 
 ZERO_MODULES = (
     nn.Identity,
@@ -68,30 +69,8 @@ ZERO_FUNCTIONS = (
     torch.ones_like,
     torch.empty_like,
     torch.full_like,
-    torch.arange,
-    torch.zeros,
-    torch.ones,
-    # the other tensors made from sizes and numbers alone (``tracer.TENSOR_FACTORIES``), random draws included
-    torch.empty,
-    torch.empty_strided,
-    torch.full,
-    torch.eye,
-    torch.linspace,
-    torch.logspace,
-    torch.range,
-    torch.scalar_tensor,
-    torch.rand,
-    torch.randn,
-    torch.randint,
-    torch.randperm,
-    torch.normal,
-    torch.tril_indices,
-    torch.triu_indices,
-    torch.bartlett_window,
-    torch.blackman_window,
-    torch.hamming_window,
-    torch.hann_window,
-    torch.kaiser_window,
+    # tensors made from sizes and numbers alone, random draws included: the tracer's one list of them
+    *(getattr(torch, name) for name in TENSOR_FACTORIES if hasattr(torch, name)),
     F.pad,
     F.dropout,
     F.dropout1d,

@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 
 from torch_flops.records import Cost
-from torch_flops.registry import OpCall, aten_ops, aten_rule
+from torch_flops.registry import OpCall, aten_ops, aten_rule, prod
 
 
 def fft_cost(batch: int, points: int, real: bool) -> int:
@@ -42,8 +42,8 @@ def _points(shape: Sequence[int], dims: Sequence[int]) -> tuple[int, int]:
     """The transform's points (the product of the sizes along ``dims``) and the batch (the rest)."""
     rank = len(shape)
     along = {d % rank for d in dims}
-    points = math.prod(shape[d] for d in along)
-    batch = math.prod(shape[d] for d in range(rank) if d not in along)
+    points = prod(shape[d] for d in along)
+    batch = prod(shape[d] for d in range(rank) if d not in along)
     return points, batch
 
 
