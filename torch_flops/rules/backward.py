@@ -453,31 +453,6 @@ def nll_loss_backward(call: OpCall) -> Cost:
     return nll_loss_backward_cost(_samples(call.arg(2, "target")), call.arg(3, "weight") is not None, reduction)
 
 
-def mse_loss_cost(numel: int, reduction: str) -> Cost:
-    """``(x - t)^2``: 2 per element; ``sum`` ``+ numel - 1``; ``mean`` ``+ numel`` (the sum and a divide). 0 MACs."""
-    if numel == 0:
-        return ZERO_COST
-    return Cost(2 * numel + {"none": 0, "sum": numel - 1, "mean": numel}[reduction], 0)
-
-
-def mse_loss_backward_cost(numel: int) -> Cost:
-    """``dx = norm * (x - t) * dy``, ``norm = 2`` or ``2 / numel`` (a host number): 3 per element."""
-    return Cost(3 * numel, 0)
-
-
-# [] | [*] = mse_loss(self, target, reduction=mean)
-@aten_rule(*aten_ops("mse_loss"))
-def mse_loss(call: OpCall) -> Cost:
-    return mse_loss_cost(call.output.numel() if call.arg(2, "reduction", 1) == 0 else call.arg(0, "self").numel(),
-                         _REDUCTIONS[call.arg(2, "reduction", 1)])
-
-
-# [*] = mse_loss_backward(grad_output, self, target, reduction)
-@aten_rule(*aten_ops("mse_loss_backward"))
-def mse_loss_backward(call: OpCall) -> Cost:
-    return mse_loss_backward_cost(_grad_numel(call))
-
-
 def _reduced(per_element: int, numel: int, reduction: str) -> Cost:
     """``per_element`` FLOPs for each of ``numel`` elements, then the reduction: ``sum`` ``numel - 1``
     adds, ``mean`` those and a divide. 0 MACs."""
@@ -493,6 +468,29 @@ def _loss_input_numel(call: OpCall) -> int:
 
 def _loss_reduction(call: OpCall, position: int) -> str:
     return _REDUCTIONS[call.arg(position, "reduction", 1)]
+
+
+def mse_loss_cost(numel: int, reduction: str) -> Cost:
+    """``(x - t)^2``: 2 per element; ``sum`` ``+ numel - 1``; ``mean`` ``+ numel`` (the sum and a divide). 0 MACs."""
+    return _reduced(2, numel, reduction)
+
+
+def mse_loss_backward_cost(numel: int) -> Cost:
+    """``dx = norm * (x - t) * dy``, ``norm = 2`` or ``2 / numel`` (a host number): 3 per element."""
+    return Cost(3 * numel, 0)
+
+
+# [] | [*] = mse_loss(self, target, reduction=mean)
+@aten_rule(*aten_ops("mse_loss"))
+def mse_loss(call: OpCall) -> Cost:
+    return mse_loss_cost(call.output.numel() if call.arg(2, "reduction", 1) == 0 else call.arg(0, "self").numel(),
+                         _loss_reduction(call, 2))
+
+
+# [*] = mse_loss_backward(grad_output, self, target, reduction)
+@aten_rule(*aten_ops("mse_loss_backward"))
+def mse_loss_backward(call: OpCall) -> Cost:
+    return mse_loss_backward_cost(_grad_numel(call))
 
 
 # [] | [*] = binary_cross_entropy(self, target, weight=None, reduction=mean), as the kernel computes each
