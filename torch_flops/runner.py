@@ -218,6 +218,8 @@ class GraphRunner:
         self.placeholders = [node for node in self.nodes if node.op == "placeholder"]
         self.output_node = next((node for node in self.nodes if node.op == "output"), None)
         self._output_index = self.slot[self.output_node] if self.output_node is not None else -1
+        # the dict subclass forward returned, which FX lowered to a dict (see tracer.OUTPUT_CLASS_META)
+        self._output_class = self.output_node.meta.get(OUTPUT_CLASS_META) if self.output_node is not None else None
         self.steps = [self._step(i, node) for i, node in enumerate(self.nodes) if node.op not in ("placeholder", "output")]
         # the op nodes that run inside an autocast region of forward
         self.autocast_nodes = tuple(step.node.name for step in self.steps if step.kind != _GET_ATTR and step.node.meta.get(AUTOCAST_META))
@@ -300,7 +302,7 @@ class GraphRunner:
             return None
         output = fx.map_arg(self.output_node.args[0], lambda node: values[self.slot[node]])
         output = self.gm.graph.process_outputs(_mutable(output))
-        cls = self.output_node.meta.get(OUTPUT_CLASS_META)
+        cls = self._output_class
         if cls is not None and type(output) is dict:
             return cls(**output) if all(type(key) is str for key in output) else cls(output)
         return output
